@@ -1,0 +1,75 @@
+"""From raw per-order outputs to one verdict: the verdict token's probability, un-swapping, and swap aggregation."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from rm.backends.base import TokenLogprob
+from rm.types import OrderResult
+
+Order = Literal["AB", "BA"]
+
+
+def presentation_orders(item_id: str, seed: int, swap: bool, order: str) -> list[Order]:
+    """Which orders to show. 'random' derives the order from (seed, id) with a stable hash, so reruns agree."""
+    if swap:
+        return ["AB", "BA"]
+    if order == "random":
+        return ["BA" if hashlib.sha256(f"{seed}:{item_id}".encode()).digest()[0] & 1 else "AB"]
+    return ["AB"]
+
+
+def verdict_probability(tokens: Sequence[TokenLogprob], letter_pos: int) -> float | None:
+    """P(shown A) at the verdict token, renormalised over the A and B variants of that token.
+
+    `letter_pos` is the verdict letter's offset in the concatenated token strings. The variant is the same token
+    with the letter swapped ('A' vs 'B', ' A' vs ' B', '[[A' vs '[[B'). A variant missing from the top
+    alternatives counts as probability 0, so p is then 1 or 0: the top list bounds its real value tightly.
+    """
+    start = 0
+    for tok in tokens:
+        end = start + len(tok.token)
+        if start <= letter_pos < end:
+            rel = letter_pos - start
+            letter = tok.token[rel]
+            if letter not in "AB":
+                return None
+            variant = {x: tok.token[:rel] + x + tok.token[rel + 1 :] for x in "AB"}
+            known = {**tok.top, tok.token: tok.logprob}
+            probs = {x: math.exp(known[v]) if v in known else 0.0 for x, v in variant.items()}
+            total = probs["A"] + probs["B"]
+            return probs["A"] / total if total > 0 else None
+        start = end
+    return None
+
+
+def unswap(order: Order, winner: str | None, p_shown_a: float | None) -> tuple[str | None, float | None]:
+    """Map a verdict on the shown order back to the caller's labels."""
+    if order == "AB":
+        return winner, p_shown_a
+    flipped = {"A": "B", "B": "A"}.get(winner) if winner else None
+    return flipped, None if p_shown_a is None else 1.0 - p_shown_a
+
+
+def aggregate(results: Sequence[OrderResult]) -> tuple[str | None, float | None, bool | None, bool]:
+    """(winner, p_a, consistent, parse_ok) over the orders judged, in the caller's labels.
+
+    Policy, written once: if any order is unparsable the verdict is unparsable (winner None). Otherwise orders that
+    agree give that winner; orders that disagree give 'tie' unless the mean p_a leans one way, which breaks it.
+    p_a is the mean over orders when every order has one.
+    """
+    parse_ok = bool(results) and all(r.parse_ok for r in results)
+    probs = [r.p_a for r in results]
+    p_a = sum(probs) / len(probs) if results and all(p is not None for p in probs) else None  # type: ignore[misc]
+    if not parse_ok:
+        return None, p_a, None, False
+    winners = {r.winner for r in results}
+    consistent = len(winners) == 1 if len(results) > 1 else None
+    if len(winners) == 1:
+        return results[0].winner, p_a, consistent, True
+    if p_a is not None and p_a != 0.5:
+        return ("A" if p_a > 0.5 else "B"), p_a, consistent, True
+    return "tie", p_a, consistent, True

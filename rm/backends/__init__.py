@@ -1,0 +1,55 @@
+"""Backends: `openai` (any OpenAI-compatible server), `vllm` (in-process, GPU), `transformers` (local, CPU or GPU)."""
+
+from __future__ import annotations
+
+from rm.backends.base import Backend, Conversation, Generation, ImagePart, Message, TextPart, TokenLogprob, VideoPart
+from rm.config import JudgeConfig
+
+__all__ = [
+    "Backend",
+    "Conversation",
+    "Generation",
+    "ImagePart",
+    "Message",
+    "TextPart",
+    "TokenLogprob",
+    "VideoPart",
+    "make_backend",
+]
+
+
+def make_backend(config: JudgeConfig) -> Backend:
+    """Build the configured backend. Engines are imported only here, so `import rm` stays light."""
+    if config.backend == "openai":
+        from rm.backends.openai_api import OpenAIBackend
+
+        return OpenAIBackend(
+            config.model,
+            config.base_urls,
+            api_key=config.api_key,
+            concurrency=config.concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            min_pixels=config.min_pixels,
+            max_pixels=config.max_pixels,
+        )
+    if config.backend == "vllm":
+        from rm.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend(
+            config.model,
+            seed=config.sampling.seed,
+            min_pixels=config.min_pixels,
+            max_pixels=config.max_pixels,
+            **config.vllm_kwargs,
+        )
+    from rm.backends.hf import TransformersBackend
+
+    return TransformersBackend(
+        config.model,
+        device=config.device,
+        dtype=config.dtype,
+        batch_size=config.batch_size,
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+    )

@@ -1,0 +1,143 @@
+"""Client backend for any OpenAI-compatible chat endpoint — `vllm serve` on GPU is the production path.
+
+Async with bounded concurrency, retries with exponential backoff on 5xx/429/connection errors, per-request timeouts,
+and round-robin over several base URLs (data-parallel replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from rm.backends.base import Backend, Conversation, Generation, ImagePart, TextPart, TokenLogprob
+from rm.config import SamplingConfig
+from rm.media import image_to_data_url, video_to_url
+from rm.types import Usage
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+    supports_video = True  # the server decodes; vLLM takes video_url parts
+
+    def __init__(
+        self,
+        model: str,
+        base_urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 600.0,
+        max_retries: int = 3,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.model = model
+        self._urls = itertools.cycle([u.rstrip("/") + "/chat/completions" for u in base_urls])
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        # vLLM's per-request processor override; only sent when set, since other servers may reject unknown fields.
+        self.mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+
+    def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[int, str]) -> dict[str, Any]:
+        """The chat.completions request for one conversation (`urls` memoises image encodings across a batch)."""
+
+        def part(p: Any) -> dict[str, Any]:
+            if isinstance(p, TextPart):
+                return {"type": "text", "text": p.text}
+            if isinstance(p, ImagePart):
+                return {"type": "image_url", "image_url": {"url": _cached_url(p.image, urls)}}
+            return {"type": "video_url", "video_url": {"url": video_to_url(p.video)}}
+
+        messages = [
+            {"role": m.role, "content": m.content[0].text}
+            if len(m.content) == 1 and isinstance(m.content[0], TextPart)
+            else {"role": m.role, "content": [part(p) for p in m.content]}
+            for m in conv
+        ]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "seed": sampling.seed,
+        }
+        if sampling.top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": sampling.top_logprobs}
+        if self.mm_kwargs:
+            body["mm_processor_kwargs"] = self.mm_kwargs
+        return body
+
+    async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        sem = asyncio.Semaphore(self.concurrency)
+        urls: dict[int, str] = {}
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers, limits=limits) as client:
+
+            async def one(conv: Conversation) -> Generation:
+                async with sem:
+                    return await self._post(client, self.body(conv, sampling, urls))
+
+            return list(await asyncio.gather(*(one(c) for c in conversations)))
+
+    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Generation:
+        error = ""
+        for attempt in range(self.max_retries + 1):
+            url = next(self._urls)  # a retry goes to the next replica
+            try:
+                r = await client.post(url, json=body)
+            except httpx.HTTPError as e:
+                error = f"{url}: {type(e).__name__}: {e}"
+            else:
+                if r.status_code < 400:
+                    return parse_completion(r.json())
+                error = f"{url}: HTTP {r.status_code}: {r.text[:500]}"
+                if r.status_code not in _RETRY_STATUS:
+                    break  # a malformed request stays malformed
+            if attempt < self.max_retries:
+                log.info("retrying after %s", error)
+                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+        return Generation(error=error)
+
+
+def _cached_url(img: Image.Image, urls: dict[int, str]) -> str:
+    key = id(img)
+    if key not in urls:
+        urls[key] = image_to_data_url(img)
+    return urls[key]
+
+
+def parse_completion(data: dict[str, Any]) -> Generation:
+    """A chat.completion JSON -> Generation. Reasoning split out by the server goes back into a <think> block."""
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        text = f"<think>{reasoning}</think>{text}"
+    tokens = [
+        TokenLogprob(t["token"], t["logprob"], {a["token"]: a["logprob"] for a in t.get("top_logprobs") or []})
+        for t in ((choice.get("logprobs") or {}).get("content") or [])
+    ]
+    usage = data.get("usage") or {}
+    return Generation(
+        text=text,
+        tokens=tokens,
+        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
+        finish_reason=choice.get("finish_reason") or "stop",
+    )

@@ -1,0 +1,167 @@
+"""The `deltarubric` command. Each command checks its flags, calls one library function, and prints the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from rm.cli_options import judge_options
+from rm.config import JudgeConfig
+from rm.media import MediaError
+from rm.types import JudgeRequest, Verdict
+
+app = typer.Typer(
+    name="deltarubric",
+    help="Generative multimodal reward models: judge preference pairs with a Qwen3-VL model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, without a traceback."""
+
+
+def _request_from_flags(**f: object) -> JudgeRequest:
+    cand = {}
+    for side in ("a", "b"):
+        given = {k: f[f"{k}_{side}"] for k in ("response", "image", "video") if f[f"{k}_{side}"] is not None}
+        if len(given) != 1:
+            raise CLIError(f"give exactly one of --response-{side}, --image-{side}, --video-{side}")
+        kind, value = next(iter(given.items()))
+        cand[side] = {"text" if kind == "response" else kind: value}
+    task = f["task"] or ("image_understanding" if cand["a"].get("text") is not None else "image_generation")
+    if task == "image_generation" and f["image"]:
+        task = "image_editing"  # a source image plus candidate images
+    return JudgeRequest(
+        id=f["id"], task_type=task, question=f["question"], images=f["image"] or [], videos=f["video"] or [],
+        a=cand["a"], b=cand["b"], reference=f["reference"],
+    )  # fmt: skip
+
+
+def _print_human(v: Verdict) -> None:
+    p = "n/a" if v.p_a is None else f"{v.p_a:.3f}"
+    print(f"winner: {v.winner or 'unparsable'}   p(A better): {p}   consistent: {v.consistent}   ({v.latency_s:.2f}s)")
+    for k, item in enumerate(v.checklist, 1):
+        print(f"  {k}. {item}")
+    for f in v.findings:
+        print(f"  - favors {f.favors or '?'}: {f.text}")
+    if v.rationale:
+        print(f"rationale: {v.rationale}")
+    if v.error:
+        print(f"error: {v.error}")
+
+
+@app.command(no_args_is_help=True)
+@judge_options
+def judge(
+    config: JudgeConfig,
+    question: Annotated[Optional[str], typer.Option("--question", "-q", help="Question, generation prompt or edit instruction.")] = None,
+    response_a: Annotated[Optional[str], typer.Option(help="Text of candidate A.")] = None,
+    response_b: Annotated[Optional[str], typer.Option(help="Text of candidate B.")] = None,
+    image: Annotated[Optional[list[str]], typer.Option(help="Context image (path, URL, data URL); repeatable.")] = None,
+    video: Annotated[Optional[list[str]], typer.Option(help="Context video; repeatable.")] = None,
+    image_a: Annotated[Optional[str], typer.Option(help="Candidate A as an image (generation/editing).")] = None,
+    image_b: Annotated[Optional[str], typer.Option(help="Candidate B as an image.")] = None,
+    video_a: Annotated[Optional[str], typer.Option(help="Candidate A as a video.")] = None,
+    video_b: Annotated[Optional[str], typer.Option(help="Candidate B as a video.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference answer shown to the judge.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task type; inferred from the inputs when omitted.")] = None,
+    id: Annotated[str, typer.Option(help="Item id (seeds --order random).")] = "0",
+    input: Annotated[Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+) -> None:
+    """Judge one preference pair (or a JSONL file of them) and print the verdict.
+
+    Example: deltarubric judge -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
+    --image cat.jpg -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
+    """
+    from rm.judge import Judge
+
+    if input is not None:
+        requests = [JudgeRequest.model_validate_json(line) for line in input.read_text().splitlines() if line.strip()]
+    elif question is None:
+        raise CLIError("give --question (and the two candidates), or --input FILE.jsonl")
+    else:
+        requests = [_request_from_flags(**locals())]
+    verdicts = Judge(config).judge_batch(requests)
+    for v in verdicts:
+        if input is not None or as_json:
+            print(v.model_dump_json(indent=None if input is not None else 2))
+        else:
+            _print_human(v)
+    if input is None and verdicts[0].error:
+        raise typer.Exit(code=1)
+
+
+@app.command("make-tiny-model")
+def make_tiny_model_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write the checkpoint into.")],
+    seed: Annotated[int, typer.Option(help="Weight initialisation seed.")] = 0,
+) -> None:
+    """Write a tiny random-weight Qwen3-VL checkpoint that loads offline with from_pretrained (for tests and CI)."""
+    from rm.tiny import make_tiny_model
+
+    print(make_tiny_model(out_dir, seed=seed))
+
+
+@app.command()
+@judge_options
+def serve(
+    config: JudgeConfig,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for; defaults to --model.")] = None,
+) -> None:
+    """Serve the judge's model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health)."""
+    import uvicorn
+
+    from app.server import build_app
+    from rm.backends import make_backend
+
+    uvicorn.run(build_app(make_backend(config), served_model_name or config.model), host=host, port=port)
+
+
+@app.command()
+def env() -> None:
+    """Print versions and capabilities, for bug reports."""
+    from importlib import metadata
+
+    from transformers.utils import is_torchvision_available
+
+    info = {}
+    for pkg in ("deltarubric", "torch", "transformers", "pillow", "pydantic", "httpx", "fastapi", "vllm", "openai"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    import torch
+
+    info |= {"python": sys.version.split()[0], "cuda": torch.cuda.is_available(), "torchvision (video)": is_torchvision_available()}
+    print(json.dumps(info, indent=2))
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("DELTARUBRIC_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr)
+    try:
+        app()
+    except (CLIError, ValidationError, MediaError, ValueError, FileNotFoundError, ImportError) as e:
+        if os.environ.get("DELTARUBRIC_DEBUG"):
+            raise
+        msg = str(e)
+        if isinstance(e, ValidationError):
+            msg = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors())
+        print(f"Error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Judge options declared once and attached to every command (judge, serve, and later eval and demo).
+
+`@judge_options` adds these flags to a command and hands it a validated `JudgeConfig` built as
+defaults < `--config` file < flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from rm.config import JudgeConfig, build_config
+
+_P = "Judge options"
+_S = "Sampling"
+
+# typer needs Optional[...] spelled out for flags whose default is None (None = "not given on the command line").
+JUDGE_OPTIONS: dict[str, Any] = {
+    "config": Annotated[Optional[Path], typer.Option(help="YAML/JSON file of judge options; flags override it.", rich_help_panel=_P)],
+    "model": Annotated[Optional[str], typer.Option("--model", "-m", help="Checkpoint path or HF id; served model name for --backend openai.", rich_help_panel=_P)],
+    "backend": Annotated[Optional[str], typer.Option(help="openai | vllm | transformers  [default: transformers]", rich_help_panel=_P)],
+    "judge": Annotated[Optional[str], typer.Option("--judge", "-j", help="direct | deltarubric | msrl  [default: deltarubric]", rich_help_panel=_P)],
+    "swap": Annotated[Optional[bool], typer.Option("--swap/--no-swap", help="Judge both orders and aggregate.  [default: no-swap]", rich_help_panel=_P)],
+    "order": Annotated[Optional[str], typer.Option(help="Without --swap: 'given' or 'random' (seeded by --seed and item id).", rich_help_panel=_P)],
+    "base_url": Annotated[Optional[list[str]], typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; repeat for replicas.", rich_help_panel=_P)],
+    "api_key": Annotated[Optional[str], typer.Option(envvar="DELTARUBRIC_API_KEY", help="Bearer token for --backend openai.", rich_help_panel=_P)],
+    "concurrency": Annotated[Optional[int], typer.Option(help="Requests in flight (openai).", rich_help_panel=_P)],
+    "timeout": Annotated[Optional[float], typer.Option(help="Seconds per HTTP request (openai).", rich_help_panel=_P)],
+    "max_retries": Annotated[Optional[int], typer.Option(help="Retries on 5xx/429/connection errors (openai).", rich_help_panel=_P)],
+    "device": Annotated[Optional[str], typer.Option(help="auto | cpu | cuda[:N] (transformers).", rich_help_panel=_P)],
+    "dtype": Annotated[Optional[str], typer.Option(help="auto | float32 | bfloat16 | float16 (transformers).", rich_help_panel=_P)],
+    "batch_size": Annotated[Optional[int], typer.Option(help="Conversations per generate call (transformers).", rich_help_panel=_P)],
+    "min_pixels": Annotated[Optional[int], typer.Option(help="Minimum pixels per image after resizing.", rich_help_panel=_P)],
+    "max_pixels": Annotated[Optional[int], typer.Option(help="Maximum pixels per image; larger ones are downscaled.", rich_help_panel=_P)],
+    "temperature": Annotated[Optional[float], typer.Option(help="0 = greedy.  [default: 0]", rich_help_panel=_S)],
+    "top_p": Annotated[Optional[float], typer.Option(help="[default: 1.0]", rich_help_panel=_S)],
+    "max_tokens": Annotated[Optional[int], typer.Option(help="Per stage.  [default: 1024]", rich_help_panel=_S)],
+    "seed": Annotated[Optional[int], typer.Option(help="Sampling seed and order seed.  [default: 0]", rich_help_panel=_S)],
+    "top_logprobs": Annotated[Optional[int], typer.Option(help="Alternatives per token for p_a; 0 = off.  [default: 5]", rich_help_panel=_S)],
+}
+
+_SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "top_logprobs")
+_RENAMED = {"base_url": "base_urls", "timeout": "timeout_s"}
+
+
+def config_from_flags(values: dict[str, Any]) -> JudgeConfig:
+    values = dict(values)
+    file = values.pop("config")
+    sampling = {k: values.pop(k) for k in _SAMPLING}
+    overrides = {_RENAMED.get(k, k): v for k, v in values.items()}
+    return build_config(file, sampling=sampling, **overrides)
+
+
+def judge_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared judge flags to `command`, which receives them as one `config: JudgeConfig` argument."""
+    sig = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # postponed annotations are strings until resolved
+    own = [p.replace(annotation=hints[name]) for name, p in sig.parameters.items() if name != "config"]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a) for n, a in JUDGE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        config = config_from_flags({n: kwargs.pop(n) for n in JUDGE_OPTIONS})
+        return command(config=config, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,103 @@
+"""Loading media from paths, URLs, data URLs or PIL images, with the guards a judge needs.
+
+Every failure is a `MediaError` naming the source and what is wrong, raised before any model call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import warnings
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from rm.types import MediaRef
+
+MAX_ASPECT_RATIO = 200  # Qwen-VL's resizer refuses more extreme shapes; fail early with our own message.
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+class MediaError(ValueError):
+    """A media item could not be used; the message names it and says why."""
+
+
+def describe(ref: MediaRef) -> str:
+    if isinstance(ref, Image.Image):
+        return f"<PIL image {ref.size[0]}x{ref.size[1]}>"
+    return ref if len(ref) <= 80 else ref[:60] + "...(" + str(len(ref)) + " chars)"
+
+
+def read_bytes(ref: str) -> bytes:
+    """The bytes behind a path, file://, http(s):// or base64 data: URL."""
+    if ref.startswith("data:"):
+        header, _, payload = ref.partition(",")
+        if not header.endswith(";base64"):
+            raise MediaError(f"{describe(ref)}: only base64 data URLs are supported")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise MediaError(f"{describe(ref)}: invalid base64 payload ({e})") from e
+    if ref.startswith(("http://", "https://")):
+        try:
+            with httpx.stream("GET", ref, timeout=30.0, follow_redirects=True) as r:
+                r.raise_for_status()
+                chunks, size = [], 0
+                for chunk in r.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise MediaError(f"{describe(ref)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as e:
+            raise MediaError(f"{describe(ref)}: download failed ({e})") from e
+    path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
+    if not path.is_file():
+        raise MediaError(f"{describe(ref)}: file not found")
+    return path.read_bytes()
+
+
+def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image to RGB, refusing bombs and corrupt data; downscale to `max_pixels` if given."""
+    if isinstance(ref, Image.Image):
+        img = ref
+    else:
+        data = read_bytes(ref)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, OSError) as e:
+            raise MediaError(f"{describe(ref)}: not a readable image ({type(e).__name__})") from e
+    w, h = img.size
+    # Checked on the header's size, before decoding, so a decompression bomb never allocates.
+    if w * h > max_input_pixels:
+        raise MediaError(f"{describe(ref)}: {w}x{h} = {w * h} pixels exceeds the limit of {max_input_pixels}")
+    if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        raise MediaError(f"{describe(ref)}: aspect ratio of {w}x{h} is over {MAX_ASPECT_RATIO}:1")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = img.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MediaError(f"{describe(ref)}: image data is corrupt or truncated ({e})") from e
+    if max_pixels and w * h > max_pixels:
+        scale = math.sqrt(max_pixels / (w * h))
+        img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+    return img
+
+
+def image_to_data_url(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def video_to_url(ref: str) -> str:
+    """A URL an OpenAI-compatible server accepts for a video: http(s) and data URLs pass, files are inlined."""
+    if ref.startswith(("http://", "https://", "data:")):
+        return ref
+    suffix = Path(urlparse(ref).path).suffix.lstrip(".").lower() or "mp4"
+    return f"data:video/{suffix};base64," + base64.b64encode(read_bytes(ref)).decode()

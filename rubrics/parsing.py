@@ -1,0 +1,138 @@
+"""Parsers for what the judge model writes. None of them raises on any text: what cannot be read is `None`.
+
+Labels here are the ones the model saw ("A" = shown first); mapping back to the caller's labels happens in rm/.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_CHECKLIST_ITEMS = 4
+
+_WINNER_RE = re.compile(r"winner\W{0,6}\[\[\s*([AB])\s*\]\]", re.IGNORECASE)
+_BRACKET_RE = re.compile(r"\[\[\s*([AB])\s*\]\]")
+_ANSWER_RE = re.compile(r"<answer>\s*([AB])\s*</answer>", re.IGNORECASE)
+_TAG_RE = {t: re.compile(rf"<{t}>(.*?)</{t}>", re.IGNORECASE | re.DOTALL) for t in ("type", "caption", "think")}
+_ITEM_RE = re.compile(r"(?:^|(?<=\s))(\d{1,2})[.)]\s+")
+_FAVORS_RE = re.compile(r"\**favou?rs\**\s*[:：]?\s*\**\s*(A|B|Neither)\b", re.IGNORECASE)
+_SECTION_RE = re.compile(r"^\W*(generated checklist|checklist|analysis|justification|winner)\W*:", re.IGNORECASE | re.MULTILINE)
+# A checklist item that tells the verifier the answer: verdict tags, "winner", "X is better", preferences.
+_LEAK_RE = re.compile(
+    r"\[\[|\bwinner\b|\bfavou?rs\s*:|\bprefer|"
+    r"\b(?:response|image|video|candidate|answer)\s+[AB]\b[^?]*?\b(?:is|was)\s+"
+    r"(?:better|worse|superior|inferior|correct|incorrect|right|wrong|more accurate|less accurate)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Parsed:
+    """One reply, read. `winner_pos` is the character offset of the verdict letter, used to find its logprobs."""
+
+    winner: str | None = None
+    winner_pos: int | None = None
+    rationale: str = ""
+    findings: list[tuple[str, str | None]] = field(default_factory=list)  # (text, "A"|"B"|"Neither"|None)
+    checklist: list[str] = field(default_factory=list)
+    task_type: str | None = None
+    thinking: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.winner is not None
+
+
+def split_thinking(text: str) -> tuple[str, str, int]:
+    """(thinking, rest, offset of rest in text) for Thinking models that open with a <think> block.
+
+    Qwen3 Thinking templates put `<think>` in the prompt, so a reply may hold only the closing tag.
+    An unterminated block means the model ran out of tokens while thinking: all of it is thinking.
+    """
+    stripped = text.lstrip()
+    lead = len(text) - len(stripped)
+    if stripped[:7].lower() == "<think>":
+        end = stripped.lower().find("</think>")
+        if end == -1:
+            return stripped[7:], "", len(text)
+        return stripped[7:end], stripped[end + 8 :], lead + end + 8
+    end = text.lower().find("</think>")
+    if end != -1 and "<think>" not in text[:end].lower():
+        return text[:end], text[end + 8 :], end + 8
+    return "", text, 0
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Text under each 'Name:' header (lower-cased name), up to the next header."""
+    heads = list(_SECTION_RE.finditer(text))
+    out: dict[str, str] = {}
+    for h, nxt in zip(heads, heads[1:] + [None]):
+        out[h.group(1).lower()] = text[h.end() : nxt.start() if nxt else len(text)].strip()
+    return out
+
+
+def _numbered(text: str) -> list[str]:
+    """Items of a '1. ... 2. ...' list, on separate lines or run together on one line."""
+    marks = list(_ITEM_RE.finditer(text))
+    items = [text[m.end() : n.start() if n else len(text)] for m, n in zip(marks, marks[1:] + [None])]
+    if not items:  # fall back to bullet lines
+        items = [ln.lstrip()[1:] for ln in text.splitlines() if ln.lstrip()[:1] in ("-", "*", "•")]
+    return [" ".join(i.split()) for i in items if i.strip()]
+
+
+def find_winner(text: str) -> tuple[str | None, int | None]:
+    """The verdict from 'Winner: [[X]]' (last one), else a lone [[X]] tag; both letters without a Winner line is ambiguous."""
+    hits = list(_WINNER_RE.finditer(text))
+    if not hits:
+        hits = list(_BRACKET_RE.finditer(text))
+        if len({h.group(1) for h in hits}) != 1:
+            return None, None
+    last = hits[-1]
+    return last.group(1).upper(), last.start(1)
+
+
+def parse_checklist(text: str) -> Parsed:
+    """The planner's checklist: numbered questions, leaking items dropped, at most four kept."""
+    thinking, body, _ = split_thinking(text)
+    sections = _sections(body)
+    block = sections.get("generated checklist", sections.get("checklist", body))
+    items = [i for i in _numbered(block) if not _LEAK_RE.search(i)]
+    return Parsed(checklist=items[:MAX_CHECKLIST_ITEMS], thinking=thinking)
+
+
+def parse_verdict(text: str) -> Parsed:
+    """Direct judge and Checklist Verifier: 'Analysis:' (items ending 'Favors: X'), 'Justification:', 'Winner: [[X]]'."""
+    thinking, body, offset = split_thinking(text)
+    winner, pos = find_winner(body)
+    sections = _sections(body)
+    findings = []
+    for item in _numbered(sections.get("analysis", "")):
+        favors = _FAVORS_RE.findall(item)
+        label = favors[-1].capitalize() if favors else None
+        findings.append((_FAVORS_RE.sub("", item).strip(" .;"), "Neither" if label == "Neither" else label))
+    rationale = sections.get("justification") or sections.get("analysis", "")
+    return Parsed(
+        winner=winner,
+        winner_pos=None if pos is None else pos + offset,
+        rationale=_BRACKET_RE.sub("", rationale).strip(),
+        findings=findings,
+        thinking=thinking,
+    )
+
+
+def parse_msrl(text: str) -> Parsed:
+    """MSRL: <type>, optional <caption>, <think>, <answer>A|B</answer> (last answer tag wins, case-insensitive)."""
+    lead_thinking, body, offset = split_thinking(text)
+    answers = list(_ANSWER_RE.finditer(body))
+    tags = {t: r.findall(body) for t, r in _TAG_RE.items()}
+    task = " ".join(tags["type"][-1].split()).lower().replace(" ", "_").replace("-", "_") if tags["type"] else None
+    return Parsed(
+        winner=answers[-1].group(1).upper() if answers else None,
+        winner_pos=answers[-1].start(1) + offset if answers else None,
+        rationale=(tags["think"][-1] if tags["think"] else lead_thinking).strip(),
+        task_type=task or None,
+        thinking=lead_thinking,
+    )
+
+
+PARSERS = {"checklist": parse_checklist, "verdict": parse_verdict, "msrl": parse_msrl}
