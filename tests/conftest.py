@@ -1,0 +1,92 @@
+"""Shared fixtures: offline settings, the tiny checkpoint (built once per session), generated images, a loopback server."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub/transformers: tests never touch a hub.
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from PIL import Image, ImageDraw
+
+from rm.config import JudgeConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rm.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir: Path):
+    from rm.backends.hf import TransformersBackend
+
+    return TransformersBackend(str(tiny_model_dir), device="cpu", batch_size=8)
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir: Path) -> JudgeConfig:
+    return JudgeConfig(model=str(tiny_model_dir), backend="transformers", sampling={"max_tokens": 12})
+
+
+def make_image(path: Path, size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:
+    """A small placeholder picture: coloured shapes that differ with the seed."""
+    img = Image.new("RGB", size, (30 + 40 * seed % 200, 120, 200))
+    d = ImageDraw.Draw(img)
+    d.ellipse([size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2], fill=(250, 160, 40))
+    d.rectangle([size[0] // 2, size[1] // 2, size[0] - 4, size[1] - 4], fill=(20, 200 - 10 * seed % 150, 60))
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    return make_image(tmp_path / "scene.png")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackServer:
+    """An ASGI app under real uvicorn on 127.0.0.1, in a thread, for clients that need a socket."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_backend) -> Iterator[LoopbackServer]:
+    """Our OpenAI-compatible app serving the tiny model on a real loopback port."""
+    from app.server import build_app
+
+    with LoopbackServer(build_app(tiny_backend, "tiny")) as server:
+        yield server

@@ -1,0 +1,183 @@
+"""Judge orchestration on hand-written model outputs: stages, checklist flow, swap bookkeeping, p_a, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rm.backends.base import ImagePart, TextPart
+from rm.config import JudgeConfig
+from rm.judge import Judge
+from rm.types import JudgeRequest
+from tests.conftest import make_image
+from tests.scripted import ScriptedBackend, all_text, user_text
+
+PLANNER_REPLY = """Generated Checklist:
+1. Are there exactly two cats in the image?
+2. Response A is better because it counts correctly.
+3. Is the cat on the left orange, not grey?"""
+
+
+def shown_first_is_two_cats(conv) -> bool:
+    return "[Response A]\nTwo cats." in all_text(conv)
+
+
+def careful_judge(conv) -> str:
+    """Always prefers 'Two cats.', whichever position it is shown in; answers in the stage's format."""
+    good = "A" if shown_first_is_two_cats(conv) else "B"
+    other = "B" if good == "A" else "A"
+    text = user_text(conv)
+    if "Disagreement Planner" in text:
+        return PLANNER_REPLY
+    if "Checklist Verifier" in text:
+        return (
+            f"Analysis:\n1. The image shows two cats. Response {good} agrees. Favors: {good}\n"
+            f"2. The left cat is orange. Both agree. Favors: Neither\n"
+            f"Justification: Response {good} counts the cats correctly; Response {other} hallucinates a third.\n"
+            f"Winner: [[{good}]]"
+        )
+    if "<answer>" in text:
+        return f"<type>image_understanding</type><think>counting</think><answer>{good}</answer>"
+    return f"Analysis: counted.\nJustification: {good} is right.\nWinner: [[{good}]]"
+
+
+@pytest.fixture
+def request_(image_file: Path) -> JudgeRequest:
+    return JudgeRequest(id="cats-1", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats.")
+
+
+def judge_with(backend, **config) -> Judge:
+    return Judge(JudgeConfig(model="scripted", **config), backend=backend)
+
+
+def test_deltarubric_plans_then_verifies_with_repaired_checklist(request_):
+    backend = ScriptedBackend(careful_judge)
+    v = judge_with(backend, judge="deltarubric").judge(request_)
+    assert v.winner == "A" and v.parse_ok and v.error is None
+    # The leaking item ("Response A is better") is dropped; the neutral ones stay.
+    assert v.checklist == ["Are there exactly two cats in the image?", "Is the cat on the left orange, not grey?"]
+    assert [f.favors for f in v.findings] == ["A", "Neither"]
+    assert [f.item for f in v.findings] == v.checklist
+    assert "counts the cats correctly" in v.rationale
+    assert set(v.raw) == {"AB/planner", "AB/verifier"} and set(v.usage) == set(v.raw)
+    assert len(backend.calls) == 2  # one batched backend call per stage
+
+
+def test_verifier_conversation_extends_the_planner_conversation(request_):
+    backend = ScriptedBackend(careful_judge)
+    judge_with(backend, judge="deltarubric").judge(request_)
+    (planner,), (verifier,) = backend.calls
+    assert verifier[: len(planner)] == planner  # same messages, same image object: a prefix cache hit
+    assert verifier[len(planner)].role == "assistant"
+    reply = verifier[len(planner)].content[0].text
+    assert "Response A is better" not in reply and "1. Are there exactly two cats" in reply
+    images = [p for m in verifier for p in m.content if isinstance(p, ImagePart)]
+    assert len(images) == 1  # the image is sent once, in the first user turn
+
+
+def test_swap_unswaps_and_reports_consistency(request_):
+    backend = ScriptedBackend(careful_judge, p_letter_a=0.9)
+    v = judge_with(backend, judge="deltarubric", swap=True).judge(request_)
+    assert [o.order for o in v.orders] == ["AB", "BA"]
+    assert [o.winner for o in v.orders] == ["A", "A"]  # both in the caller's labels
+    assert v.winner == "A" and v.consistent is True
+    # AB: model said A with P(A)=0.9. BA: model said B (= caller's A), and P(shown A)=0.9 -> caller's p_a = 0.1.
+    assert v.orders[0].p_a == pytest.approx(0.9) and v.orders[1].p_a == pytest.approx(0.1)
+    assert v.p_a == pytest.approx(0.5)
+    assert set(v.raw) == {"AB/planner", "AB/verifier", "BA/planner", "BA/verifier"}
+    assert [f.favors for f in v.findings] == ["A", "Neither"]  # taken from the AB order
+
+
+def test_position_biased_model_is_inconsistent_and_tied(request_):
+    backend = ScriptedBackend(lambda conv: "Winner: [[A]]", p_letter_a=0.7)
+    v = judge_with(backend, judge="direct", swap=True).judge(request_)
+    assert [o.winner for o in v.orders] == ["A", "B"]
+    assert v.consistent is False
+    assert v.p_a == pytest.approx(0.5)  # 0.7 and 1 - 0.7
+    assert v.winner == "tie"
+
+
+def test_random_order_is_seeded_and_mapped_back(image_file: Path):
+    requests = [
+        JudgeRequest(id=f"item-{i}", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats.")
+        for i in range(16)
+    ]
+    judge = judge_with(ScriptedBackend(careful_judge), judge="direct", order="random", sampling={"seed": 7})
+    first = judge.judge_batch(requests)
+    again = judge.judge_batch(requests)
+    orders = [v.orders[0].order for v in first]
+    assert orders == [v.orders[0].order for v in again]
+    assert {"AB", "BA"} == set(orders)  # 16 ids: both orders occur
+    assert all(v.winner == "A" for v in first)  # whatever was shown first, the caller's A wins
+
+
+@pytest.mark.parametrize(
+    "judge_name, reply, winner, task_pred",
+    [
+        ("direct", "Analysis: x\nJustification: y\nWinner: [[B]]", "B", None),
+        ("msrl", "<type>Image Understanding</type><think>t</think><answer>b</answer>", "B", "image_understanding"),
+        ("direct", "I cannot decide.", None, None),  # unparsable: a verdict, not an exception
+        ("msrl", "<think>never closed", None, None),
+    ],
+)
+def test_single_stage_judges(request_, judge_name, reply, winner, task_pred):
+    v = judge_with(ScriptedBackend(lambda conv: reply), judge=judge_name).judge(request_)
+    assert v.winner == winner and v.parse_ok is (winner is not None)
+    assert v.task_type_pred == task_pred
+    assert v.raw == {"AB/judge": reply}
+    if winner is None:
+        assert v.p_a is None
+
+
+def test_thinking_model_output_is_parsed_past_the_think_block(request_):
+    reply = "<think>Maybe [[B]]? No, count again.</think>Analysis: two.\nJustification: A counts right.\nWinner: [[A]]"
+    v = judge_with(ScriptedBackend(lambda conv: reply, p_letter_a=0.6), judge="direct").judge(request_)
+    assert v.winner == "A" and v.raw["AB/judge"] == reply
+    assert v.p_a == pytest.approx(0.6)
+
+
+def test_bad_media_and_backend_errors_stay_with_their_item(tmp_path: Path):
+    good = make_image(tmp_path / "ok.png")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(good.read_bytes()[:40])
+    huge = make_image(tmp_path / "huge.png", size=(3000, 2000))
+
+    def reply(conv):
+        return RuntimeError("engine exploded") if "Explode" in all_text(conv) else "Winner: [[A]]"
+
+    def req(i, image, question="How many?"):
+        return JudgeRequest(id=str(i), question=question, images=[str(image)], a="Two.", b="Three.")
+
+    config = dict(judge="direct", max_input_pixels=1_000_000)
+    verdicts = judge_with(ScriptedBackend(reply), **config).judge_batch(
+        [req(0, good), req(1, tmp_path / "missing.png"), req(2, corrupt), req(3, huge), req(4, good, "Explode?")]
+    )
+    assert [v.id for v in verdicts] == ["0", "1", "2", "3", "4"]
+    assert verdicts[0].winner == "A" and verdicts[0].error is None
+    assert "file not found" in verdicts[1].error and "missing.png" in verdicts[1].error
+    assert "not a readable image" in verdicts[2].error or "corrupt" in verdicts[2].error
+    assert "exceeds the limit" in verdicts[3].error
+    assert "engine exploded" in verdicts[4].error and verdicts[4].winner is None
+    assert all(v.winner is None and not v.parse_ok for v in verdicts[1:])
+
+
+def test_generation_candidates_are_images_placed_in_order(tmp_path: Path):
+    a, b = make_image(tmp_path / "a.png", seed=1), make_image(tmp_path / "b.png", size=(64, 64), seed=2)
+    backend = ScriptedBackend(lambda conv: "Winner: [[B]]")
+    req = JudgeRequest(task_type="image_generation", question="two red apples", a={"image": str(a)}, b={"image": str(b)})
+    v = judge_with(backend, judge="direct", swap=True).judge(req)
+    (ab, ba) = backend.calls[0]
+    sizes = lambda conv: [p.image.size for m in conv for p in m.content if isinstance(p, ImagePart)]  # noqa: E731
+    assert sizes(ab) == [(96, 64), (64, 64)] and sizes(ba) == [(64, 64), (96, 64)]
+    texts = [p.text for p in ab[-1].content if isinstance(p, TextPart)]
+    assert texts[0].startswith("Generation prompt: two red apples") and "Image A:" in texts[0]
+    assert v.consistent is False  # always 'B' is position bias
+
+
+def test_video_without_decoder_is_a_clear_error(tmp_path: Path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    req = JudgeRequest(task_type="video_understanding", question="What happens?", videos=[str(video)], a="x", b="y")
+    v = judge_with(ScriptedBackend(lambda conv: "Winner: [[A]]"), judge="direct").judge(req)
+    assert v.winner is None and "video input is not supported by the 'scripted' backend" in v.error

@@ -1,0 +1,160 @@
+"""The `openai` backend against a real OpenAI-compatible endpoint on loopback that runs the tiny model.
+
+The endpoint is our own app (app/server.py) under uvicorn; the official `openai` client checks its answers' schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import openai
+import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+
+from app.server import build_app
+from rm.backends.base import ImagePart, Message, TextPart
+from rm.backends.openai_api import OpenAIBackend
+from rm.config import JudgeConfig, SamplingConfig
+from rm.judge import Judge
+from rm.types import JudgeRequest
+from tests.conftest import LoopbackServer, free_port
+
+
+def data_url(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_official_client_accepts_our_responses(tiny_server, image_file):
+    client = openai.OpenAI(base_url=tiny_server.url + "/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    completion = client.chat.completions.create(
+        model="tiny",
+        messages=[
+            {"role": "system", "content": "You are a judge."},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": data_url(image_file)}},
+                {"type": "text", "text": "How many shapes?"},
+            ]},
+        ],
+        max_tokens=8, temperature=0, logprobs=True, top_logprobs=2,
+    )  # fmt: skip
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert len(choice.logprobs.content) == completion.usage.completion_tokens
+    assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+def test_server_rejects_bad_input_with_one_error_shape(tiny_server):
+    client = openai.OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0)
+    bad_image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [bad_image]}])
+    assert "not a readable image" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "robot", "content": "hi"}])
+    assert e.value.body["param"] == "messages.0.role"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_openai_backend_matches_transformers_backend(tiny_server, tiny_backend, tiny_config, image_file):
+    """Greedy decoding through HTTP (image sent as a PNG data URL) gives exactly the local backend's output."""
+    request = JudgeRequest(id="x", question="How many shapes?", images=[str(image_file)], a="Two.", b="Three.")
+    local = Judge(tiny_config.model_copy(update={"judge": "deltarubric", "swap": True}), backend=tiny_backend)
+    remote_config = tiny_config.model_copy(
+        update={"judge": "deltarubric", "swap": True, "backend": "openai", "model": "tiny", "base_urls": [tiny_server.url + "/v1"]}
+    )
+    remote = Judge(remote_config)
+    assert isinstance(remote.backend, OpenAIBackend)
+    a, b = local.judge(request), remote.judge(request)
+    assert a.raw == b.raw and a.usage == b.usage
+    assert a.model_dump(exclude={"latency_s"}) == b.model_dump(exclude={"latency_s"})
+
+    conv = [Message("user", (ImagePart(Image.open(image_file).convert("RGB")), TextPart("Describe.")))]
+    sampling = SamplingConfig(max_tokens=6, top_logprobs=3)
+    (g_local,), (g_remote,) = tiny_backend.generate([conv], sampling), remote.backend.generate([conv], sampling)
+    assert [t.token for t in g_local.tokens] == [t.token for t in g_remote.tokens]
+    assert [t.logprob for t in g_local.tokens] == pytest.approx([t.logprob for t in g_remote.tokens], abs=1e-6)
+
+
+def counting_app(tiny_backend, fail_first: int = 0):
+    """Our real app, with a middleware that counts requests and answers the first `fail_first` with 503."""
+    app = build_app(tiny_backend, "tiny")
+    app.state.hits = 0
+
+    @app.middleware("http")
+    async def flaky(request: Request, call_next):
+        app.state.hits += 1
+        if app.state.hits <= fail_first:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        return await call_next(request)
+
+    return app
+
+
+def short_conv(text: str = "Hi.") -> list[Message]:
+    return [Message.text("user", text)]
+
+
+def test_retries_5xx_with_backoff_then_succeeds(tiny_backend):
+    app = counting_app(tiny_backend, fail_first=2)
+    with LoopbackServer(app) as server:
+        backend = OpenAIBackend("tiny", [server.url + "/v1"], max_retries=3, backoff_s=0.01)
+        (gen,) = backend.generate([short_conv()], SamplingConfig(max_tokens=4))
+    assert gen.error is None and gen.usage.completion_tokens > 0
+    assert app.state.hits == 3
+
+
+def test_gives_up_after_max_retries_and_does_not_retry_4xx(tiny_backend):
+    app = counting_app(tiny_backend, fail_first=100)
+    with LoopbackServer(app) as server:
+        backend = OpenAIBackend("tiny", [server.url + "/v1"], max_retries=2, backoff_s=0.01)
+        (gen,) = backend.generate([short_conv()], SamplingConfig(max_tokens=4))
+        assert "HTTP 503" in gen.error and app.state.hits == 3
+        wrong_model = OpenAIBackend("nope", [server.url + "/v1"], max_retries=5, backoff_s=0.01)
+        app.state.hits = 100  # past the failures: the request reaches the handler, which answers 404
+        (gen,) = wrong_model.generate([short_conv()], SamplingConfig(max_tokens=4))
+        assert "HTTP 404" in gen.error and app.state.hits == 101
+
+
+def test_round_robin_over_replicas_and_failover(tiny_backend):
+    app1, app2 = counting_app(tiny_backend), counting_app(tiny_backend)
+    with LoopbackServer(app1) as s1, LoopbackServer(app2) as s2:
+        backend = OpenAIBackend("tiny", [s1.url + "/v1", s2.url + "/v1"], concurrency=4)
+        gens = backend.generate([short_conv(f"Hi {i}.") for i in range(6)], SamplingConfig(max_tokens=3))
+        assert all(g.error is None for g in gens)
+        assert (app1.state.hits, app2.state.hits) == (3, 3)
+        dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+        backend = OpenAIBackend("tiny", [dead, s1.url + "/v1"], max_retries=1, backoff_s=0.01)
+        (gen,) = backend.generate([short_conv()], SamplingConfig(max_tokens=3))
+        assert gen.error is None  # the retry went to the live replica
+
+
+def test_unreachable_server_is_an_error_verdict_not_an_exception(image_file):
+    config = JudgeConfig(
+        model="tiny", backend="openai", judge="direct", base_urls=[f"http://127.0.0.1:{free_port()}/v1"], max_retries=0
+    )
+    v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
+    assert v.winner is None and "ConnectError" in v.error
+
+
+def test_request_body_carries_sampling_and_pixel_limits(image_file):
+    backend = OpenAIBackend("judge", ["http://unused/v1"], min_pixels=1024, max_pixels=4096)
+    img = Image.open(image_file).convert("RGB")
+    conv = [Message.text("system", "s"), Message("user", (ImagePart(img), TextPart("q")))]
+    body = backend.body(conv, SamplingConfig(temperature=0.0, max_tokens=99, seed=5, top_logprobs=4), {})
+    assert body["messages"][0] == {"role": "system", "content": "s"}
+    image_part, text_part = body["messages"][1]["content"]
+    assert image_part["image_url"]["url"].startswith("data:image/png;base64,") and text_part == {"type": "text", "text": "q"}
+    decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1])))
+    assert decoded.size == img.size
+    assert body | {"messages": None} == {
+        "model": "judge", "messages": None, "temperature": 0.0, "top_p": 1.0, "max_tokens": 99, "seed": 5,
+        "logprobs": True, "top_logprobs": 4, "mm_processor_kwargs": {"min_pixels": 1024, "max_pixels": 4096},
+    }  # fmt: skip
