@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -50,6 +50,31 @@ class Message:
 
 
 Conversation = list[Message]
+
+
+def to_chat_dicts(
+    conv: Conversation,
+    image: Callable[[Image.Image], dict[str, Any]],
+    video: Callable[[str], dict[str, Any]],
+    *,
+    plain_text: bool = False,
+) -> list[dict[str, Any]]:
+    """A Conversation as OpenAI-style message dicts; engines differ only in how they want media parts.
+
+    `plain_text` sends a text-only message as a bare string, the form every OpenAI-compatible server accepts.
+    """
+
+    def part(p: Part) -> dict[str, Any]:
+        if isinstance(p, TextPart):
+            return {"type": "text", "text": p.text}
+        return image(p.image) if isinstance(p, ImagePart) else video(p.video)  # type: ignore[union-attr]
+
+    return [
+        {"role": m.role, "content": m.content[0].text}
+        if plain_text and len(m.content) == 1 and isinstance(m.content[0], TextPart)
+        else {"role": m.role, "content": [part(p) for p in m.content]}
+        for m in conv
+    ]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
-from rm.backends.base import Conversation, Generation, ImagePart, TextPart, ThreadedBackend, TokenLogprob
+from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
 from rm.hf_compat import load_processor
 from rm.types import Usage
@@ -21,14 +21,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _to_hf(conv: Conversation) -> list[dict[str, Any]]:
-    def part(p: Any) -> dict[str, Any]:
-        if isinstance(p, TextPart):
-            return {"type": "text", "text": p.text}
-        if isinstance(p, ImagePart):
-            return {"type": "image", "image": p.image}
-        return {"type": "video", "video": p.video}
-
-    return [{"role": m.role, "content": [part(p) for p in m.content]} for m in conv]
+    return to_chat_dicts(conv, lambda img: {"type": "image", "image": img}, lambda v: {"type": "video", "video": v})
 
 
 class TransformersBackend(ThreadedBackend):

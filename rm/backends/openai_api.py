@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from rm.backends.base import Backend, Conversation, Generation, ImagePart, TextPart, TokenLogprob
+from rm.backends.base import Backend, Conversation, Generation, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
 from rm.media import image_to_data_url, video_to_url
 from rm.types import Usage
@@ -55,20 +55,12 @@ class OpenAIBackend(Backend):
 
     def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[int, str]) -> dict[str, Any]:
         """The chat.completions request for one conversation (`urls` memoises image encodings across a batch)."""
-
-        def part(p: Any) -> dict[str, Any]:
-            if isinstance(p, TextPart):
-                return {"type": "text", "text": p.text}
-            if isinstance(p, ImagePart):
-                return {"type": "image_url", "image_url": {"url": _cached_url(p.image, urls)}}
-            return {"type": "video_url", "video_url": {"url": video_to_url(p.video)}}
-
-        messages = [
-            {"role": m.role, "content": m.content[0].text}
-            if len(m.content) == 1 and isinstance(m.content[0], TextPart)
-            else {"role": m.role, "content": [part(p) for p in m.content]}
-            for m in conv
-        ]
+        messages = to_chat_dicts(
+            conv,
+            lambda img: {"type": "image_url", "image_url": {"url": _cached_url(img, urls)}},
+            lambda v: {"type": "video_url", "video_url": {"url": video_to_url(v)}},
+            plain_text=True,
+        )
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,

@@ -5,21 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rm.backends.base import Conversation, Generation, ImagePart, TextPart, ThreadedBackend, TokenLogprob
+from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
 from rm.media import video_to_url
 from rm.types import Usage
 
 
 def to_vllm_messages(conv: Conversation) -> list[dict[str, Any]]:
-    def part(p: Any) -> dict[str, Any]:
-        if isinstance(p, TextPart):
-            return {"type": "text", "text": p.text}
-        if isinstance(p, ImagePart):
-            return {"type": "image_pil", "image_pil": p.image}
-        return {"type": "video_url", "video_url": {"url": video_to_url(p.video)}}
-
-    return [{"role": m.role, "content": [part(p) for p in m.content]} for m in conv]
+    return to_chat_dicts(
+        conv,
+        lambda img: {"type": "image_pil", "image_pil": img},
+        lambda v: {"type": "video_url", "video_url": {"url": video_to_url(v)}},
+    )
 
 
 def from_vllm_output(out: Any) -> Generation:
