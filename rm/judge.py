@@ -27,7 +27,7 @@ _MEDIA_WORDS = {
     "image_editing": "images",
     "video_understanding": "video",
     "video_generation": "videos",
-    "text": "question",
+    "text": "facts",
 }
 
 

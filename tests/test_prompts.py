@@ -1,0 +1,87 @@
+"""Golden test: every method's every stage, rendered for every task type, matches the committed text.
+
+A prompt edit shows up here as a diff to review. After an intended edit, regenerate with
+`UPDATE_GOLDEN=1 pytest tests/test_prompts.py` and commit the files under tests/golden/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rubrics.prompts import available_methods, load_method, media_marker, render, split_media
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# (task type, noun, media word, context media count, candidates are media)
+TASKS = {
+    "image_understanding": ("Response", "image", 1, False),
+    "image_generation": ("Image", "images", 0, True),
+    "image_editing": ("Image", "images", 1, True),
+    "video_understanding": ("Response", "video", 1, False),
+    "video_generation": ("Video", "videos", 0, True),
+    "text": ("Response", "facts", 0, False),
+}
+
+
+def variables(task: str, checklist: list[str]) -> tuple[dict, int]:
+    noun, media_word, n_context, media_candidates = TASKS[task]
+    markers = iter(media_marker(i) for i in range(10))
+    context = [next(markers) for _ in range(n_context)]
+    a, b = (next(markers), next(markers)) if media_candidates else ("Two cats.", "Three cats.")
+    v = dict(task_type=task, question="How many cats?", reference=None, noun=noun, media_word=media_word,
+             context=context, a=a, b=b, checklist=checklist)  # fmt: skip
+    return v, n_context + 2 * media_candidates
+
+
+def show(text: str) -> str:
+    """Rendered text with markers written as <media N>, the way the golden files store it."""
+    return "".join(x if isinstance(x, str) else f"<media {x}>" for x in split_media(text))
+
+
+CASES = [(m, s.name, t) for m in available_methods() for s in load_method(m).stages for t in TASKS]
+
+
+@pytest.mark.parametrize("method, stage, task", CASES)
+def test_rendered_prompt_matches_golden(method, stage, task):
+    spec = load_method(method)
+    index = [s.name for s in spec.stages].index(stage)
+    v, n_media = variables(task, ["Are there two cats?", "Is the left cat orange?"])
+    text = render(spec.stages[index].user, v)
+    # The first stage shows each medium once, in order; later stages extend its conversation and show none again.
+    assert [x for x in split_media(text) if isinstance(x, int)] == (list(range(n_media)) if index == 0 else [])
+    got = f"SYSTEM:\n{spec.system}\n\nUSER:\n{show(text)}\n"
+    path = GOLDEN / f"{method}.{stage}.{task}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(got)
+    assert path.is_file(), f"no golden file {path.name}: run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert got == path.read_text()
+
+
+def test_verifier_without_checklist_says_so():
+    verifier = load_method("deltarubric").stages[1]
+    v, _ = variables("image_understanding", [])
+    assert "No usable checklist" in render(verifier.user, v)
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ValueError, match="available: deltarubric, direct, msrl"):
+        load_method("best")
+
+
+def test_misspelt_variable_fails_loudly(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: bad\nversion: 1\nsystem: s\nstages:\n  - {name: judge, parser: verdict, user: '{{ questoin }}'}\n")
+    with pytest.raises(Exception, match="questoin"):
+        render(load_method("bad", tmp_path).stages[0].user, {"question": "q"})
+
+
+def test_hash_covers_the_partials(tmp_path):
+    for f in ("direct.yaml", "_pair.j2", "_criteria.j2"):
+        (tmp_path / f).write_text((GOLDEN.parent.parent / "rubrics" / "prompts" / f).read_text())
+    before = load_method("direct", tmp_path).sha256
+    (tmp_path / "_criteria.j2").write_text("changed")
+    load_method.cache_clear()
+    assert load_method("direct", tmp_path).sha256 != before
