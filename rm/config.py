@@ -84,7 +84,7 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> JudgeConfi
         if value is None:
             continue
         if key == "sampling":
-            data["sampling"] = {**data.get("sampling", {}), **{k: v for k, v in value.items() if v is not None}}
+            data["sampling"] = {**(data.get("sampling") or {}), **{k: v for k, v in value.items() if v is not None}}
         else:
             data[key] = value
     return JudgeConfig.model_validate(data)

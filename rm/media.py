@@ -69,6 +69,8 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
         data = read_bytes(ref)
         try:
             img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:  # PIL's own guard fires in open() for the largest headers
+            raise MediaError(f"{describe(ref)}: image size exceeds the limit of {max_input_pixels} pixels ({e})") from e
         except (UnidentifiedImageError, OSError) as e:
             raise MediaError(f"{describe(ref)}: not a readable image ({type(e).__name__})") from e
     w, h = img.size
@@ -85,7 +87,10 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
         raise MediaError(f"{describe(ref)}: image data is corrupt or truncated ({e})") from e
     if max_pixels and w * h > max_pixels:
         scale = math.sqrt(max_pixels / (w * h))
-        img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+        nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+        # A side clamped to 1 pixel can push the area over a tiny budget: trim the other side then.
+        nw, nh = min(nw, max(1, max_pixels // nh)), min(nh, max(1, max_pixels // nw))
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
     return img
 
 

@@ -6,20 +6,30 @@ Labels here are the ones the model saw ("A" = shown first); mapping back to the 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 MAX_CHECKLIST_ITEMS = 4
 
-_WINNER_RE = re.compile(r"winner\W{0,6}\[\[\s*([AB])\s*\]\]", re.IGNORECASE)
+# A 'Winner: [[A]] or [[B]]' line is the template echoed back, not a vote: the lookahead skips it.
+_WINNER_RE = re.compile(r"winner\W{0,6}\[\[\s*([AB])\s*\]\](?!\s*(?:or|/|,)\s*\[\[)", re.IGNORECASE)
 _BRACKET_RE = re.compile(r"\[\[\s*([AB])\s*\]\]")
 _ANSWER_RE = re.compile(r"<answer>\s*([AB])\s*</answer>", re.IGNORECASE)
 _TAG_RE = {t: re.compile(rf"<{t}>(.*?)</{t}>", re.IGNORECASE | re.DOTALL) for t in ("type", "caption", "think")}
 _ITEM_RE = re.compile(r"(?:^|(?<=\s))(\d{1,2})[.)]\s+")
-_FAVORS_RE = re.compile(r"\**favou?rs\**\s*[:：]?\s*\**\s*(A|B|Neither)\b", re.IGNORECASE)
-_SECTION_RE = re.compile(r"^\W*(generated checklist|checklist|analysis|justification|winner)\W*:", re.IGNORECASE | re.MULTILINE)
+_LINE_ITEM_RE = re.compile(r"^[ \t*#>]*(\d{1,2})[.)]\s+", re.MULTILINE)
+_BULLET_RE = re.compile(r"^\s*[-*•]\s+(.+)$", re.MULTILINE)
+_THINK_OPEN_RE = re.compile(r"\s*<think>", re.IGNORECASE)
+_THINK_CLOSE_RE = re.compile(r"</think>", re.IGNORECASE)
+# The label needs its colon, so prose such as "favors a warm tone" is not read as a vote.
+_FAVORS_RE = re.compile(r"\**favou?rs\**\s*[:：]\s*\**\s*(A|B|Neither)\b\**", re.IGNORECASE)
+_SECTION_RE = re.compile(
+    r"^\W*(generated checklist|checklist|analysis|justification|winner)\W*:[*_]*", re.IGNORECASE | re.MULTILINE
+)
 # A checklist item that tells the verifier the answer: verdict tags, "winner", "X is better", preferences.
 _LEAK_RE = re.compile(
-    r"\[\[|\bwinner\b|\bfavou?rs\s*:|\bprefer|"
+    r"\[\[|\bwinner\b|\bfavou?rs\s*:|\bprefer(?:s|red)?\s+(?:response|image|video|candidate|answer)\b|"
+    r"\b[AB]\s+(?:is|was)\s+preferred\b|\b(?:i|we)\s+prefer\b|"
     r"\b(?:response|image|video|candidate|answer)\s+[AB]\b[^?]*?\b(?:is|was)\s+"
     r"(?:better|worse|superior|inferior|correct|incorrect|right|wrong|more accurate|less accurate)\b",
     re.IGNORECASE,
@@ -48,17 +58,16 @@ def split_thinking(text: str) -> tuple[str, str, int]:
 
     Qwen3 Thinking templates put `<think>` in the prompt, so a reply may hold only the closing tag.
     An unterminated block means the model ran out of tokens while thinking: all of it is thinking.
+    Tags are found with case-insensitive regexes on the text itself, so offsets stay exact for any Unicode.
     """
-    stripped = text.lstrip()
-    lead = len(text) - len(stripped)
-    if stripped[:7].lower() == "<think>":
-        end = stripped.lower().find("</think>")
-        if end == -1:
-            return stripped[7:], "", len(text)
-        return stripped[7:end], stripped[end + 8 :], lead + end + 8
-    end = text.lower().find("</think>")
-    if end != -1 and "<think>" not in text[:end].lower():
-        return text[:end], text[end + 8 :], end + 8
+    opening = _THINK_OPEN_RE.match(text)
+    close = _THINK_CLOSE_RE.search(text, opening.end() if opening else 0)
+    if opening:
+        if close is None:
+            return text[opening.end() :], "", len(text)
+        return text[opening.end() : close.start()], text[close.end() :], close.end()
+    if close and not re.search("<think>", text[: close.start()], re.IGNORECASE):
+        return text[: close.start()], text[close.end() :], close.end()
     return "", text, 0
 
 
@@ -71,12 +80,28 @@ def _sections(text: str) -> dict[str, str]:
     return out
 
 
+def _counting(marks: Iterable[re.Match[str]]) -> list[re.Match[str]]:
+    """The markers that count up by one from the first (1, 2, 3 ...); other numbers are text."""
+    kept: list[re.Match[str]] = []
+    for m in marks:
+        if not kept or int(m.group(1)) == int(kept[0].group(1)) + len(kept):
+            kept.append(m)
+    return kept
+
+
 def _numbered(text: str) -> list[str]:
-    """Items of a '1. ... 2. ...' list, on separate lines or run together on one line."""
-    marks = list(_ITEM_RE.finditer(text))
+    """Items of a '1. ... 2. ...' list.
+
+    A list laid out one item per line is split at line starts only, so numbers inside an item ("says 4. It") stay
+    in it; a list run together on one line is split at markers that count up by one. Without numbers, bullet lines
+    are the items.
+    """
+    marks = _counting(_LINE_ITEM_RE.finditer(text))
+    if len(marks) < 2:
+        marks = _counting(_ITEM_RE.finditer(text))
+    if not marks:
+        return [" ".join(i.split()) for i in _BULLET_RE.findall(text) if i.strip()]
     items = [text[m.end() : n.start() if n else len(text)] for m, n in zip(marks, marks[1:] + [None])]
-    if not items:  # fall back to bullet lines
-        items = [ln.lstrip()[1:] for ln in text.splitlines() if ln.lstrip()[:1] in ("-", "*", "•")]
     return [" ".join(i.split()) for i in items if i.strip()]
 
 
