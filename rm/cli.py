@@ -30,21 +30,20 @@ class CLIError(Exception):
     """A user error: printed as one line, without a traceback."""
 
 
-def _request_from_flags(**f: object) -> JudgeRequest:
-    cand = {}
-    for side in ("a", "b"):
-        given = {k: f[f"{k}_{side}"] for k in ("response", "image", "video") if f[f"{k}_{side}"] is not None}
-        if len(given) != 1:
-            raise CLIError(f"give exactly one of --response-{side}, --image-{side}, --video-{side}")
-        kind, value = next(iter(given.items()))
-        cand[side] = {"text" if kind == "response" else kind: value}
-    task = f["task"] or ("image_understanding" if cand["a"].get("text") is not None else "image_generation")
-    if task == "image_generation" and f["image"]:
-        task = "image_editing"  # a source image plus candidate images
-    return JudgeRequest(
-        id=f["id"], task_type=task, question=f["question"], images=f["image"] or [], videos=f["video"] or [],
-        a=cand["a"], b=cand["b"], reference=f["reference"],
-    )  # fmt: skip
+def _candidate(side: str, text: str | None, image: str | None, video: str | None) -> dict[str, str]:
+    given = {k: v for k, v in (("text", text), ("image", image), ("video", video)) if v is not None}
+    if len(given) != 1:
+        raise CLIError(f"give exactly one of --response-{side}, --image-{side}, --video-{side}")
+    return given
+
+
+def _infer_task(a: dict[str, str], context_images: list[str], context_videos: list[str]) -> str:
+    """Text pairs need --task text to go without media, so a forgotten --image is an error, not a text judgment."""
+    if "text" in a:
+        return "video_understanding" if context_videos else "image_understanding"
+    if "video" in a:
+        return "video_generation"
+    return "image_editing" if context_images else "image_generation"
 
 
 def _print_human(v: Verdict) -> None:
@@ -74,7 +73,7 @@ def judge(
     video_a: Annotated[Optional[str], typer.Option(help="Candidate A as a video.")] = None,
     video_b: Annotated[Optional[str], typer.Option(help="Candidate B as a video.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference answer shown to the judge.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Task type; inferred from the inputs when omitted.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task type; inferred from the candidates and --image when omitted.")] = None,
     id: Annotated[str, typer.Option(help="Item id (seeds --order random).")] = "0",
     input: Annotated[Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
@@ -91,7 +90,13 @@ def judge(
     elif question is None:
         raise CLIError("give --question (and the two candidates), or --input FILE.jsonl")
     else:
-        requests = [_request_from_flags(**locals())]
+        a = _candidate("a", response_a, image_a, video_a)
+        b = _candidate("b", response_b, image_b, video_b)
+        request = JudgeRequest(
+            id=id, task_type=task or _infer_task(a, image or [], video or []), question=question, images=image or [],
+            videos=video or [], a=a, b=b, reference=reference,
+        )  # fmt: skip
+        requests = [request]
     verdicts = Judge(config).judge_batch(requests)
     for v in verdicts:
         if input is not None or as_json:
