@@ -17,9 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.protocol import ChatCompletionRequest, ChatMessage, completion_response
 from rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
 from rm.config import SamplingConfig
-from rm.media import MediaError, load_image
-
-DEFAULT_MAX_INPUT_PIXELS = 64_000_000
+from rm.media import DEFAULT_MAX_INPUT_PIXELS, MediaError, load_image
 
 
 def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
@@ -87,6 +85,8 @@ def build_app(backend: Backend, model_name: str, *, max_input_pixels: int = DEFA
             conv = to_conversation(req.messages, max_input_pixels)
         except MediaError as e:
             return error_response(400, str(e), param="messages")
+        if not backend.supports_video and any(isinstance(p, VideoPart) for m in conv for p in m.content):
+            return error_response(400, f"video input is not supported by the {backend.name!r} backend here", param="messages")
         sampling = SamplingConfig(
             temperature=0.0 if req.temperature is None else req.temperature,
             top_p=req.top_p or 1.0,
@@ -98,6 +98,6 @@ def build_app(backend: Backend, model_name: str, *, max_input_pixels: int = DEFA
         (gen,) = await backend.agenerate([conv], sampling)
         if gen.error:
             return error_response(500, f"generation failed: {gen.error}", type_="server_error")
-        return completion_response(model_name, gen, req.top_logprobs if req.logprobs else None)
+        return completion_response(model_name, gen, (req.top_logprobs or 0) if req.logprobs else None)
 
     return app

@@ -35,9 +35,10 @@ def verdict_probability(tokens: Sequence[TokenLogprob], letter_pos: int) -> floa
         if start <= letter_pos < end:
             rel = letter_pos - start
             letter = tok.token[rel]
-            if letter not in "AB":
+            if letter.upper() not in "AB":
                 return None
-            variant = {x: tok.token[:rel] + x + tok.token[rel + 1 :] for x in "AB"}
+            case = str.lower if letter.islower() else str.upper  # '[[a]]' is compared with '[[b]]'
+            variant = {x: tok.token[:rel] + case(x) + tok.token[rel + 1 :] for x in "AB"}
             known = {**tok.top, tok.token: tok.logprob}
             probs = {x: math.exp(known[v]) if v in known else 0.0 for x, v in variant.items()}
             total = probs["A"] + probs["B"]

@@ -132,7 +132,8 @@ def serve(
     from app.server import build_app
     from rm.backends import make_backend
 
-    uvicorn.run(build_app(make_backend(config), served_model_name or config.model), host=host, port=port)
+    app_ = build_app(make_backend(config), served_model_name or config.model, max_input_pixels=config.max_input_pixels)
+    uvicorn.run(app_, host=host, port=port)
 
 
 @app.command()
@@ -158,7 +159,7 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("DELTARUBRIC_LOG_LEVEL", "WARNING").upper(), stream=sys.stderr)
     try:
         app()
-    except (CLIError, ValidationError, MediaError, ValueError, FileNotFoundError, ImportError) as e:
+    except (CLIError, ValidationError, MediaError, ValueError, OSError, ImportError) as e:  # user errors, one line each
         if os.environ.get("DELTARUBRIC_DEBUG"):
             raise
         msg = str(e)

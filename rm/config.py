@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rm.media import DEFAULT_MAX_INPUT_PIXELS
+
 BackendName = Literal["openai", "vllm", "transformers"]
 JudgeName = Literal["direct", "deltarubric", "msrl"]
 
@@ -43,7 +45,7 @@ class JudgeConfig(BaseModel):
     min_pixels: int | None = Field(None, ge=1, description="Per image, passed to the processor.")
     max_pixels: int | None = Field(None, ge=1, description="Per image; larger images are downscaled before sending.")
     max_input_pixels: int = Field(
-        64_000_000, ge=1, description="Images above this are refused as decompression bombs, before decoding."
+        DEFAULT_MAX_INPUT_PIXELS, ge=1, description="Images above this are refused as decompression bombs, before decoding."
     )
     # openai backend
     base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])

@@ -17,7 +17,7 @@ import os
 import pathlib
 from typing import TYPE_CHECKING
 
-from transformers.utils import is_torchvision_available
+from transformers.utils import is_torchcodec_available, is_torchvision_available
 
 if TYPE_CHECKING:
     import transformers
@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 def video_supported() -> bool:
-    """Whether video inputs can be processed; decoding and resizing video frames needs torchvision."""
-    return is_torchvision_available()
+    """Whether video inputs can be processed: frames are resized with torchvision and decoded with torchcodec."""
+    return is_torchvision_available() and is_torchcodec_available()
 
 
 def expose_video_processor_base() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,21 +17,10 @@ from rm.aggregate import Order, aggregate, presentation_orders, unswap, verdict_
 from rm.backends import Backend, Conversation, Generation, ImagePart, Message, TextPart, VideoPart, make_backend
 from rm.backends.base import Part, run_sync
 from rm.config import JudgeConfig
-from rm.media import MediaError, load_image, read_bytes
+from rm.media import MediaError, describe, load_image
 from rm.types import Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
 from rubrics.parsing import PARSERS, Parsed
 from rubrics.prompts import Method, load_method, media_marker, render, split_media
-
-_NOUNS = {"text": "Response", "image": "Image", "video": "Video"}
-_MEDIA_WORDS = {
-    "image_understanding": "image",
-    "image_generation": "images",
-    "image_editing": "images",
-    "video_understanding": "video",
-    "video_generation": "videos",
-    "text": "facts",
-}
-
 
 @dataclass
 class _Prepared:
@@ -55,7 +46,7 @@ class _Job:
     last: Generation | None = None
     error: str | None = None
 
-    def context_vars(self) -> tuple[dict[str, Any], list[Part]]:
+    def context_vars(self, words: dict[str, dict[str, str]]) -> tuple[dict[str, Any], list[Part]]:
         """Template variables for this order; media become markers indexing the returned parts."""
         media: list[Part] = []
 
@@ -71,8 +62,8 @@ class _Job:
             "task_type": req.task_type,
             "question": req.question,
             "reference": req.reference,
-            "noun": _NOUNS[req.a.kind],
-            "media_word": _MEDIA_WORDS[req.task_type],
+            "noun": words["noun"][req.a.kind],
+            "media_word": words["media_word"][req.task_type],
             "context": [show(p) for p in self.prepared.context],
             "a": show(self.prepared.candidates[first]),
             "b": show(self.prepared.candidates[second]),
@@ -83,10 +74,6 @@ class _Job:
 
 def _user_turn(text: str, media: list[Part]) -> Message:
     return Message("user", tuple(media[x] if isinstance(x, int) else TextPart(x) for x in split_media(text)))
-
-
-def _checklist_reply(items: list[str]) -> str:
-    return "Generated Checklist:\n" + ("\n".join(f"{i}. {q}" for i, q in enumerate(items, 1)) or "(none)")
 
 
 class Judge:
@@ -113,8 +100,9 @@ class Judge:
         for i, req in enumerate(requests):
             try:
                 prepared = self._prepare(req)
-            except MediaError as e:
-                verdicts[i] = Verdict(id=req.id, judge=self.config.judge, error=str(e))
+            except Exception as e:  # any failure to load this item's media is its own verdict, never the batch's
+                message = str(e) if isinstance(e, MediaError) else f"cannot load media: {type(e).__name__}: {e}"
+                verdicts[i] = Verdict(id=req.id, judge=self.config.judge, error=message)
                 continue
             for order in presentation_orders(req.id, self.config.sampling.seed, self.config.swap, self.config.order):
                 system = [Message.text("system", self.method.system)] if self.method.system else []
@@ -124,7 +112,7 @@ class Judge:
             active = [j for j in jobs if j.error is None]
             turns = []
             for job in active:
-                variables, media = job.context_vars()
+                variables, media = job.context_vars(self.method.words)
                 turns.append(_user_turn(render(stage.user, variables), media))
             gens = await self.backend.agenerate(
                 [job.conversation + [turn] for job, turn in zip(active, turns)], self.config.sampling
@@ -139,7 +127,7 @@ class Judge:
                 job.parsed = parse(gen.text)
                 if stage.parser == "checklist":
                     job.checklist = job.parsed.checklist
-                reply = _checklist_reply(job.checklist) if stage.parser == "checklist" else gen.text
+                reply = render(stage.reply, {"checklist": job.checklist}) if stage.reply else gen.text
                 job.conversation = job.conversation + [turn, Message.text("assistant", reply)]
 
         latency = time.perf_counter() - t0
@@ -158,8 +146,9 @@ class Judge:
                     "for decoding (install it on a GPU machine), or use --backend openai/vllm"
                 )
             for v in list(req.videos) + [c.video for c in (req.a, req.b) if c.video]:
-                if not v.startswith(("http://", "https://", "data:")):
-                    read_bytes(v)  # existence and readability, with the same message as images
+                local = Path(unquote(urlparse(v).path)) if v.startswith("file://") else Path(v)
+                if not v.startswith(("http://", "https://", "data:")) and not local.is_file():
+                    raise MediaError(f"{describe(v)}: file not found")
 
         def part(c: Candidate) -> Part | str:
             if c.text is not None:
@@ -185,7 +174,9 @@ class Judge:
             ok = job.parsed.ok and job.error is None
             results.append(OrderResult(order=job.order, winner=winner if ok else None, p_a=p_a if ok else None, parse_ok=ok))
         winner, p_a, consistent, parse_ok = aggregate(results)
-        # Explanations come from the order shown as given when there is one, so 'A' in them means the caller's A.
+        # Explanations come from the AB order when it was judged, so 'A' in their text is the caller's A. With
+        # order='random' and B shown first, the texts quote the shown labels; orders[0].order says so. Findings'
+        # `favors` are always in the caller's labels.
         lead = next((j for j in jobs if j.order == "AB"), jobs[0])
         flip = {"A": "B", "B": "A"} if lead.order == "BA" else {}
         return Verdict(

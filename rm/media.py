@@ -20,6 +20,7 @@ from rm.types import MediaRef
 
 MAX_ASPECT_RATIO = 200  # Qwen-VL's resizer refuses more extreme shapes; fail early with our own message.
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_INPUT_PIXELS = 64_000_000  # above this an image is refused before decoding (decompression bombs)
 
 
 class MediaError(ValueError):
@@ -53,12 +54,15 @@ def read_bytes(ref: str) -> bytes:
                         raise MediaError(f"{describe(ref)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
                     chunks.append(chunk)
                 return b"".join(chunks)
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise MediaError(f"{describe(ref)}: download failed ({e})") from e
     path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
-    if not path.is_file():
-        raise MediaError(f"{describe(ref)}: file not found")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise MediaError(f"{describe(ref)}: file not found") from e
+    except OSError as e:  # a directory, no permission, a name too long (a base64 payload without 'data:')
+        raise MediaError(f"{describe(ref)}: cannot read file ({e.strerror or type(e).__name__})") from e
 
 
 def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
@@ -71,7 +75,7 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:  # PIL's own guard fires in open() for the largest headers
             raise MediaError(f"{describe(ref)}: image size exceeds the limit of {max_input_pixels} pixels ({e})") from e
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL raises ValueError on some bad headers
             raise MediaError(f"{describe(ref)}: not a readable image ({type(e).__name__})") from e
     w, h = img.size
     # Checked on the header's size, before decoding, so a decompression bomb never allocates.
@@ -83,7 +87,7 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = img.convert("RGB")
-    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise MediaError(f"{describe(ref)}: image data is corrupt or truncated ({e})") from e
     if max_pixels and w * h > max_pixels:
         scale = math.sqrt(max_pixels / (w * h))
@@ -92,6 +96,11 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
         nw, nh = min(nw, max(1, max_pixels // nh)), min(nh, max(1, max_pixels // nw))
         img = img.resize((nw, nh), Image.Resampling.BICUBIC)
     return img
+
+
+def pixel_limits(min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+    """The per-image pixel bounds that are set, as engines' processor kwargs name them."""
+    return {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
 
 
 def image_to_data_url(img: Image.Image) -> str:

@@ -84,6 +84,9 @@ class JudgeRequest(BaseModel):
                 raise ValueError(f"candidate {name}: text is empty")
         if not self.question.strip():
             raise ValueError("question is empty")
+        texts = [self.question, self.reference or "", self.a.text or "", self.b.text or ""]
+        if any("\x00" in t for t in texts):
+            raise ValueError("text fields must not contain NUL characters")
         if context == "image" and not self.images:
             raise ValueError(f"{self.task_type} needs at least one image in 'images'")
         if context == "video" and not self.videos:

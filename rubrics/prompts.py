@@ -27,6 +27,7 @@ class Stage:
     name: str
     parser: str
     user: jinja2.Template
+    reply: jinja2.Template | None = None  # how the model's reply is written back into the conversation; None = as is
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,12 @@ class Method:
     version: int
     system: str
     stages: tuple[Stage, ...]
-    sha256: str  # of the YAML file and every template it can include, for run records
+    words: dict[str, dict[str, str]]  # from _words.yaml: `noun` per candidate kind, `media_word` per task type
+    sha256: str  # of the YAML file and every shared file it can use, for run records
 
 
 def available_methods(prompts_dir: Path = PROMPTS_DIR) -> list[str]:
-    return sorted(p.stem for p in prompts_dir.glob("*.yaml"))
+    return sorted(p.stem for p in prompts_dir.glob("*.yaml") if not p.name.startswith("_"))  # _* are shared parts
 
 
 @lru_cache(maxsize=None)
@@ -54,11 +56,16 @@ def load_method(name: str, prompts_dir: Path = PROMPTS_DIR) -> Method:
         keep_trailing_newline=False,
         autoescape=False,
     )
-    stages = tuple(Stage(s["name"], s["parser"], env.from_string(s["user"])) for s in spec["stages"])
+    stages = tuple(
+        Stage(s["name"], s["parser"], env.from_string(s["user"]), env.from_string(s["reply"]) if "reply" in s else None)
+        for s in spec["stages"]
+    )
+    words = yaml.safe_load((prompts_dir / "_words.yaml").read_text())
     digest = hashlib.sha256(path.read_bytes())
-    for partial in sorted(prompts_dir.glob("_*.j2")):
-        digest.update(partial.read_bytes())
-    return Method(spec["name"], int(spec["version"]), spec["system"].strip(), stages, digest.hexdigest())
+    for shared in sorted(prompts_dir.glob("_*")):
+        digest.update(shared.read_bytes())
+    system = env.from_string(spec["system"]).render().strip()
+    return Method(spec["name"], int(spec["version"]), system, stages, words, digest.hexdigest())
 
 
 def media_marker(index: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,55 @@ def test_video_without_decoder_is_a_clear_error(tmp_path: Path):
     req = JudgeRequest(task_type="video_understanding", question="What happens?", videos=[str(video)], a="x", b="y")
     v = judge_with(ScriptedBackend(lambda conv: "Winner: [[A]]"), judge="direct").judge(req)
     assert v.winner is None and "video input is not supported by the 'scripted' backend" in v.error
+
+
+def test_lowercase_verdict_letter_gets_p_a():
+    from rm.aggregate import verdict_probability
+    from rm.backends.base import TokenLogprob
+
+    # '[[a]]' is read as A (the parser ignores case), so its p_a compares the lower-case 'a' and 'b' tokens.
+    tokens = [TokenLogprob("Winner: [[", -0.1), TokenLogprob("a", -0.2, {"a": -0.2, "b": -1.9}), TokenLogprob("]]", 0.0)]
+    assert verdict_probability(tokens, len("Winner: [[")) == pytest.approx(1 / (1 + math.exp(-1.7)))
+
+
+def test_text_with_nul_is_rejected_at_the_edge(image_file):
+    with pytest.raises(ValueError, match="NUL"):
+        JudgeRequest(question="How many?\x001\x00", images=[str(image_file)], a="x", b="y")
+
+
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("iVBORw0KGgo" * 40, "cannot read file"),  # base64 without its 'data:' prefix: a file name too long
+        ("http://[::1", "download failed"),  # an invalid URL
+    ],
+)
+def test_odd_media_references_are_item_errors(image_file, ref, message):
+    requests = [
+        JudgeRequest(id="bad", question="Q?", images=[ref], a="x", b="y"),
+        JudgeRequest(id="good", question="Q?", images=[str(image_file)], a="x", b="y"),
+    ]
+    bad, good = judge_with(ScriptedBackend(lambda conv: "Winner: [[B]]"), judge="direct").judge_batch(requests)
+    assert message in bad.error and good.winner == "B"
+
+
+def test_blocking_engine_failure_is_isolated_per_conversation(request_):
+    """An engine that raises on a batch (as vLLM does for one over-long prompt) fails only the bad conversation."""
+    from rm.backends.base import Generation, ThreadedBackend
+
+    class Picky(ThreadedBackend):
+        name = "picky"
+        batch_size = None
+
+        def generate_blocking(self, conversations, sampling):
+            if any("Three" in all_text(c) for c in conversations):
+                raise ValueError("prompt too long")
+            return [Generation(text="Winner: [[A]]") for _ in conversations]
+
+    ok = request_.model_copy(update={"id": "ok"})
+    bad = request_.model_copy(update={"id": "bad", "b": request_.b.model_copy(update={"text": "Three!"})})
+    fine = request_.model_copy(update={"id": "fine", "b": request_.b.model_copy(update={"text": "Four."})})
+    v_ok, v_bad, v_fine = judge_with(Picky(), judge="direct").judge_batch([ok, bad, fine])
+    assert "prompt too long" in v_bad.error and v_bad.winner is None
+    assert v_fine.winner == "A" and v_fine.error is None
+    assert "prompt too long" in v_ok.error  # request_ itself mentions 'Three cats.'

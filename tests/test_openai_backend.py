@@ -158,3 +158,35 @@ def test_request_body_carries_sampling_and_pixel_limits(image_file):
         "model": "judge", "messages": None, "temperature": 0.0, "top_p": 1.0, "max_tokens": 99, "seed": 5,
         "logprobs": True, "top_logprobs": 4, "mm_processor_kwargs": {"min_pixels": 1024, "max_pixels": 4096},
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>502 from a proxy</html>", b'{"choices": []}', b'{"id": "x"}'],
+)
+def test_malformed_success_responses_are_item_errors(body):
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def handler(request):
+        return Response(body, media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", handler, methods=["POST"])])
+    with LoopbackServer(app) as server:
+        backend = OpenAIBackend("tiny", [server.url + "/v1"], max_retries=0)
+        gens = backend.generate([short_conv("a"), short_conv("b")], SamplingConfig(max_tokens=3))
+    assert all("malformed chat.completion response" in g.error for g in gens)
+
+
+def test_server_edge_cases(tiny_server):
+    client = openai.OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0)
+    msgs = [{"role": "user", "content": "Hi."}]
+    plain = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3, logprobs=True)
+    assert len(plain.choices[0].logprobs.content) == plain.usage.completion_tokens  # logprobs without top_logprobs
+    assert all(t.top_logprobs == [] for t in plain.choices[0].logprobs.content)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=msgs, max_tokens=40000)
+    video = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}
+    with pytest.raises(openai.BadRequestError, match="video input is not supported"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [video]}])

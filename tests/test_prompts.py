@@ -15,25 +15,26 @@ from rubrics.prompts import available_methods, load_method, media_marker, render
 
 GOLDEN = Path(__file__).parent / "golden"
 
-# (task type, noun, media word, context media count, candidates are media)
+# task type -> (context media count, candidate kind)
 TASKS = {
-    "image_understanding": ("Response", "image", 1, False),
-    "image_generation": ("Image", "images", 0, True),
-    "image_editing": ("Image", "images", 1, True),
-    "video_understanding": ("Response", "video", 1, False),
-    "video_generation": ("Video", "videos", 0, True),
-    "text": ("Response", "facts", 0, False),
+    "image_understanding": (1, "text"),
+    "image_generation": (0, "image"),
+    "image_editing": (1, "image"),
+    "video_understanding": (1, "text"),
+    "video_generation": (0, "video"),
+    "text": (0, "text"),
 }
 
 
 def variables(task: str, checklist: list[str]) -> tuple[dict, int]:
-    noun, media_word, n_context, media_candidates = TASKS[task]
+    n_context, kind = TASKS[task]
+    words = load_method("direct").words
     markers = iter(media_marker(i) for i in range(10))
     context = [next(markers) for _ in range(n_context)]
-    a, b = (next(markers), next(markers)) if media_candidates else ("Two cats.", "Three cats.")
-    v = dict(task_type=task, question="How many cats?", reference=None, noun=noun, media_word=media_word,
-             context=context, a=a, b=b, checklist=checklist)  # fmt: skip
-    return v, n_context + 2 * media_candidates
+    a, b = (next(markers), next(markers)) if kind != "text" else ("Two cats.", "Three cats.")
+    v = dict(task_type=task, question="How many cats?", reference=None, noun=words["noun"][kind],
+             media_word=words["media_word"][task], context=context, a=a, b=b, checklist=checklist)  # fmt: skip
+    return v, n_context + 2 * (kind != "text")
 
 
 def show(text: str) -> str:
@@ -73,13 +74,14 @@ def test_unknown_method_lists_the_known_ones():
 
 
 def test_misspelt_variable_fails_loudly(tmp_path):
+    (tmp_path / "_words.yaml").write_text("noun: {}\nmedia_word: {}\n")
     (tmp_path / "bad.yaml").write_text("name: bad\nversion: 1\nsystem: s\nstages:\n  - {name: judge, parser: verdict, user: '{{ questoin }}'}\n")
     with pytest.raises(Exception, match="questoin"):
         render(load_method("bad", tmp_path).stages[0].user, {"question": "q"})
 
 
 def test_hash_covers_the_partials(tmp_path):
-    for f in ("direct.yaml", "_pair.j2", "_criteria.j2"):
+    for f in ("direct.yaml", "_pair.j2", "_criteria.j2", "_words.yaml", "_judge_system.j2"):
         (tmp_path / f).write_text((GOLDEN.parent.parent / "rubrics" / "prompts" / f).read_text())
     before = load_method("direct", tmp_path).sha256
     (tmp_path / "_criteria.j2").write_text("changed")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from rm.config import SamplingConfig
 from rm.types import Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,25 +107,48 @@ class Backend(abc.ABC):
     def generate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         return run_sync(self.agenerate(conversations, sampling))
 
-    def close(self) -> None:
-        """Release engine resources; the default has none."""
-
 
 class ThreadedBackend(Backend):
-    """A backend whose engine is a blocking, non-thread-safe call: run it off the event loop, one batch at a time."""
+    """A backend whose engine is a blocking, non-thread-safe call: run it off the event loop, one chunk at a time.
+
+    Conversations go to the engine in chunks of `batch_size` (None: all at once). If the engine fails on a chunk,
+    that chunk is retried one conversation at a time, so a bad conversation (too long, unprocessable media) fails
+    only itself.
+    """
+
+    batch_size: int | None = None
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
     @abc.abstractmethod
-    def generate_blocking(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]: ...
+    def generate_blocking(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        """One engine call on one chunk; may raise."""
 
     async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         def locked() -> list[Generation]:
             with self._lock:
-                return self.generate_blocking(conversations, sampling)
+                size = self.batch_size or max(1, len(conversations))
+                out: list[Generation] = []
+                for start in range(0, len(conversations), size):
+                    out.extend(self._chunk(conversations[start : start + size], sampling))
+                return out
 
         return await asyncio.to_thread(locked)
+
+    def _chunk(self, chunk: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        try:
+            return self.generate_blocking(chunk, sampling)
+        except Exception as e:
+            if len(chunk) == 1:
+                return [_failed(e)]
+        return [self._chunk([conv], sampling)[0] for conv in chunk]
+
+
+def _failed(e: Exception) -> Generation:
+    # Recorded on this item's verdict; servers and eval runs keep going.
+    log.warning("generation failed: %s: %s", type(e).__name__, e)
+    return Generation(error=f"{type(e).__name__}: {e}")
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

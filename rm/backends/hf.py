@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText
-from transformers.utils import is_torchvision_available
 
 from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
-from rm.hf_compat import load_processor
+from rm.hf_compat import load_processor, video_supported
 from rm.types import Usage
 
-log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -50,27 +47,10 @@ class TransformersBackend(ThreadedBackend):
         self.batch_size = batch_size
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.supports_video = is_torchvision_available()
-
-    def generate_blocking(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
-        out: list[Generation] = []
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start : start + self.batch_size]
-            try:
-                out.extend(self._generate_batch(chunk, sampling))
-            except Exception:  # one bad conversation must not sink its batch-mates: retry them one by one
-                out.extend(self._generate_alone(conv, sampling) for conv in chunk)
-        return out
-
-    def _generate_alone(self, conv: Conversation, sampling: SamplingConfig) -> Generation:
-        try:
-            return self._generate_batch([conv], sampling)[0]
-        except Exception as e:  # recorded on this item's verdict; the server and eval runs keep going
-            log.warning("generation failed: %s: %s", type(e).__name__, e)
-            return Generation(error=f"{type(e).__name__}: {e}")
+        self.supports_video = video_supported()
 
     @torch.inference_mode()
-    def _generate_batch(self, chunk: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+    def generate_blocking(self, chunk: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         inputs = self.processor.apply_chat_template(
             [_to_hf(c) for c in chunk],
             add_generation_prompt=True,
@@ -93,21 +73,20 @@ class TransformersBackend(ThreadedBackend):
             return_dict_in_generate=True,
         )
         prompt_len = inputs["input_ids"].shape[1]
-        new_tokens = gen.sequences[:, prompt_len:].tolist()
-        # Raw (unprocessed) logits give the model's own distribution, as vLLM reports logprobs.
-        logprobs = torch.stack(gen.logits, dim=1).float().log_softmax(-1) if sampling.top_logprobs > 0 else None
+        new_tokens = gen.sequences[:, prompt_len:]
+        top = self._top_logprobs(gen.logits, new_tokens, sampling.top_logprobs) if sampling.top_logprobs else None
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         tok = self.processor.tokenizer
         results = []
-        for row, ids in enumerate(new_tokens):
+        for row, ids in enumerate(new_tokens.tolist()):
             n = next((i + 1 for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
             ids = ids[:n]
             tokens = []
-            if logprobs is not None:
-                top_lp, top_ids = logprobs[row, :n].topk(sampling.top_logprobs, dim=-1)
+            if top is not None:
+                chosen, values, alt_ids = top[0][row].tolist(), top[1][row].tolist(), top[2][row].tolist()
                 for i, t in enumerate(ids):
-                    top = {tok.decode([a]): b for a, b in zip(top_ids[i].tolist(), top_lp[i].tolist())}
-                    tokens.append(TokenLogprob(tok.decode([t]), logprobs[row, i, t].item(), top))
+                    alternatives = {tok.decode([a]): v for a, v in zip(alt_ids[i], values[i])}
+                    tokens.append(TokenLogprob(tok.decode([t]), chosen[i], alternatives))
             results.append(
                 Generation(
                     text=tok.decode(ids, skip_special_tokens=True),
@@ -117,3 +96,22 @@ class TransformersBackend(ThreadedBackend):
                 )
             )
         return results
+
+    @staticmethod
+    def _top_logprobs(
+        logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(chosen-token logprob, top-k logprobs, top-k ids), each (batch, steps[, k]).
+
+        Step by step, so memory stays at one (batch, vocab) row in fp32 rather than the whole (batch, steps, vocab)
+        cube, which is gigabytes with Qwen's 152k vocabulary. Raw logits give the model's own distribution, as vLLM
+        reports logprobs.
+        """
+        chosen, values, ids = [], [], []
+        for step, step_logits in enumerate(logits):
+            lp = step_logits.float().log_softmax(-1)
+            chosen.append(lp.gather(1, tokens[:, step : step + 1]).squeeze(1))
+            v, i = lp.topk(k, dim=-1)
+            values.append(v)
+            ids.append(i)
+        return torch.stack(chosen, 1).cpu(), torch.stack(values, 1).cpu(), torch.stack(ids, 1).cpu()

@@ -10,15 +10,14 @@ import asyncio
 import itertools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from rm.backends.base import Backend, Conversation, Generation, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
-from rm.media import image_to_data_url, video_to_url
+from rm.media import image_to_data_url, pixel_limits, video_to_url
 from rm.types import Usage
 
 log = logging.getLogger(__name__)
@@ -51,14 +50,14 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         # vLLM's per-request processor override; only sent when set, since other servers may reject unknown fields.
-        self.mm_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        self.mm_kwargs = pixel_limits(min_pixels, max_pixels)
 
-    def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[int, str]) -> dict[str, Any]:
-        """The chat.completions request for one conversation (`urls` memoises image encodings across a batch)."""
+    def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[Any, str]) -> dict[str, Any]:
+        """The chat.completions request for one conversation (`urls` memoises media encodings across a batch)."""
         messages = to_chat_dicts(
             conv,
-            lambda img: {"type": "image_url", "image_url": {"url": _cached_url(img, urls)}},
-            lambda v: {"type": "video_url", "video_url": {"url": video_to_url(v)}},
+            lambda img: {"type": "image_url", "image_url": {"url": _memo(urls, id(img), lambda: image_to_data_url(img))}},
+            lambda v: {"type": "video_url", "video_url": {"url": _memo(urls, v, lambda: video_to_url(v))}},
             plain_text=True,
         )
         body: dict[str, Any] = {
@@ -77,7 +76,7 @@ class OpenAIBackend(Backend):
 
     async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         sem = asyncio.Semaphore(self.concurrency)
-        urls: dict[int, str] = {}
+        urls: dict[Any, str] = {}
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers, limits=limits) as client:
 
@@ -97,7 +96,10 @@ class OpenAIBackend(Backend):
                 error = f"{url}: {type(e).__name__}: {e}"
             else:
                 if r.status_code < 400:
-                    return parse_completion(r.json())
+                    try:
+                        return parse_completion(r.json())
+                    except (ValueError, KeyError, IndexError, TypeError) as e:  # a proxy's HTML page, an empty choices list
+                        return Generation(error=f"{url}: malformed chat.completion response ({type(e).__name__}: {e})")
                 error = f"{url}: HTTP {r.status_code}: {r.text[:500]}"
                 if r.status_code not in _RETRY_STATUS:
                     break  # a malformed request stays malformed
@@ -107,10 +109,9 @@ class OpenAIBackend(Backend):
         return Generation(error=error)
 
 
-def _cached_url(img: Image.Image, urls: dict[int, str]) -> str:
-    key = id(img)
+def _memo(urls: dict[Any, str], key: Any, encode: Callable[[], str]) -> str:
     if key not in urls:
-        urls[key] = image_to_data_url(img)
+        urls[key] = encode()
     return urls[key]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
-from rm.media import video_to_url
+from rm.media import pixel_limits, video_to_url
 from rm.types import Usage
 
 
@@ -56,7 +56,7 @@ class VLLMBackend(ThreadedBackend):
                 "backend 'vllm' needs vLLM on a GPU machine: pip install 'deltarubric[vllm]' in its own environment "
                 "(see docs/backends.md), or serve the model with `vllm serve` and use --backend openai"
             ) from e
-        mm = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        mm = pixel_limits(min_pixels, max_pixels)
         engine_kwargs.setdefault("limit_mm_per_prompt", {"image": 4, "video": 1})
         engine_kwargs.setdefault("enable_prefix_caching", True)  # the verifier stage reuses the planner's prefix
         self.llm = LLM(model=model, seed=seed, mm_processor_kwargs=mm or None, **engine_kwargs)
