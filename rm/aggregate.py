@@ -51,7 +51,7 @@ def unswap(order: Order, winner: str | None, p_shown_a: float | None) -> tuple[s
     """Map a verdict on the shown order back to the caller's labels."""
     if order == "AB":
         return winner, p_shown_a
-    flipped = {"A": "B", "B": "A"}.get(winner) if winner else None
+    flipped = {"A": "B", "B": "A"}.get(winner, winner) if winner else None  # 'tie' stays a tie
     return flipped, None if p_shown_a is None else 1.0 - p_shown_a
 
 

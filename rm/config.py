@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rm.media import DEFAULT_MAX_INPUT_PIXELS
 
 BackendName = Literal["openai", "vllm", "transformers"]
-JudgeName = Literal["direct", "deltarubric", "msrl"]
+
 
 
 class SamplingConfig(BaseModel):
@@ -36,7 +36,7 @@ class JudgeConfig(BaseModel):
 
     model: str = Field(..., description="HF model id or local checkpoint (transformers/vllm); served model name (openai).")
     backend: BackendName = "transformers"
-    judge: JudgeName = "deltarubric"
+    judge: str = Field("deltarubric", description="A method in rubrics/prompts: direct | deltarubric | msrl | <benchmark>_official.")
     swap: bool = Field(False, description="Judge both orders and aggregate.")
     order: Literal["given", "random"] = Field(
         "given", description="Without swap: show A first ('given') or pick the order from (seed, item id) ('random')."
@@ -63,6 +63,10 @@ class JudgeConfig(BaseModel):
     def _check(self) -> JudgeConfig:
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels is larger than max_pixels; lower min_pixels or raise max_pixels")
+        from rubrics.prompts import available_methods
+
+        if self.judge not in available_methods():
+            raise ValueError(f"unknown judge {self.judge!r}; available: {', '.join(available_methods())}")
         if self.backend == "openai" and not self.base_urls:
             raise ValueError("backend 'openai' needs at least one base URL (--base-url)")
         return self

@@ -101,7 +101,7 @@ class Judge:
             try:
                 prepared = self._prepare(req)
             except Exception as e:  # any failure to load this item's media is its own verdict, never the batch's
-                message = str(e) if isinstance(e, MediaError) else f"cannot load media: {type(e).__name__}: {e}"
+                message = str(e) if isinstance(e, ValueError) else f"cannot load media: {type(e).__name__}: {e}"
                 verdicts[i] = Verdict(id=req.id, judge=self.config.judge, error=message)
                 continue
             for order in presentation_orders(req.id, self.config.sampling.seed, self.config.swap, self.config.order):
@@ -139,6 +139,10 @@ class Judge:
         return [v for v in verdicts if v is not None]
 
     def _prepare(self, req: JudgeRequest) -> _Prepared:
+        if req.task_type not in self.method.task_types:
+            raise ValueError(
+                f"judge {self.method.name!r} is written for {', '.join(self.method.task_types)}, not {req.task_type}"
+            )
         if req.videos or req.a.kind == "video":
             if not self.backend.supports_video:
                 raise MediaError(

@@ -118,7 +118,7 @@ class OrderResult(BaseModel):
     """What the judge said for one presentation order, mapped back to the caller's labels."""
 
     order: Literal["AB", "BA"]
-    winner: Literal["A", "B"] | None
+    winner: Literal["A", "B", "tie"] | None  # 'tie' only from presets whose format has one (GenAI-Bench)
     p_a: float | None = None
     parse_ok: bool
 

@@ -160,4 +160,48 @@ def parse_msrl(text: str) -> Parsed:
     )
 
 
-PARSERS = {"checklist": parse_checklist, "verdict": parse_verdict, "msrl": parse_msrl}
+_VLRB_RE = re.compile(
+    r"(?:Overall Judgment|Therefore)\s*.*\s*-*\s*Answer\s*(\d+)\s*is\s*(?:the\s*)?(?:slightly\s*)?better", re.IGNORECASE
+)
+_GENAI_VOTE_RE = re.compile(r"\[\[.*\]\]")
+_GENAI_VOTES = {"[[A>>B]]": "A", "[[A>B]]": "A", "[[B>>A]]": "B", "[[B>A]]": "B",
+                "[[A=B]]": "tie", "[[A=B=Good]]": "tie", "[[A=B=Bad]]": "tie"}  # fmt: skip
+
+
+def parse_vlrb(text: str) -> Parsed:
+    """VL-RewardBench's official rule: drop newlines and '*', then the last 'Answer N is (the) (slightly) better'
+    after the first 'Overall Judgment' or 'Therefore'. Answer 1 -> A, 2 -> B."""
+    kept = [i for i, ch in enumerate(text) if ch not in "\n*"]
+    cleaned = "".join(text[i] for i in kept)
+    m = _VLRB_RE.search(cleaned)
+    winner = {"1": "A", "2": "B"}.get(m.group(1)) if m else None
+    return Parsed(winner=winner, winner_pos=None, rationale=text.strip() if winner else "")
+
+
+def parse_genai_vote(text: str) -> Parsed:
+    """GenAI-Bench's official rule: the first '[[...]]' on a line (greedy), compared as an exact string.
+    Both kinds of tie ('Good', 'Bad') are 'tie' here; the scorer re-reads the exact string."""
+    m = _GENAI_VOTE_RE.search(text)
+    winner = _GENAI_VOTES.get(m.group(0)) if m else None
+    decisive = winner in ("A", "B")
+    return Parsed(winner=winner, winner_pos=m.start() + 2 if m and decisive else None, rationale=text[: m.start()].strip() if m else "")
+
+
+def parse_mmrb(text: str) -> Parsed:
+    """Multimodal RewardBench's official rule: '[[A]]' anywhere -> A, else '[[B]]' -> B. (Its random guess for
+    unparsable outputs belongs to the scorer, which draws from one seeded stream.)"""
+    for letter in "AB":
+        tag = f"[[{letter}]]"
+        if tag in text:
+            return Parsed(winner=letter, winner_pos=text.index(tag) + 2, rationale=text[: text.index(tag)].strip())
+    return Parsed()
+
+
+PARSERS = {
+    "checklist": parse_checklist,
+    "verdict": parse_verdict,
+    "msrl": parse_msrl,
+    "vlrb": parse_vlrb,
+    "genai_vote": parse_genai_vote,
+    "mmrb": parse_mmrb,
+}

@@ -37,6 +37,7 @@ class Method:
     system: str
     stages: tuple[Stage, ...]
     words: dict[str, dict[str, str]]  # from _words.yaml: `noun` per candidate kind, `media_word` per task type
+    task_types: tuple[str, ...]  # what the prompt is written for; a request of another type is refused
     sha256: str  # of the YAML file and every shared file it can use, for run records
 
 
@@ -65,7 +66,8 @@ def load_method(name: str, prompts_dir: Path = PROMPTS_DIR) -> Method:
     for shared in sorted(prompts_dir.glob("_*")):
         digest.update(shared.read_bytes())
     system = env.from_string(spec["system"]).render().strip()
-    return Method(spec["name"], int(spec["version"]), system, stages, words, digest.hexdigest())
+    task_types = tuple(spec.get("task_types") or words["media_word"])
+    return Method(spec["name"], int(spec["version"]), system, stages, words, task_types, digest.hexdigest())
 
 
 def media_marker(index: int) -> str:

@@ -7,6 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rubrics.parsing import (
+    parse_genai_vote,
+    parse_mmrb,
+    parse_vlrb,
     MAX_CHECKLIST_ITEMS,
     PARSERS,
     find_winner,
@@ -400,7 +403,8 @@ def test_msrl_answer_position_in_original_text():
 
 
 def test_parsers_table():
-    assert PARSERS == {"checklist": parse_checklist, "verdict": parse_verdict, "msrl": parse_msrl}
+    assert {k: PARSERS[k] for k in ("checklist", "verdict", "msrl")} == {"checklist": parse_checklist, "verdict": parse_verdict, "msrl": parse_msrl}
+    assert set(PARSERS) == {"checklist", "verdict", "msrl", "vlrb", "genai_vote", "mmrb"}
 
 
 FRAGMENTS = [
@@ -419,13 +423,16 @@ PROPERTY = settings(max_examples=300, deadline=None, database=None)
 
 def check_parsed(name: str, text: str) -> None:
     p = PARSERS[name](text)  # never raises
-    assert p.winner in (None, "A", "B")
+    assert p.winner in ((None, "A", "B", "tie") if name == "genai_vote" else (None, "A", "B"))
     assert p.ok == (p.winner is not None)
     assert len(p.checklist) <= MAX_CHECKLIST_ITEMS
     assert all(item.strip() for item in p.checklist)
     assert all(label in (None, "A", "B", "Neither") for _, label in p.findings)
     assert p.task_type is None or p.task_type.strip()
-    assert_pos(text, p.winner, p.winner_pos)
+    if name == "vlrb" or p.winner == "tie":  # 'Answer 1'/'Answer 2' and ties have no A/B letter to locate
+        assert p.winner_pos is None
+    else:
+        assert_pos(text, p.winner, p.winner_pos)
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
@@ -468,3 +475,42 @@ def test_a_final_winner_line_always_wins(prefix, letter):
     _, rest, _ = split_thinking(text)
     if rest.endswith("Winner: [[" + letter + "]]"):
         assert p.winner == letter and p.winner_pos == len(text) - 3
+
+
+# ============================================================================================ official presets
+@pytest.mark.parametrize(
+    "text, winner",
+    [
+        ("Accuracy...\nOverall Judgment: Answer 2 is better.", "B"),
+        ("**Overall Judgment:** Answer 1 is slightly better", "A"),  # '*' removed before matching
+        ("Overall Judgment\n- Answer 1 is the better\n one", "A"),  # newlines dropped; '(the) better' is accepted
+        ("Therefore, Answer 1 is better. Overall Judgment: Answer 2 is better.", "B"),  # greedy: last after first
+        ("Answer 2 is better.", None),  # needs 'Overall Judgment' or 'Therefore' first
+        ("Overall Judgment: Answer 3 is better.", None),  # only 1 and 2 map to a side here
+    ],
+)
+def test_vlrb_official_rule(text, winner):
+    assert parse_vlrb(text).winner == winner
+
+
+@pytest.mark.parametrize(
+    "text, winner",
+    [
+        ("Model B wins. [[B>A]]", "B"),
+        ("[[A>>B]]", "A"),
+        ("[[A=B=Bad]]", "tie"),
+        ("1. Model A is better: [[A>B]] 2. Model B is better: [[B>A]]", None),  # a menu echo spans both: wrong
+        ("[[a>b]]", None),  # exact strings only
+        ("no verdict", None),
+    ],
+)
+def test_genai_bench_official_rule(text, winner):
+    assert parse_genai_vote(text).winner == winner
+
+
+@pytest.mark.parametrize(
+    "text, winner",
+    [("A is better [[A]]", "A"), ("[[B]] then [[A]]", "A"), ("[[B]]", "B"), ("A", None)],  # [[A]] is checked first
+)
+def test_mmrb_official_rule(text, winner):
+    assert parse_mmrb(text).winner == winner

@@ -42,7 +42,7 @@ def show(text: str) -> str:
     return "".join(x if isinstance(x, str) else f"<media {x}>" for x in split_media(text))
 
 
-CASES = [(m, s.name, t) for m in available_methods() for s in load_method(m).stages for t in TASKS]
+CASES = [(m, s.name, t) for m in available_methods() for s in load_method(m).stages for t in load_method(m).task_types]
 
 
 @pytest.mark.parametrize("method, stage, task", CASES)
@@ -69,7 +69,7 @@ def test_verifier_without_checklist_says_so():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match="available: deltarubric, direct, msrl"):
+    with pytest.raises(ValueError, match="available: deltarubric, direct, genai_bench_official, mmrb_official, msrl, vlrb_official"):
         load_method("best")
 
 

@@ -1,0 +1,97 @@
+"""Multimodal RewardBench (Meta FAIR): ~5k (prompt, image, two responses) triplets in six areas.
+
+Official parsing: "[[A]]" in the output -> A, else "[[B]]" -> B (both present -> A), else a random guess drawn from
+one stream seeded 123 before the loop, in file order. Overall = micro accuracy; categories as the official script
+splits them (safety -> bias / toxicity by ID prefix, reasoning -> math / coding). "strict" counts unparsable wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from eval.core import EvalItem, Prediction, judge_stats, pct
+from eval.io import find_file, media_path, read_records
+from eval.registry import Benchmark, Scores, register
+from rm.types import JudgeRequest
+
+
+def official_choice(text: str | None) -> str | None:
+    text = text or ""
+    return "A" if "[[A]]" in text else "B" if "[[B]]" in text else None
+
+
+def category(item_id: str, raw_category: str) -> str:
+    if raw_category.startswith("safety"):
+        return "safety/bias" if item_id.startswith("pairs") else "safety/toxicity"
+    if raw_category.startswith("reasoning"):
+        return "reasoning/math" if item_id.startswith("math") else "reasoning/coding"
+    return raw_category
+
+
+def score(preds: list[Prediction], task: str = "default") -> Scores:
+    rng = random.Random(123)  # one stream in file order, as the official script draws its guesses
+    official, strict = [], []
+    for p in preds:
+        choice = official_choice(p.raw) if p.official_format else p.winner if p.winner in ("A", "B") else None
+        strict.append(choice == p.gold)
+        official.append((choice or ("A" if rng.random() < 0.5 else "B")) == p.gold)
+    out: Scores = {"official_overall": pct(sum(official), len(preds)), "strict_overall": pct(sum(strict), len(preds))}
+    for group in sorted({p.group for p in preds}):
+        idx = [i for i, p in enumerate(preds) if p.group == group]
+        out[f"official_{group}"] = pct(sum(official[i] for i in idx), len(idx))
+    out["both_tags_rate"] = pct(sum("[[A]]" in (p.raw or "") and "[[B]]" in (p.raw or "") for p in preds), len(preds))
+    return out | judge_stats(preds)
+
+
+def read_official(path: Path) -> list[Prediction]:
+    """The official prediction schema: {ID, Image, Label: "A"|"B", output, Meta: {Category}}."""
+    preds = []
+    for row in read_records(path):
+        choice = official_choice(row["output"])
+        preds.append(
+            Prediction(key=row["ID"], gold=row["Label"], group=category(row["ID"], row["Meta"]["Category"]),
+                       raw=row["output"], official_format=True, winner=choice, parse_ok=choice is not None,
+                       meta={"Image": row.get("Image", "")})  # fmt: skip
+        )
+    return preds
+
+
+def write_official(preds: list[Prediction], path: Path) -> None:
+    """Our predictions in the official schema, so the benchmark's own script can score them."""
+    with path.open("w") as f:
+        for p in preds:
+            output = p.raw if p.official_format else f"[[{p.winner}]]" if p.winner in ("A", "B") else (p.raw or "")
+            row = {"ID": p.key, "Image": p.meta.get("Image", ""), "Label": p.gold, "output": output,
+                   "Meta": {"Category": p.meta.get("Category", p.group)}}  # fmt: skip
+            f.write(json.dumps(row) + "\n")
+
+
+def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
+    """`all_data_release.json` after the official download script ran: ID, Text, Image, Output1, Output2, Better,
+    Category, with images relative to data_dir."""
+    items = []
+    for row in read_records(find_file(data_dir, "all_data_release.json")):
+        request = JudgeRequest(id=row["ID"], question=row["Text"], images=[media_path(data_dir, row["Image"])],
+                               a=row["Output1"], b=row["Output2"])  # fmt: skip
+        gold = "B" if row["Better"] == "Output2" else "A"
+        meta = {"Image": row["Image"], "Category": row["Category"]}
+        items.append(EvalItem(key=row["ID"], request=request, gold=gold, group=category(row["ID"], row["Category"]), meta=meta))
+    return items
+
+
+BENCHMARK = register(
+    Benchmark(
+        name="multimodal-rewardbench",
+        description="Multimodal RewardBench (Meta): general correctness/preference, knowledge, reasoning, safety, VQA.",
+        tasks=("default",),
+        load=load,
+        score=score,
+        read_official=read_official,
+        official_judge="mmrb_official",
+        official_order="given",
+        headline=("official_overall", "strict_overall"),
+        data_revision="facebookresearch/multimodal_rewardbench @ b4b92cd (data rebuilt by its download script)",
+    )
+)

@@ -1,0 +1,87 @@
+"""What flows through an evaluation: items (a request plus its gold label) and predictions (what a judge said).
+
+A runner turns items into predictions; a scorer turns predictions into metrics; neither does the other's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rm.types import JudgeRequest, Verdict
+
+
+class EvalItem(BaseModel):
+    """One benchmark item. `request.a` is the benchmark's first-listed candidate; the judge decides what to show."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    key: str = Field(..., description="Unique within the benchmark task; results are keyed by it.")
+    request: JudgeRequest
+    gold: str = Field(..., description="'A'/'B' for pairwise labels; GenAI-Bench keeps its vote_type.")
+    group: str = Field("", description="The category the official metric breaks results down by.")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Prediction(BaseModel):
+    """A judged item as scorers see it, whether it came from our run or from a published prediction file."""
+
+    key: str
+    gold: str
+    group: str = ""
+    winner: str | None = None  # A | B | tie | None, in the item's labels
+    samples: list[tuple[str, str | None]] = Field(default_factory=list)  # (order shown, winner) per judged order
+    raw: str | None = None  # the final raw text when one order was judged: official parsers re-read it
+    official_format: bool = False  # raw follows the benchmark's official output format (official preset or file)
+    parse_ok: bool = False
+    error: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_verdict(
+        cls, item: EvalItem, verdict: Verdict, *, official_format: bool = False
+    ) -> Prediction:
+        # With one order judged, the last raw entry is the final stage's text (entries are written stage by stage).
+        single_order = len(verdict.orders) == 1 and verdict.raw
+        return cls(
+            key=item.key,
+            gold=item.gold,
+            group=item.group,
+            winner=verdict.winner,
+            samples=[(o.order, o.winner) for o in verdict.orders],
+            raw=list(verdict.raw.values())[-1] if single_order else None,
+            official_format=official_format,
+            parse_ok=verdict.parse_ok,
+            error=verdict.error,
+            meta=item.meta,
+        )
+
+
+def short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+def pct(numerator: float, denominator: float) -> float:
+    """A percentage, or NaN for an empty denominator (printed as 'n/a', never a silent 0)."""
+    return 100.0 * numerator / denominator if denominator else float("nan")
+
+
+def judge_stats(preds: list[Prediction]) -> dict[str, float]:
+    """Judge-behaviour figures every benchmark reports beside its accuracy.
+
+    - parse_failure_rate: items with no usable verdict (unparsable or an error), % of all items.
+    - swap_consistency: items judged in both orders whose two parsed winners agree, % of such items.
+    - first_position_rate: decisive verdicts that picked the candidate shown first, % (50 = no position bias).
+    """
+    failures = sum(not p.parse_ok for p in preds)
+    both = [p for p in preds if len(p.samples) == 2 and all(w in ("A", "B") for _, w in p.samples)]
+    decisive = [(o, w) for p in preds for o, w in p.samples if w in ("A", "B")]
+    first = sum((w == "A") == (o == "AB") for o, w in decisive)
+    return {
+        "parse_failure_rate": pct(failures, len(preds)),
+        "swap_consistency": pct(sum(p.samples[0][1] == p.samples[1][1] for p in both), len(both)),
+        "first_position_rate": pct(first, len(decisive)),
+        "n": float(len(preds)),
+    }

@@ -1,0 +1,36 @@
+"""Reading benchmark files from a local folder: JSON Lines, JSON arrays, and the data files shipped in data/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SHIPPED = Path(__file__).resolve().parent.parent / "data"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a .jsonl or .json (array) file; a blank line is skipped, a broken one names its line."""
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else list(data.values())
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+    return rows
+
+
+def find_file(data_dir: Path, name: str, shipped: str | None = None) -> Path:
+    """`name` inside the user's folder, else the copy shipped in data/ (metadata only; media stay the user's)."""
+    for candidate in [data_dir / name] + ([SHIPPED / shipped] if shipped else []):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{data_dir / name} not found" + (" (and no shipped copy)" if shipped else ""))
+
+
+def media_path(data_dir: Path, relative: str) -> str:
+    return str(data_dir / relative)

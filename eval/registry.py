@@ -1,0 +1,49 @@
+"""The benchmark registry: each benchmark is one module in eval/benchmarks/ that declares a `Benchmark`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eval.core import EvalItem, Prediction
+
+Scores = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    tasks: tuple[str, ...]  # sub-sets scored separately (GenAI-Bench's three); others have one
+    load: Callable[[Path, str], list[EvalItem]]  # (local data folder, task) -> items, in file order
+    score: Callable[[list[Prediction], str], Scores]  # official and strict metrics, in percent
+    read_official: Callable[[Path], list[Prediction]]  # the benchmark's own prediction-file format
+    official_judge: str  # the preset in rubrics/prompts that reproduces the official prompt and parser
+    official_order: str  # 'given' (official keeps the released order) or 'random' (official shuffles per call)
+    headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
+    data_revision: str = ""  # which release the loader and tests were checked against
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    if benchmark.name in _REGISTRY:
+        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
+    _REGISTRY[benchmark.name] = benchmark
+    return benchmark
+
+
+def get_benchmark(name: str) -> Benchmark:
+    import eval.benchmarks  # noqa: F401  (registers every benchmark module)
+
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def benchmark_names() -> list[str]:
+    import eval.benchmarks  # noqa: F401
+
+    return sorted(_REGISTRY)
