@@ -6,6 +6,7 @@ A runner turns items into predictions; a scorer turns predictions into metrics; 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -66,6 +67,11 @@ def short_hash(*parts: str) -> str:
 def pct(numerator: float, denominator: float) -> float:
     """A percentage, or NaN for an empty denominator (printed as 'n/a', never a silent 0)."""
     return 100.0 * numerator / denominator if denominator else float("nan")
+
+
+def json_scores(scores: dict[str, float]) -> dict[str, float | None]:
+    """Scores for JSON output: an undefined metric (NaN: empty denominator) is null, as JSON has no NaN."""
+    return {k: None if math.isnan(v) else round(v, 4) for k, v in scores.items()}
 
 
 def judge_stats(preds: list[Prediction]) -> dict[str, float]:

@@ -26,6 +26,15 @@ app = typer.Typer(
 )
 
 
+def _attach_eval() -> None:
+    from eval.cli import app as eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_attach_eval()
+
+
 class CLIError(Exception):
     """A user error: printed as one line, without a traceback."""
 

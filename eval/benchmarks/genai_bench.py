@@ -58,7 +58,7 @@ def read_official(path: Path) -> list[Prediction]:
         winner = _DECISIVE.get(vote) or ("tie" if vote in _TIES else None)
         preds.append(
             Prediction(key=str(row["idx"]), gold=row["human_vote"], raw=row["response"], official_format=True,
-                       winner=winner, parse_ok=winner is not None)  # fmt: skip
+                       winner=winner, samples=[("AB", winner)], parse_ok=winner is not None)  # fmt: skip
         )
     return preds
 

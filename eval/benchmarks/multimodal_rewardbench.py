@@ -52,7 +52,8 @@ def read_official(path: Path) -> list[Prediction]:
         choice = official_choice(row["output"])
         preds.append(
             Prediction(key=row["ID"], gold=row["Label"], group=category(row["ID"], row["Meta"]["Category"]),
-                       raw=row["output"], official_format=True, winner=choice, parse_ok=choice is not None,
+                       raw=row["output"], official_format=True, winner=choice, samples=[("AB", choice)],
+                       parse_ok=choice is not None,
                        meta={"Image": row.get("Image", "")})  # fmt: skip
         )
     return preds

@@ -1,0 +1,148 @@
+"""Benchmark runs on the tiny model with placeholder images: resumable after a kill, reproducible, reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from eval.core import json_scores
+from eval.registry import get_benchmark
+from eval.runner import RESULTS_FILE, completed_keys, eval_config, read_predictions, run_benchmark
+from rm.cli import app
+
+VLRB = get_benchmark("vl-rewardbench")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def vlrb_dir(tmp_path_factory) -> Path:
+    """The shipped VL-RewardBench metadata plus placeholder images for its first 48 rows."""
+    root = tmp_path_factory.mktemp("vlrb")
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows[:48]):
+        path = root / row["image_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64 + 8 * (i % 5), 48), (i * 5 % 255, 100, 150)).save(path)
+    return root
+
+
+def eval_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rm.cli", "eval", *args]
+
+
+def result_keys(run: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in (run / RESULTS_FILE).read_text().splitlines()]
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, vlrb_dir, tmp_path):
+    run = tmp_path / "run"
+    args = eval_cli("run", "vl-rewardbench", "-m", str(tiny_model_dir), "--data-dir", str(vlrb_dir), "--out", str(run),
+                    "--limit", "40", "--chunk-size", "2", "--judge", "deltarubric", "--max-tokens", "48")  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = run / RESULTS_FILE
+    deadline = time.monotonic() + 120
+    while not (results.exists() and len(results.read_text().splitlines()) >= 4):
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean-up: as after a crash or an OOM kill
+    proc.wait()
+    before = results.read_text().splitlines()
+    assert 4 <= len(before) < 40
+    with results.open("a") as f:
+        f.write('{"key": "torn-by-the-cr')  # a line cut off mid-write
+
+    resumed = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = result_keys(run)
+    assert len(keys) == len(set(keys)) == 40  # nothing lost, nothing twice, the torn line gone
+    assert results.read_text().splitlines()[: len(before)] == before  # earlier results kept as written
+    expected = [i.key for i in VLRB.load(vlrb_dir, "default")[:40]]
+    assert sorted(keys) == sorted(expected)
+    scores = json.loads(resumed.stdout)
+    assert scores["n"] == 40 and json.loads((run / "summary.json").read_text())["scores"] == scores
+
+
+def test_torn_line_is_cut_off(tmp_path):
+    path = tmp_path / RESULTS_FILE
+    path.write_text('{"key": "a"}\n{"key": "b"}\n{"key": "c", "ver')
+    assert completed_keys(path) == {"a", "b"}
+    assert path.read_text() == '{"key": "a"}\n{"key": "b"}\n'
+
+
+def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend, vlrb_dir, tmp_path):
+    from rm.judge import Judge
+
+    config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
+    assert config.order == "random"  # the released order would reward position bias
+    judge = Judge(config, backend=tiny_backend)
+    first = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=6, judge=judge)
+    lines = (tmp_path / "r" / RESULTS_FILE).read_text()
+    again = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=6, judge=judge)
+    assert json_scores(again) == json_scores(first)
+    assert (tmp_path / "r" / RESULTS_FILE).read_text() == lines  # nothing judged again
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["prompt"]["sha256"] == judge.method.sha256 and record["judge"]["sampling"]["seed"] == 0
+    assert record["data_revision"] and record["versions"]["transformers"]
+    orders = {p.samples[0][0] for p in read_predictions(tmp_path / "r")}
+    assert orders == {"AB", "BA"}  # seeded random order per item, recorded in every row
+    other = config.model_copy(update={"judge": "msrl"})
+    with pytest.raises(ValueError, match="another judge configuration"):
+        run_benchmark(VLRB, "default", other, vlrb_dir, tmp_path / "r", limit=6, judge=Judge(other, backend=tiny_backend))
+
+
+def test_report_shows_two_runs_side_by_side_with_plots(tiny_config, tiny_backend, vlrb_dir, tmp_path):
+    from rm.judge import Judge
+
+    for name, judge_name, swap in (("tiny-deltarubric", "deltarubric", True), ("tiny-direct", "direct", False)):
+        config = eval_config(VLRB, tiny_config.model_copy(update={"judge": judge_name, "swap": swap}), official=False)
+        run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / name, limit=8, judge=Judge(config, backend=tiny_backend))
+    result = runner.invoke(app, ["eval", "report", str(tmp_path / "tiny-deltarubric"), str(tmp_path / "tiny-direct")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| metric (%) | tiny-deltarubric | tiny-direct |" in report
+    assert "| strict_overall |" in report and "![groups.png](groups.png)" in report
+    for png in ("groups.png", "judge_behaviour.png"):
+        with Image.open(tmp_path / "report" / png) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+
+
+def test_score_command_on_a_run_directory_matches_the_run(tiny_config, tiny_backend, vlrb_dir, tmp_path):
+    from rm.judge import Judge
+
+    config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
+    scores = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=5, judge=Judge(config, backend=tiny_backend))
+    result = runner.invoke(app, ["eval", "score", "vl-rewardbench", "--predictions", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["strict_overall"] == pytest.approx(scores["strict_overall"]) and printed["n"] == 5
+
+
+def test_official_preset_run_keeps_the_official_format(tiny_config, tiny_backend, tmp_path):
+    """GenAI-Bench official preset: left = A, one order, raw text scored with the official four-way rule."""
+    from rm.judge import Judge
+
+    data = tmp_path / "genai"
+    data.mkdir()
+    rows = []
+    for i, vote in enumerate(["leftvote", "rightvote", "tievote", "bothbad_vote"]):
+        for side in ("left", "right"):
+            Image.new("RGB", (48, 48), (60 * i, 200 if side == "left" else 20, 90)).save(data / f"{i}_{side}.png")
+        rows.append({"id": i, "prompt": f"a cat number {i}", "left_image": f"{i}_left.png", "right_image": f"{i}_right.png", "vote_type": vote})
+    (data / "image_generation.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bench = get_benchmark("genai-bench")
+    config = eval_config(bench, tiny_config.model_copy(update={"swap": True}), official=True)
+    assert (config.judge, config.order, config.swap) == ("genai_bench_official", "given", False)
+    scores = run_benchmark(bench, "image_generation", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend))
+    preds = read_predictions(tmp_path / "run")
+    assert all(p.official_format and p.raw is not None and p.samples[0][0] == "AB" for p in preds)
+    assert 0.0 <= scores["official_4way"] <= 100.0  # defined (not n/a): computed from the raw text
