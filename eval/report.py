@@ -46,7 +46,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     lines += ["| run | judge | model | swap | order | items |", "|---|---|---|---|---|---|"]
     for name, record, scores, _ in runs:
         j = record["judge"]
-        lines.append(f"| {name} | {j['judge']} | {j['model']} | {j['swap']} | {j['order']} | {int(scores['n'])} |")
+        order = "both" if j["swap"] else j["order"]
+        lines.append(f"| {name} | {j['judge']} | {j['model']} | {j['swap']} | {order} | {int(scores['n'])} |")
     lines += ["", "| metric (%) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m in ordered:
         lines.append(f"| {m} | " + " | ".join(fmt(scores.get(m, float("nan"))) for _, _, scores, _ in runs) + " |")
