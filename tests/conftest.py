@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
-# Before anything imports huggingface_hub/transformers: tests never touch a hub.
-os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+import tempfile
+
+# Before anything imports huggingface_hub/transformers: tests never touch a hub, and caches (evaluate copies metric
+# modules into one) go to a temporary folder, not the user's home.
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1")
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="deltarubric-tests-hf-")
 
 import socket
 import threading
