@@ -45,7 +45,7 @@ def run(
     config: JudgeConfig,
     benchmark: Annotated[str, typer.Argument(help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench")],
     out: Annotated[Path, typer.Option(help="Run directory; rerunning the same command resumes it.")],
-    data_dir: Annotated[Path, typer.Option(help="Local benchmark folder (metadata and media); see docs/eval.md.")],
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md.")] = None,
     task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: all, each in OUT/<task>.")] = None,
     official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser and order.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs).")] = None,
@@ -58,6 +58,12 @@ def run(
     from rm.judge import Judge
 
     bench = get_benchmark(benchmark)
+    if data_dir is None:
+        if bench.hub is None:
+            raise ValueError(f"{benchmark} is not on the hub in a usable form: pass --data-dir (see docs/eval.md)")
+        from eval.io import snapshot
+
+        data_dir = snapshot(bench.hub.repo, bench.hub.revision, bench.hub.patterns)
     config = eval_config(bench, config, official)
     tasks = [task] if task else list(bench.tasks)
     judge = Judge(config)  # one engine for every task

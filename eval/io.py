@@ -10,7 +10,13 @@ SHIPPED = Path(__file__).resolve().parent.parent / "data"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl or .json (array) file; a blank line is skipped, a broken one names its line."""
+    """Rows of a .jsonl, .json (array) or .parquet file; a blank line is skipped, a broken one names its line."""
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError("reading parquet needs pyarrow: pip install 'deltarubric[hub]'") from e
+        return pq.read_table(path).to_pylist()
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         return data if isinstance(data, list) else list(data.values())
@@ -34,3 +40,10 @@ def find_file(data_dir: Path, name: str, shipped: str | None = None) -> Path:
 
 def media_path(data_dir: Path, relative: str) -> str:
     return str(data_dir / relative)
+
+
+def snapshot(repo: str, revision: str, patterns: tuple[str, ...]) -> Path:
+    """A dataset repository at a pinned revision, downloaded once into the Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=list(patterns)))

@@ -12,6 +12,15 @@ Scores = dict[str, float]
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """Where `eval run` gets the data when no --data-dir is given: a dataset repo at a pinned commit."""
+
+    repo: str
+    revision: str
+    patterns: tuple[str, ...]  # the files the loader needs, so a download skips the rest
+
+
+@dataclass(frozen=True)
 class Benchmark:
     name: str
     description: str
@@ -23,6 +32,7 @@ class Benchmark:
     official_order: str  # 'given' (official keeps the released order) or 'random' (official shuffles per call)
     headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
     data_revision: str = ""  # which release the loader and tests were checked against
+    hub: HubSource | None = None  # None: the data is not on the hub in a usable form; a local folder is needed
 
 
 _REGISTRY: dict[str, Benchmark] = {}

@@ -146,3 +146,37 @@ def test_official_preset_run_keeps_the_official_format(tiny_config, tiny_backend
     preds = read_predictions(tmp_path / "run")
     assert all(p.official_format and p.raw is not None and p.samples[0][0] == "AB" for p in preds)
     assert 0.0 <= scores["official_4way"] <= 100.0  # defined (not n/a): computed from the raw text
+
+
+def test_hub_parquet_layout_gives_the_same_items(tiny_config, tiny_backend, tmp_path):
+    """The pinned hub revision's layout (data/test-*.parquet, images embedded) loads to the same keys and labels."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rm.judge import Judge
+
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()][:5]
+    records = []
+    for i, row in enumerate(rows):
+        buf = io.BytesIO()
+        Image.new("RGB", (40 + i, 30), (10 * i, 80, 160)).save(buf, format="PNG")
+        hub_row = {k: row[k] for k in ("id", "query", "response", "human_ranking", "models", "judge")}
+        records.append(hub_row | {"image": {"bytes": buf.getvalue(), "path": f"{row['id']}.png"}})
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "hub/data/test-00000-of-00001.parquet")
+
+    from_hub = VLRB.load(tmp_path / "hub", "default")
+    from_jsonl = VLRB.load(tmp_path / "nothing-here", "default")[:5]
+    assert [(i.key, i.gold, i.group) for i in from_hub] == [(i.key, i.gold, i.group) for i in from_jsonl]
+    assert all(isinstance(i.request.images[0], Image.Image) for i in from_hub)
+    config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
+    run_benchmark(VLRB, "default", config, tmp_path / "hub", tmp_path / "run", judge=Judge(config, backend=tiny_backend))
+    assert all(p.error is None for p in read_predictions(tmp_path / "run"))
+
+
+def test_benchmark_without_hub_data_asks_for_a_folder(tiny_model_dir, tmp_path):
+    result = subprocess.run(eval_cli("run", "genai-bench", "-m", str(tiny_model_dir), "--out", str(tmp_path / "r")),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "pass --data-dir" in result.stderr and "Traceback" not in result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from eval.core import EvalItem, Prediction, judge_stats, pct
 from eval.io import find_file, media_path, read_records
-from eval.registry import Benchmark, Scores, register
+from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
 
 CATEGORIES = ("mcq", "long", "short", "safety", "video")
@@ -69,5 +69,8 @@ BENCHMARK = register(
         official_order="random",
         headline=("accuracy", "acc_plus"),
         data_revision="r1_reward @ 3693413 inference/MM-RLHF-Reward/mm_reward_bench.jsonl",
+        # The dataset repo ships the same jsonl with its images/ folder, which is the local layout.
+        hub=HubSource("yifanzhang114/MM-RLHF-RewardBench", "3cf983d3acc020ff590e8beb10b3bae0473908e1",
+                      ("mm_reward_bench.jsonl", "images/**")),  # fmt: skip
     )
 )

@@ -11,12 +11,15 @@ The released order puts the preferred response first in 1,245 of 1,250 rows, so 
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+from PIL import Image
+
 from eval.core import EvalItem, Prediction, judge_stats, pct, short_hash
 from eval.io import find_file, media_path, read_records
-from eval.registry import Benchmark, Scores, register
+from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
 
 GROUPS = ("general", "hallucination", "reasoning")
@@ -72,14 +75,21 @@ def item_key(row: dict) -> str:
 
 
 def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
-    """`data.jsonl` (from data_dir, else the shipped copy) and images at `<data_dir>/<image_path>`."""
+    """The hub's parquet (images embedded) if data_dir holds `data/test-*.parquet`; otherwise `data.jsonl` (from
+    data_dir, else the shipped copy) with images at `<data_dir>/<image_path>`. Item keys are the same either way."""
+    parquet = sorted(data_dir.glob("data/test-*.parquet"))
+    rows = [r for p in parquet for r in read_records(p)] or read_records(
+        find_file(data_dir, "data.jsonl", shipped="vl-rewardbench/data.jsonl")
+    )
     items = []
-    for row in read_records(find_file(data_dir, "data.jsonl", shipped="vl-rewardbench/data.jsonl")):
+    for row in rows:
         key = item_key(row)
+        embedded = row.get("image")
+        image = Image.open(io.BytesIO(embedded["bytes"])) if embedded else media_path(data_dir, row["image_path"])
         request = JudgeRequest(
             id=key,
             question=row["query"].replace("<image>\n", ""),
-            images=[media_path(data_dir, row["image_path"])],
+            images=[image],
             a=row["response"][0],
             b=row["response"][1],
         )
@@ -105,5 +115,7 @@ BENCHMARK = register(
         official_order="random",
         headline=("strict_overall", "strict_macro", "official_overall", "official_macro"),
         data_revision="original 1,250-row release (VL_RewardBench @ e492d65 data/data.jsonl, pre-2025-05 label fix)",
+        # The hub parquet of the same 1,250-row release ("Cleanup parquet data (#3)", before the 2025-05 fixes).
+        hub=HubSource("MMInstruction/VL-RewardBench", "49b8e26430f73b021bd0655fcd27ebf0f384fede", ("data/test-*.parquet",)),
     )
 )
