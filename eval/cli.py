@@ -81,6 +81,7 @@ def score(
     predictions: Annotated[Path, typer.Option(help="A run directory, or a prediction file in the benchmark's official format.")],
     task: Annotated[Optional[str], typer.Option(help="Sub-task the predictions belong to (GenAI-Bench).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench).")] = None,
 ) -> None:
     """Compute the official and strict metrics from predictions, without running a model."""
     from eval.registry import get_benchmark
@@ -94,6 +95,10 @@ def score(
         preds = bench.read_official(predictions)
     if task is None and len(bench.tasks) > 1:
         raise ValueError(f"{benchmark} has several tasks; pass --task ({', '.join(bench.tasks)})")
+    if export is not None:
+        if bench.write_official is None:
+            raise ValueError(f"{benchmark} has no official prediction schema to export to")
+        bench.write_official(preds, export)
     print_scores(bench.score(preds, task or bench.tasks[0]), bench.headline, as_json)
 
 

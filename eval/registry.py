@@ -33,6 +33,7 @@ class Benchmark:
     headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
     data_revision: str = ""  # which release the loader and tests were checked against
     hub: HubSource | None = None  # None: the data is not on the hub in a usable form; a local folder is needed
+    write_official: Callable[[list[Prediction], Path], None] | None = None  # predictions in the official schema
 
 
 _REGISTRY: dict[str, Benchmark] = {}

@@ -43,11 +43,13 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     ordered = [m for m in benchmark.headline if m in metric_names] + [m for m in metric_names if m not in benchmark.headline]
 
     lines = [f"# {benchmark.name} report", ""]
-    lines += ["| run | judge | model | swap | order | items |", "|---|---|---|---|---|---|"]
+    lines += ["| run | task | judge | model | order | items | data |", "|---|---|---|---|---|---|---|"]
     for name, record, scores, _ in runs:
         j = record["judge"]
-        order = "both" if j["swap"] else j["order"]
-        lines.append(f"| {name} | {j['judge']} | {j['model']} | {j['swap']} | {order} | {int(scores['n'])} |")
+        order = "both (swap)" if j["swap"] else j["order"]
+        lines.append(
+            f"| {name} | {record['task']} | {j['judge']} | {j['model']} | {order} | {int(scores['n'])} | {record['data_revision']} |"
+        )
     lines += ["", "| metric (%) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m in ordered:
         lines.append(f"| {m} | " + " | ".join(fmt(scores.get(m, float("nan"))) for _, _, scores, _ in runs) + " |")

@@ -180,3 +180,28 @@ def test_benchmark_without_hub_data_asks_for_a_folder(tiny_model_dir, tmp_path):
     result = subprocess.run(eval_cli("run", "genai-bench", "-m", str(tiny_model_dir), "--out", str(tmp_path / "r")),
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2 and "pass --data-dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tiny_backend, tmp_path):
+    from rm.judge import Judge
+
+    data = tmp_path / "mmrb"
+    (data / "images").mkdir(parents=True)
+    rows = []
+    for i, (cat, better) in enumerate([("vqa", "Output1"), ("safety", "Output2"), ("reasoning", "Output1")]):
+        Image.new("RGB", (48, 40), (30 * i, 90, 200)).save(data / f"images/{i}.png")
+        rows.append({"ID": f"{'pairs' if cat == 'safety' else 'math' if cat == 'reasoning' else 'vqa'}_{i}", "Text": f"Q{i}?",
+                     "Image": f"images/{i}.png", "Output1": "first", "Output2": "second", "Better": better, "Category": cat})  # fmt: skip
+    (data / "all_data_release.json").write_text(json.dumps(rows))
+    bench = get_benchmark("multimodal-rewardbench")
+    config = eval_config(bench, tiny_config, official=True)
+    run_benchmark(bench, "default", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend))
+    out = tmp_path / "official.jsonl"
+    result = runner.invoke(app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(tmp_path / "run"), "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["ID"], r["Label"], r["Meta"]["Category"]) for r in exported] == [
+        ("vqa_0", "A", "vqa"), ("pairs_1", "B", "safety"), ("math_2", "A", "reasoning")]  # fmt: skip
+    assert set(exported[0]) == {"ID", "Image", "Label", "output", "Meta"} and exported[0]["Image"] == "images/0.png"
+    rescored = runner.invoke(app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(out), "--json"])
+    assert json.loads(rescored.stdout)["official_safety/bias"] is not None

@@ -94,5 +94,6 @@ BENCHMARK = register(
         official_order="given",
         headline=("official_overall", "strict_overall"),
         data_revision="facebookresearch/multimodal_rewardbench @ b4b92cd (data rebuilt by its download script)",
+        write_official=write_official,
     )
 )
