@@ -127,22 +127,49 @@ def make_tiny_model_cmd(
     print(make_tiny_model(out_dir, seed=seed))
 
 
+_S = "Server"
+
+
 @app.command()
 @judge_options
 def serve(
     config: JudgeConfig,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for; defaults to --model.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.", rich_help_panel=_S)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=_S)] = 8000,
+    served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for; default: --model.", rich_help_panel=_S)] = None,
+    auth_token: Annotated[Optional[str], typer.Option(envvar="DELTARUBRIC_AUTH_TOKEN", help="Require 'Authorization: Bearer TOKEN' (all routes but /health).", rich_help_panel=_S)] = None,
+    max_batch: Annotated[int, typer.Option(help="Pairs per judge call, coalesced across requests.", rich_help_panel=_S)] = 32,
+    batch_window_ms: Annotated[float, typer.Option(help="How long a queued pair waits for company.", rich_help_panel=_S)] = 10.0,
+    max_queue: Annotated[int, typer.Option(help="Queued pairs beyond which requests get 503 + Retry-After.", rich_help_panel=_S)] = 1024,
+    concurrent_batches: Annotated[int, typer.Option(help="Judge calls in flight (raise for --backend openai).", rich_help_panel=_S)] = 1,
+    request_timeout: Annotated[float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)] = 170.0,
+    cache_size: Annotated[int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)] = 4096,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = 64 * 1024 * 1024,
+    max_pairs_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = 256,
+    max_images_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = 64,
+    allow_media_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder whose files requests may name; repeatable.", rich_help_panel=_S)] = None,
+    allow_http_media: Annotated[bool, typer.Option(help="Fetch http(s) media named in requests.", rich_help_panel=_S)] = False,
+    allow_private_addresses: Annotated[bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)] = False,
 ) -> None:
-    """Serve the judge's model over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health)."""
+    """Serve the judge to RL trainers: /get_reward (OpenRLHF), /v1/judge, /v1/rewards, OpenAI-compatible
+    /v1/chat/completions and /v1/models, /health and /metrics. See docs/server.md."""
     import uvicorn
 
     from app.server import build_app
-    from rm.backends import make_backend
+    from app.settings import ServerSettings
+    from rm.judge import Judge
 
-    app_ = build_app(make_backend(config), served_model_name or config.model, max_input_pixels=config.max_input_pixels)
-    uvicorn.run(app_, host=host, port=port)
+    settings = ServerSettings(
+        served_model_name=served_model_name or config.model, api_key=auth_token, max_batch=max_batch,
+        batch_window_ms=batch_window_ms, max_queue=max_queue, concurrent_batches=concurrent_batches,
+        request_timeout_s=request_timeout, cache_size=cache_size, max_body_bytes=max_body_bytes,
+        max_pairs_per_request=max_pairs_per_request, max_images_per_request=max_images_per_request,
+        max_input_pixels=config.max_input_pixels, allowed_media_dirs=allow_media_dir or [],
+        allow_http_media=allow_http_media, allow_private_addresses=allow_private_addresses,
+    )  # fmt: skip
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to the request timeout), then the app
+    # drains its queue: every accepted request is answered.
+    uvicorn.run(build_app(Judge(config), settings), host=host, port=port, timeout_graceful_shutdown=int(request_timeout))
 
 
 @app.command()

@@ -68,27 +68,34 @@ def read_bytes(ref: str) -> bytes:
 def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
     """Decode an image to RGB, refusing bombs and corrupt data; downscale to `max_pixels` if given."""
     if isinstance(ref, Image.Image):
-        img = ref
-    else:
-        data = read_bytes(ref)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as e:  # PIL's own guard fires in open() for the largest headers
-            raise MediaError(f"{describe(ref)}: image size exceeds the limit of {max_input_pixels} pixels ({e})") from e
-        except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL raises ValueError on some bad headers
-            raise MediaError(f"{describe(ref)}: not a readable image ({type(e).__name__})") from e
+        return _checked(ref, describe(ref), max_input_pixels, max_pixels)
+    return decode_image(read_bytes(ref), describe(ref), max_input_pixels=max_input_pixels, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, source: str, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
+    """`load_image` for bytes already in hand; `source` names them in errors."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # PIL's own guard fires in open() for the largest headers
+        raise MediaError(f"{source}: image size exceeds the limit of {max_input_pixels} pixels ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL raises ValueError on some bad headers
+        raise MediaError(f"{source}: not a readable image ({type(e).__name__})") from e
+    return _checked(img, source, max_input_pixels, max_pixels)
+
+
+def _checked(img: Image.Image, source: str, max_input_pixels: int, max_pixels: int | None) -> Image.Image:
     w, h = img.size
     # Checked on the header's size, before decoding, so a decompression bomb never allocates.
     if w * h > max_input_pixels:
-        raise MediaError(f"{describe(ref)}: {w}x{h} = {w * h} pixels exceeds the limit of {max_input_pixels}")
+        raise MediaError(f"{source}: {w}x{h} = {w * h} pixels exceeds the limit of {max_input_pixels}")
     if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
-        raise MediaError(f"{describe(ref)}: aspect ratio of {w}x{h} is over {MAX_ASPECT_RATIO}:1")
+        raise MediaError(f"{source}: aspect ratio of {w}x{h} is over {MAX_ASPECT_RATIO}:1")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise MediaError(f"{describe(ref)}: image data is corrupt or truncated ({e})") from e
+        raise MediaError(f"{source}: image data is corrupt or truncated ({e})") from e
     if max_pixels and w * h > max_pixels:
         scale = math.sqrt(max_pixels / (w * h))
         nw, nh = max(1, int(w * scale)), max(1, int(h * scale))

@@ -87,10 +87,18 @@ class LoopbackServer:
         self.thread.join(timeout=10)
 
 
+def tiny_app(tiny_backend, **settings):
+    """The server app over the tiny model (judge: deltarubric, short outputs), served as model 'tiny'."""
+    from app.server import build_app
+    from app.settings import ServerSettings
+    from rm.judge import Judge
+
+    config = JudgeConfig(model="tiny", judge="deltarubric", sampling={"max_tokens": 8})
+    return build_app(Judge(config, backend=tiny_backend), ServerSettings(served_model_name="tiny", **settings))
+
+
 @pytest.fixture(scope="session")
 def tiny_server(tiny_backend) -> Iterator[LoopbackServer]:
-    """Our OpenAI-compatible app serving the tiny model on a real loopback port."""
-    from app.server import build_app
-
-    with LoopbackServer(build_app(tiny_backend, "tiny")) as server:
+    """The server app with the tiny model on a real loopback port."""
+    with LoopbackServer(tiny_app(tiny_backend)) as server:
         yield server

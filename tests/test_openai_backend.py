@@ -14,13 +14,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from app.server import build_app
 from rm.backends.base import ImagePart, Message, TextPart
 from rm.backends.openai_api import OpenAIBackend
 from rm.config import JudgeConfig, SamplingConfig
 from rm.judge import Judge
 from rm.types import JudgeRequest
-from tests.conftest import LoopbackServer, free_port
+from tests.conftest import LoopbackServer, free_port, tiny_app
 
 
 def data_url(path) -> str:
@@ -85,7 +84,7 @@ def test_openai_backend_matches_transformers_backend(tiny_server, tiny_backend, 
 
 def counting_app(tiny_backend, fail_first: int = 0):
     """Our real app, with a middleware that counts requests and answers the first `fail_first` with 503."""
-    app = build_app(tiny_backend, "tiny")
+    app = tiny_app(tiny_backend)
     app.state.hits = 0
 
     @app.middleware("http")

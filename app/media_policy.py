@@ -1,0 +1,88 @@
+"""Which media a server request may name, and loading them under that policy.
+
+Base64 data URLs are always accepted. Files (paths or file:// URLs) only inside the configured folders, checked
+after resolving symlinks and '..', so nothing outside can be reached. http(s) is off unless enabled, and then never
+to loopback, private, link-local or reserved addresses unless that is allowed too; redirects are not followed, so a
+public URL cannot bounce the server to an internal one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+from PIL import Image
+
+from app.settings import ServerSettings
+from rm.media import MAX_DOWNLOAD_BYTES, MediaError, decode_image, describe, load_image
+
+
+class MediaPolicy:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.roots = [p.resolve() for p in settings.allowed_media_dirs]
+
+    def image(self, ref: str, where: str) -> Image.Image:
+        """Decode an image named by a request; MediaError (-> 400) names the field."""
+        limit = self.settings.max_input_pixels
+        try:
+            if ref.startswith("data:"):
+                return load_image(ref, max_input_pixels=limit)
+            if ref.startswith(("http://", "https://")):
+                return decode_image(self._fetch(ref), describe(ref), max_input_pixels=limit)
+            return load_image(str(self.local_path(ref)), max_input_pixels=limit)
+        except MediaError as e:
+            raise MediaError(f"{where}: {e}") from e
+
+    def video(self, ref: str, where: str) -> str:
+        """Check a video reference against the policy; the engine decodes it."""
+        try:
+            if ref.startswith("data:"):
+                return ref
+            if ref.startswith(("http://", "https://")):
+                self._check_host(ref)
+                return ref
+            return str(self.local_path(ref))
+        except MediaError as e:
+            raise MediaError(f"{where}: {e}") from e
+
+    def local_path(self, ref: str) -> Path:
+        path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            hint = "no media folders are allowed (--allow-media-dir)" if not self.roots else "outside the allowed media folders"
+            raise MediaError(f"{describe(ref)}: local files are refused: {hint}")
+        return resolved
+
+    def _check_host(self, url: str) -> None:
+        if not self.settings.allow_http_media:
+            raise MediaError(f"{describe(url)}: http(s) media is disabled on this server (--allow-http-media)")
+        host = urlparse(url).hostname or ""
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except socket.gaierror as e:
+            raise MediaError(f"{describe(url)}: cannot resolve {host!r}") from e
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            internal = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
+            if internal and not self.settings.allow_private_addresses:
+                raise MediaError(f"{describe(url)}: {host} resolves to an internal address ({ip}); refused")
+
+    def _fetch(self, url: str) -> bytes:
+        self._check_host(url)
+        try:
+            with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as r:
+                if r.is_redirect:
+                    raise MediaError(f"{describe(url)}: redirects are not followed")
+                r.raise_for_status()
+                data = b""
+                for chunk in r.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_DOWNLOAD_BYTES:
+                        raise MediaError(f"{describe(url)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                return data
+        except httpx.HTTPError as e:
+            raise MediaError(f"{describe(url)}: download failed ({e})") from e

@@ -1,0 +1,20 @@
+"""Prometheus metrics, one registry per app so several apps (tests, workers) never share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("deltarubric_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("deltarubric_request_latency_seconds", "Request latency by route", ["route"], registry=self.registry,
+                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180))  # fmt: skip
+        self.queue_depth = Gauge("deltarubric_queue_depth", "Pairs waiting for a judge call", registry=self.registry)
+        self.batch_size = Histogram("deltarubric_batch_size", "Pairs per judge call", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip
+        self.parse_failures = Counter("deltarubric_parse_failures", "Verdicts with no parsable winner", registry=self.registry)
+        self.judge_errors = Counter("deltarubric_judge_errors", "Verdicts with an error (media, backend)", registry=self.registry)
+        self.cache_hits = Counter("deltarubric_cache_hits", "Pairs answered from the verdict cache", registry=self.registry)
+        self.rejected = Counter("deltarubric_saturated", "Requests refused with 503 because the queue was full", registry=self.registry)
