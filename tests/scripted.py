@@ -27,9 +27,14 @@ def all_text(conv: Conversation) -> str:
 class ScriptedBackend(Backend):
     name = "scripted"
 
-    def __init__(self, respond: Callable[[Conversation], str | Exception], p_letter_a: float = 0.8) -> None:
+    def __init__(
+        self, respond: Callable[[Conversation], str | Exception], p_letter_a: float = 0.8, confidence: float | None = None
+    ) -> None:
+        """`confidence` set: the letter written gets that probability and the other letter the rest, so p_a agrees
+        with the text; otherwise every A/B token has P(A) = `p_letter_a` (a judge whose text and logprobs disagree)."""
         self.respond = respond
         self.p_letter_a = p_letter_a
+        self.confidence = confidence
         self.calls: list[list[Conversation]] = []
 
     async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
@@ -48,5 +53,7 @@ class ScriptedBackend(Backend):
         tokens = []
         for ch in text:
             top = {"A": la, "B": lb} if ch in "AB" else {ch: 0.0}
+            if self.confidence is not None and ch in "AB":
+                top = {ch: math.log(self.confidence), {"A": "B", "B": "A"}[ch]: math.log(1 - self.confidence)}
             tokens.append(TokenLogprob(ch, top.get(ch, 0.0), top))
         return tokens
