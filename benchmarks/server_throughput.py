@@ -1,0 +1,120 @@
+"""Reward server vs direct batched judge calls, measured in the same run.
+
+    python benchmarks/server_throughput.py                          # tiny random checkpoint, CPU
+    python benchmarks/server_throughput.py -m /path/to/Qwen3-VL-4B --device cuda --pairs 256 --clients 32 64
+
+Baseline: `Judge.judge_batch` on all pairs at once (the best a caller can do by hand). Server: the same pairs sent as
+concurrent single-pair /v1/judge requests over loopback HTTP, which the server micro-batches. Prints pairs/s and
+p50/p99 latency, and the server's overhead relative to the baseline (target: under 10% at 32+ clients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+from PIL import Image, ImageDraw
+
+from app.server import build_app
+from app.settings import ServerSettings
+from rm import Judge, JudgeConfig, JudgeRequest
+
+
+def data_url(i: int) -> str:
+    img = Image.new("RGB", (96 + 8 * (i % 5), 72), (37 * i % 255, 120, 200))
+    ImageDraw.Draw(img).ellipse([10, 10, 50, 50], fill=(250, 160, 40))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def pair(i: int) -> dict:
+    return {"id": str(i), "question": f"How many shapes are there? ({i})", "images": [data_url(i)],
+            "a": {"text": f"{i % 3 + 1} shapes."}, "b": {"text": "One orange circle."}}  # fmt: skip
+
+
+async def drive(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            t0 = time.perf_counter()
+            r = await http.post("/v1/judge", json={"requests": [body]})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return time.perf_counter() - t0, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-m", "--model", help="checkpoint; default: build the tiny random one")
+    ap.add_argument("--judge", default="direct")
+    ap.add_argument("--pairs", type=int, default=128)
+    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32, 64])
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    if args.model is None:
+        from rm.tiny import make_tiny_model
+
+        args.model = str(make_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
+    config = JudgeConfig(model=args.model, judge=args.judge, device=args.device, batch_size=args.max_batch,
+                         sampling={"max_tokens": args.max_tokens})  # fmt: skip
+    judge = Judge(config)
+    bodies = [pair(i) for i in range(args.pairs)]
+    requests = [JudgeRequest.model_validate(b) for b in bodies]
+    judge.judge_batch(requests[:4])  # warm-up
+
+    def direct_seconds() -> float:
+        t0 = time.perf_counter()
+        for start in range(0, len(requests), args.max_batch):  # direct, in batches of the server's max batch
+            judge.judge_batch(requests[start : start + args.max_batch])
+        return time.perf_counter() - t0
+
+    before = direct_seconds()
+    print(f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens} max_batch={args.max_batch}")
+    print(f"direct batched:            {args.pairs / before:8.2f} pairs/s")
+
+    settings = ServerSettings(max_batch=args.max_batch, cache_size=0, max_queue=100_000)
+    server = uvicorn.Server(uvicorn.Config(build_app(judge, settings), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    results = []
+    for clients in args.clients:
+        results.append((clients, *asyncio.run(drive(f"http://127.0.0.1:{port}", bodies, clients))))
+    server.should_exit = True
+    thread.join()
+    after = direct_seconds()
+    # The baseline is measured before and after the server runs; a large gap means the machine was busy.
+    direct = (before + after) / 2
+    print(f"direct batched, again:     {args.pairs / after:8.2f} pairs/s   (baseline = mean of both)")
+    for clients, elapsed, lat in results:
+        p50, p99 = statistics.median(lat), statistics.quantiles(lat, n=100)[98]
+        overhead = elapsed / direct - 1
+        print(f"server, {clients:3d} clients:     {args.pairs / elapsed:8.2f} pairs/s   p50 {p50 * 1000:7.1f} ms   "
+              f"p99 {p99 * 1000:7.1f} ms   overhead vs direct {overhead * 100:+6.1f}%")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
