@@ -52,13 +52,14 @@ class JudgeAPIResponse(BaseModel):
 
 class RewardItem(BaseModel):
     """One rollout: its prompt (and media), its response, and either a reference (mode 'reference') or a
-    `group_id` shared with its siblings (mode 'group')."""
+    `group_id` shared with its siblings (mode 'group'). An empty response loses every comparison without a judge
+    call."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
     group_id: str | None = None
-    task_type: TaskType = "image_understanding"
+    task_type: TaskType | None = Field(None, description="Default: image_understanding with images, else text.")
     question: str
     images: list[str] = Field(default_factory=list)
     response: str

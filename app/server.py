@@ -288,20 +288,23 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             for i, item in enumerate(items):
                 groups.setdefault(item.group_id or "", []).append(i)
             pairs = [(a, b) for members in groups.values() for x, a in enumerate(members) for b in members[x + 1 :]]
-        requests = []
+        requests: list[JudgeRequest | None] = []  # None: an empty side, decided without the judge
+        fixed: list[float | None] = []
         for k, (i, j) in enumerate(pairs):
             item = items[i]
             other = item.reference if j is None else items[j].response
+            first_empty, second_empty = not item.response.strip(), not (other or "").strip()
+            fixed.append(0.5 if first_empty and second_empty else 0.0 if first_empty else 1.0 if second_empty else None)
             try:
-                req = JudgeRequest(id=str(k), task_type=item.task_type, question=item.question, images=item.images,
-                                   a=item.response, b=other)  # fmt: skip
+                req = JudgeRequest(id=str(k), task_type=item.task_type or ("image_understanding" if item.images else "text"),
+                                   question=item.question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
             except ValueError as e:
                 raise InputError(f"items[{i}]: {e}", f"items[{i}]") from e
-            requests.append(req)
-        state.check_counts(len(requests), sum(map(_media_count, requests)))
-        requests = [state.resolve(r, f"items[{i}]") for r, (i, _) in zip(requests, pairs)]
-        verdicts = await state.judge_all(requests, rewards=True)
-        probs = [p_first_wins(v) for v in verdicts]
+            requests.append(None if fixed[-1] is not None else req)
+        judged = [(r, i) for r, (i, _) in zip(requests, pairs) if r is not None]
+        state.check_counts(len(judged), sum(_media_count(r) for r, _ in judged))
+        verdicts = iter(await state.judge_all([state.resolve(r, f"items[{i}]") for r, i in judged], rewards=True) if judged else [])
+        probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(requests, fixed)]
         if body.mode == "reference":
             values: list[float | None] = probs
             neutral = NEUTRAL

@@ -45,7 +45,8 @@ class ScriptedBackend(Backend):
             if isinstance(reply, Exception):
                 out.append(Generation(error=str(reply)))
                 continue
-            out.append(Generation(text=reply, tokens=self._tokens(reply), usage=Usage(prompt_tokens=len(all_text(conv)), completion_tokens=len(reply))))
+            tokens = self._tokens(reply) if sampling.top_logprobs else []  # like real backends: no logprobs unless asked
+            out.append(Generation(text=reply, tokens=tokens, usage=Usage(prompt_tokens=len(all_text(conv)), completion_tokens=len(reply))))
         return out
 
     def _tokens(self, text: str) -> list[TokenLogprob]:

@@ -91,19 +91,19 @@ class RewardClient:
     def _settle(self, attempt: int, outcome: httpx.Response | httpx.TransportError,
                 n: int) -> list[float | None] | float:
         """The rewards, or the seconds to wait before the next try. Raises when no try can succeed."""
-        if isinstance(outcome, httpx.Response) and not _retryable(outcome):
+        if isinstance(outcome, httpx.TransportError):
+            if attempt >= TRIES:
+                raise RewardServerError(f"{self.endpoint}: {outcome!r} (gave up after {TRIES} tries)") from outcome
+            return BACKOFF_S * 2 ** (attempt - 1)
+        if not _retryable(outcome):
             return _parse(outcome, n)
         if attempt >= TRIES:
-            what = f"HTTP {outcome.status_code}: {outcome.text[:500]}" if isinstance(outcome, httpx.Response) \
-                else repr(outcome)
-            raise RewardServerError(f"{self.endpoint}: {what} (gave up after {TRIES} tries)") \
-                from (outcome if isinstance(outcome, Exception) else None)
-        if isinstance(outcome, httpx.Response):
-            try:  # only the delta-seconds form; an HTTP-date falls back to the backoff
-                return min(max(float(outcome.headers["retry-after"]), 0.0), MAX_RETRY_AFTER_S)
-            except (KeyError, ValueError):
-                pass
-        return BACKOFF_S * 2 ** (attempt - 1)
+            raise RewardServerError(f"{self.endpoint}: HTTP {outcome.status_code}: {outcome.text[:500]} "
+                                    f"(gave up after {TRIES} tries)")
+        try:  # only the delta-seconds form; an HTTP-date falls back to the backoff
+            return min(max(float(outcome.headers["retry-after"]), 0.0), MAX_RETRY_AFTER_S)
+        except (KeyError, ValueError):
+            return BACKOFF_S * 2 ** (attempt - 1)
 
 
 def _retryable(response: httpx.Response) -> bool:

@@ -51,7 +51,7 @@ class _JudgeRewardBase:
                columns: Mapping[str, Any]) -> list[dict[str, Any]]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        references = columns.get(self.reference_column)
+        references = columns.get(self.reference_column) if self.mode == "reference" else None
         if self.mode == "reference" and references is None:
             raise KeyError(f"mode 'reference' needs a dataset column {self.reference_column!r}; "
                            f"TRL passed the columns {sorted(columns)}")
@@ -60,7 +60,7 @@ class _JudgeRewardBase:
             images = [image_ref(image) for image in _sample_images(columns, i, prompt)]
             item: dict[str, Any] = {"question": prompt if isinstance(prompt, str) else last_user_text(prompt),
                                     "images": images, "response": _completion_text(completion)}
-            if self.mode == "reference":
+            if references is not None:
                 item["reference"] = str(references[i])
             else:
                 item["group_id"] = _group_id(prompt, images)
