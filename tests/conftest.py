@@ -12,9 +12,12 @@ os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARAL
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="deltarubric-tests-hf-")
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,31 @@ def tiny_server(tiny_backend) -> Iterator[LoopbackServer]:
     """The server app with the tiny model on a real loopback port."""
     with LoopbackServer(tiny_app(tiny_backend)) as server:
         yield server
+
+
+@contextmanager
+def served(*args: str) -> Iterator[str]:
+    """`deltarubric serve ARGS` as a user starts it, on a free loopback port; yields its base URL once healthy."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rm.cli", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.ConnectError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"deltarubric serve exited: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("deltarubric serve did not become healthy in 90 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

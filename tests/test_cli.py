@@ -92,36 +92,15 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
 
 def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
     """`deltarubric serve` as a user starts it, then the judge's openai backend against it."""
-    import time
-
     import httpx
 
     from rm.config import JudgeConfig
     from rm.judge import Judge
     from rm.types import JudgeRequest
-    from tests.conftest import free_port
+    from tests.conftest import served
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rm.cli", "serve", "-m", str(tiny_model_dir), "--port", str(port), "--served-model-name", "judge"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.ConnectError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+    with served("-m", str(tiny_model_dir), "--served-model-name", "judge") as base:
         assert httpx.get(base + "/v1/models").json()["data"][0]["id"] == "judge"
         config = JudgeConfig(model="judge", backend="openai", base_urls=[base + "/v1"], judge="msrl", sampling={"max_tokens": 6})
         v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
         assert v.error is None and set(v.raw) == {"AB/judge"} and v.usage["AB/judge"].prompt_tokens > 0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

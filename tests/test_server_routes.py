@@ -262,29 +262,9 @@ def test_chat_completions_still_served(tiny_server):
 
 def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
     """`deltarubric serve` as a user runs it, then /get_reward and /metrics over HTTP."""
-    import subprocess
-    import sys
-    import time
+    from tests.conftest import served
 
-    from tests.conftest import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rm.cli", "serve", "-m", str(tiny_model_dir), "--port", str(port),
-                             "--judge", "direct", "--max-tokens", "6"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.ConnectError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+    with served("-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "6") as url:
         r = httpx.post(url + "/get_reward", json=get_reward_body(["Two cats."]), timeout=60)
         assert r.status_code == 200 and len(r.json()["rewards"]) == 1
         assert "deltarubric_batch_size" in httpx.get(url + "/metrics").text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
