@@ -85,6 +85,7 @@ class MicroBatcher:
         max_queue: int = 1024,
         concurrent_batches: int = 1,
         cache_size: int = 4096,
+        call_timeout_s: float = 170.0,
     ) -> None:
         self.judge, self.metrics = judge, metrics
         self.max_batch, self.window_s, self.max_queue = max_batch, window_s, max_queue
@@ -93,6 +94,7 @@ class MicroBatcher:
         self._inflight: dict[str, asyncio.Future[Verdict]] = {}
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
         self._cache_size = cache_size
+        self._call_timeout_s = call_timeout_s
         self._wakeup = asyncio.Event()
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
@@ -165,13 +167,18 @@ class MicroBatcher:
 
     async def _judge(self, batch: list[_Pending]) -> None:
         self.metrics.batch_size.observe(len(batch))
+        call = asyncio.get_running_loop().create_task(self.judge.ajudge_batch([p.request for p in batch]))
+        # A call slower than the timeout gives its slot back so later batches are judged; it keeps running, and its
+        # verdicts still reach the cache (a retry of a timed-out request then answers at once).
+        done, _ = await asyncio.wait({call}, timeout=self._call_timeout_s)
+        self._slots.release()
+        if not done:
+            log.warning("a judge call of %d pairs is past %.0f s; its slot is released", len(batch), self._call_timeout_s)
         try:
-            verdicts = await self.judge.ajudge_batch([p.request for p in batch])
-        except Exception as e:  # a bug or engine crash: every pair still gets its one answer
+            verdicts = await call
+        except Exception as e:  # a bug or an engine crash: every pair still gets its one answer
             log.exception("judge call failed for a batch of %d", len(batch))
             verdicts = [Verdict(id=p.request.id, judge=self.judge.config.judge, error=f"judge failed: {type(e).__name__}: {e}") for p in batch]
-        finally:
-            self._slots.release()
         for p, v in zip(batch, verdicts):
             self.metrics.parse_failures.inc(0 if v.parse_ok or v.error else 1)
             self.metrics.judge_errors.inc(1 if v.error else 0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 import httpx
@@ -18,6 +20,19 @@ from PIL import Image
 
 from app.settings import ServerSettings
 from rm.media import MAX_DOWNLOAD_BYTES, MediaError, decode_image, describe, load_image
+
+T = TypeVar("T")
+
+
+def _named(action: Callable[[], T], where: str) -> T:
+    """Run a media step; any failure, including malformed references (NUL bytes, bad URLs, lone surrogates), is a
+    MediaError naming the field, never a 500."""
+    try:
+        return action()
+    except MediaError as e:
+        raise MediaError(f"{where}: {e}") from e
+    except (ValueError, UnicodeError, OSError) as e:
+        raise MediaError(f"{where}: not a usable media reference ({type(e).__name__})") from e
 
 
 class MediaPolicy:
@@ -28,26 +43,28 @@ class MediaPolicy:
     def image(self, ref: str, where: str) -> Image.Image:
         """Decode an image named by a request; MediaError (-> 400) names the field."""
         limit = self.settings.max_input_pixels
-        try:
+
+        def load() -> Image.Image:
             if ref.startswith("data:"):
                 return load_image(ref, max_input_pixels=limit)
             if ref.startswith(("http://", "https://")):
                 return decode_image(self._fetch(ref), describe(ref), max_input_pixels=limit)
             return load_image(str(self.local_path(ref)), max_input_pixels=limit)
-        except MediaError as e:
-            raise MediaError(f"{where}: {e}") from e
+
+        return _named(load, where)
 
     def video(self, ref: str, where: str) -> str:
         """Check a video reference against the policy; the engine decodes it."""
-        try:
+
+        def check() -> str:
             if ref.startswith("data:"):
                 return ref
             if ref.startswith(("http://", "https://")):
                 self._check_host(ref)
                 return ref
             return str(self.local_path(ref))
-        except MediaError as e:
-            raise MediaError(f"{where}: {e}") from e
+
+        return _named(check, where)
 
     def local_path(self, ref: str) -> Path:
         path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)

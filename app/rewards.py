@@ -35,10 +35,17 @@ def response_from_query(query: str, prompt: str | None) -> str:
     return _SPECIAL_TAIL.sub("", response).strip()
 
 
+IMAGE_ONLY_QUESTION = "Respond to the image."
+
+
 def question_from_prompt(prompt: str) -> str:
-    """The last user turn of a chat-templated prompt, with vision placeholders removed."""
+    """The last user turn of a chat-templated prompt, with vision placeholders removed. A turn with only an image
+    (captioning: the instruction sits in the system turn) falls back to the system turn, then to a neutral ask."""
     turn = prompt.rsplit("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
-    return _VISION.sub("", turn).strip()
+    question = _VISION.sub("", turn).strip()
+    if not question and "<|im_start|>system\n" in prompt:
+        question = prompt.split("<|im_start|>system\n", 1)[1].split("<|im_end|>", 1)[0].strip()
+    return question or IMAGE_ONLY_QUESTION
 
 
 def win_rates(n: int, outcomes: Sequence[tuple[int, int, float | None]]) -> list[float | None]:

@@ -105,10 +105,22 @@ class BodyLimit:
                 raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await too_large(scope, receive, send)
+        # Read the body first (the app would buffer it anyway), so an oversize chunked body is a 413, not a parse error.
+        messages = []
+        while True:
+            try:
+                message = await counted()
+            except _BodyTooLarge:
+                return await too_large(scope, receive, send)
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> dict:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
 
 
 class ServerState:
@@ -126,7 +138,8 @@ class ServerState:
     def _batcher(self, judge: Judge) -> MicroBatcher:
         s = self.settings
         return MicroBatcher(judge, self.metrics, max_batch=s.max_batch, window_s=s.batch_window_ms / 1000,
-                            max_queue=s.max_queue, concurrent_batches=s.concurrent_batches, cache_size=s.cache_size)  # fmt: skip
+                            max_queue=s.max_queue, concurrent_batches=s.concurrent_batches, cache_size=s.cache_size,
+                            call_timeout_s=s.request_timeout_s)  # fmt: skip
 
     def batchers(self) -> list[MicroBatcher]:
         return list(dict.fromkeys([self.batcher, self.reward_batcher]))
@@ -287,6 +300,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             groups: dict[str, list[int]] = {}
             for i, item in enumerate(items):
                 groups.setdefault(item.group_id or "", []).append(i)
+            # G(G-1)/2 pairs per group: checked before any is built, so a huge group is refused at once
+            state.check_counts(sum(len(m) * (len(m) - 1) // 2 for m in groups.values()), 0)
             pairs = [(a, b) for members in groups.values() for x, a in enumerate(members) for b in members[x + 1 :]]
         requests: list[JudgeRequest | None] = []  # None: an empty side, decided without the judge
         fixed: list[float | None] = []
@@ -337,7 +352,10 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             # logprobs=true alone still needs the chosen token's logprob, which comes with the top list
             top_logprobs=max(req.top_logprobs or 0, 1) if req.logprobs else 0,
         )
-        (gen,) = await backend.agenerate([conv], sampling)
+        try:
+            (gen,) = await backend.agenerate([conv], sampling)
+        except Exception as e:  # an engine crash is still answered in the one error shape
+            return error_response(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error")
         if gen.error:
             return error_response(500, f"generation failed: {gen.error}", type_="server_error")
         return completion_response(model_name, gen, (req.top_logprobs or 0) if req.logprobs else None)

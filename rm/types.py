@@ -84,9 +84,15 @@ class JudgeRequest(BaseModel):
                 raise ValueError(f"candidate {name}: text is empty")
         if not self.question.strip():
             raise ValueError("question is empty")
-        texts = [self.question, self.reference or "", self.a.text or "", self.b.text or ""]
-        if any("\x00" in t for t in texts):
+        strings = [self.id, self.question, self.reference or "", *(x for x in self.images if isinstance(x, str)), *self.videos]
+        strings += [x for c in (self.a, self.b) for x in (c.text, c.video, c.image) if isinstance(x, str)]
+        if any("\x00" in t for t in strings):
             raise ValueError("text fields must not contain NUL characters")
+        try:
+            for t in strings:
+                t.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates: they cannot be written back out as JSON
+            raise ValueError("text fields must be valid Unicode (no lone surrogates)") from e
         if context == "image" and not self.images:
             raise ValueError(f"{self.task_type} needs at least one image in 'images'")
         if context == "video" and not self.videos:
