@@ -3,9 +3,10 @@
     python benchmarks/server_throughput.py                          # tiny random checkpoint, CPU
     python benchmarks/server_throughput.py -m /path/to/Qwen3-VL-4B --device cuda --pairs 256 --clients 32 64
 
-Baseline: `Judge.judge_batch` on all pairs at once (the best a caller can do by hand). Server: the same pairs sent as
-concurrent single-pair /v1/judge requests over loopback HTTP, which the server micro-batches. Prints pairs/s and
-p50/p99 latency, and the server's overhead relative to the baseline (target: under 10% at 32+ clients).
+Baseline: `Judge.judge_batch` on the pairs in batches of the server's max batch (the best a caller can do by hand).
+Server: `deltarubric serve` in its own process (as next to a trainer), sent the same pairs as concurrent single-pair
+/v1/judge requests over loopback HTTP, which it micro-batches. The load comes from this process, with aiohttp. Prints
+pairs/s and p50/p99 latency, and the server's overhead relative to the baseline (target: under 10% at 32+ clients).
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ import argparse
 import asyncio
 import base64
 import io
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 from PIL import Image, ImageDraw
 
-from app.server import build_app
-from app.settings import ServerSettings
 from rm import Judge, JudgeConfig, JudgeRequest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def data_url(i: int) -> str:
@@ -43,20 +49,24 @@ def pair(i: int) -> dict:
 
 
 async def drive(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
+    import aiohttp
+
     latencies: list[float] = []
     queue: asyncio.Queue[dict] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
             body = queue.get_nowait()
             t0 = time.perf_counter()
-            r = await http.post("/v1/judge", json={"requests": [body]})
-            r.raise_for_status()
+            async with http.post(url + "/v1/judge", json={"requests": [body]}) as r:
+                r.raise_for_status()
+                await r.read()
             latencies.append(time.perf_counter() - t0)
 
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=clients)) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as http:
         t0 = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         return time.perf_counter() - t0, latencies
@@ -93,18 +103,24 @@ def main() -> None:
     print(f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens} max_batch={args.max_batch}")
     print(f"direct batched:            {args.pairs / before:8.2f} pairs/s")
 
-    settings = ServerSettings(max_batch=args.max_batch, cache_size=0, max_queue=100_000)
-    server = uvicorn.Server(uvicorn.Config(build_app(judge, settings), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = free_port()
+    cmd = [sys.executable, "-m", "rm.cli", "serve", "-m", args.model, "--judge", args.judge, "--device", args.device,
+           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--batch-size", str(args.max_batch),
+           "--cache-size", "0", "--max-queue", "100000", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                break
+        except httpx.ConnectError:
+            time.sleep(0.2)
+    asyncio.run(drive(url, bodies[:8], 8))  # warm-up
     results = []
     for clients in args.clients:
-        results.append((clients, *asyncio.run(drive(f"http://127.0.0.1:{port}", bodies, clients))))
-    server.should_exit = True
-    thread.join()
+        results.append((clients, *asyncio.run(drive(url, bodies, clients))))
+    server.terminate()
+    server.wait()
     after = direct_seconds()
     # The baseline is measured before and after the server runs; a large gap means the machine was busy.
     direct = (before + after) / 2
