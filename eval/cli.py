@@ -91,6 +91,8 @@ def score(
     if predictions.is_dir():
         preds = read_predictions(predictions)
         task = task or json.loads((predictions / RUN_FILE).read_text())["task"]
+    elif bench.read_official is None:
+        raise ValueError(f"{benchmark} publishes no per-sample prediction format to read; pass a run directory")
     else:
         preds = bench.read_official(predictions)
     if task is None and len(bench.tasks) > 1:

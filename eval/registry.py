@@ -27,12 +27,12 @@ class Benchmark:
     tasks: tuple[str, ...]  # sub-sets scored separately (GenAI-Bench's three); others have one
     load: Callable[[Path, str], list[EvalItem]]  # (local data folder, task) -> items, in file order
     score: Callable[[list[Prediction], str], Scores]  # official and strict metrics, in percent
-    read_official: Callable[[Path], list[Prediction]]  # the benchmark's own prediction-file format
     official_judge: str  # the preset in rubrics/prompts that reproduces the official prompt and parser
     official_order: str  # 'given' (official keeps the released order) or 'random' (official shuffles per call)
     headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
     data_revision: str = ""  # which release the loader and tests were checked against
     hub: HubSource | None = None  # None: the data is not on the hub in a usable form; a local folder is needed
+    read_official: Callable[[Path], list[Prediction]] | None = None  # the benchmark's published prediction format
     write_official: Callable[[list[Prediction], Path], None] | None = None  # predictions in the official schema
 
 

@@ -53,10 +53,6 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
     return items
 
 
-def read_official(path: Path) -> list[Prediction]:
-    raise ValueError("MM-RLHF-RewardBench publishes no per-sample prediction format; score a run directory")
-
-
 BENCHMARK = register(
     Benchmark(
         name="mm-rlhf-rewardbench",
@@ -64,7 +60,6 @@ BENCHMARK = register(
         tasks=("default",),
         load=load,
         score=score,
-        read_official=read_official,
         official_judge="direct",  # there is no official pairwise prompt; the metric is the official part
         official_order="random",
         headline=("accuracy", "acc_plus"),

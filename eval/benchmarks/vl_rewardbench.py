@@ -98,11 +98,6 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
     return items
 
 
-def read_official(path: Path) -> list[Prediction]:
-    """Our results format only: the official per-model result files are not published in a stable form."""
-    raise ValueError("VL-RewardBench has no published per-sample prediction format to read; score a run directory")
-
-
 BENCHMARK = register(
     Benchmark(
         name="vl-rewardbench",
@@ -110,7 +105,6 @@ BENCHMARK = register(
         tasks=("default",),
         load=load,
         score=score,
-        read_official=read_official,
         official_judge="vlrb_official",
         official_order="random",
         headline=("strict_overall", "strict_macro", "official_overall", "official_macro"),
