@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from app.metrics import Metrics
+from rm.config import verdict_identity
 from rm.judge import Judge
 from rm.types import Finding, JudgeRequest, OrderResult, Verdict
 
@@ -99,8 +100,8 @@ class MicroBatcher:
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
-        cfg = judge.config.model_dump(exclude={"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "device", "batch_size"})
-        self._judge_hash = hashlib.sha256((json.dumps(cfg, sort_keys=True) + judge.method.sha256).encode()).hexdigest()
+        identity = json.dumps(verdict_identity(judge.config), sort_keys=True) + judge.method.sha256
+        self._judge_hash = hashlib.sha256(identity.encode()).hexdigest()
         self._symmetric = judge.config.swap  # both orders judged: a pair and its mirror are the same work
 
     def start(self) -> None:

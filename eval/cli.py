@@ -67,9 +67,14 @@ def run(
     config = eval_config(bench, config, official)
     tasks = [task] if task else list(bench.tasks)
     judge = Judge(config)  # one engine for every task
+    all_scores = {}
     for t in tasks:
         target = out / t if len(tasks) > 1 else out
-        scores = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size, judge=judge)
+        all_scores[t] = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size, judge=judge)
+    if as_json and len(tasks) > 1:
+        print(json.dumps({t: json_scores(s) for t, s in all_scores.items()}, indent=2))
+        return
+    for t, scores in all_scores.items():
         if len(tasks) > 1:
             print(f"== {t}")
         print_scores(scores, bench.headline, as_json)

@@ -60,6 +60,13 @@ class Prediction(BaseModel):
         )
 
 
+def decided(p: Prediction) -> str | None:
+    """The winner when every judged order gave it, else None: a split between orders counts as no decision (strict),
+    even when the aggregate broke the tie by probability."""
+    winners = {w for _, w in p.samples} if p.samples else {p.winner}
+    return winners.pop() if len(winners) == 1 else None
+
+
 def short_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 

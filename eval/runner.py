@@ -20,14 +20,11 @@ from tqdm import tqdm
 
 from eval.core import EvalItem, Prediction, json_scores
 from eval.registry import Benchmark, Scores
-from rm.config import JudgeConfig
+from rm.config import JudgeConfig, verdict_identity
 from rm.judge import Judge
 from rm.types import Verdict
 
 RUN_FILE, RESULTS_FILE, SUMMARY_FILE = "run.json", "results.jsonl", "summary.json"
-# Settings that cannot change a verdict (where and how fast it is computed) stay out of the hash, so a run can be
-# resumed against another server or with another batch size.
-_NOT_HASHED = {"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "device", "batch_size"}
 
 
 def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> JudgeConfig:
@@ -43,7 +40,7 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
 
 
 def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judge, items: list[EvalItem], limit: int | None) -> dict[str, Any]:
-    hashed = config.model_dump(exclude=_NOT_HASHED)
+    hashed = verdict_identity(config)
     hashed["prompt_sha256"] = judge.method.sha256
     data_sha = hashlib.sha256("\n".join(f"{i.key}\t{i.gold}" for i in items).encode()).hexdigest()
     versions = {}
@@ -58,7 +55,9 @@ def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judg
         "data_revision": benchmark.data_revision,
         "items_sha256": data_sha,
         "limit": limit,
-        "official_preset": config.judge == benchmark.official_judge,
+        # Raw text is in the official format, in the official order, only for the preset run as the protocol runs it
+        # (one order, the benchmark's order); otherwise scorers read the un-swapped winners.
+        "official_preset": config.judge == benchmark.official_judge and not config.swap and config.order == benchmark.official_order,
         "judge": config.model_dump(exclude={"api_key"}),
         "prompt": {"name": judge.method.name, "version": judge.method.version, "sha256": judge.method.sha256},
         "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16],
@@ -67,15 +66,19 @@ def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judg
 
 
 def completed_keys(results: Path) -> set[str]:
-    """Keys already judged. A torn last line (the process died mid-write) is cut off so appends stay valid JSONL."""
+    """Keys judged without an error (items that failed, e.g. while the backend was down, are judged again on resume).
+    A torn last line (the process died mid-write) is cut off so appends stay valid JSONL."""
     if not results.exists():
         return set()
     keys, good_bytes = set(), 0
     with results.open("rb") as f:
         for line in f:
             try:
-                keys.add(json.loads(line)["key"])
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn")
+                row = json.loads(line)
+                (keys.discard if row["verdict"].get("error") else keys.add)(row["key"])
+            except (ValueError, KeyError, TypeError, AttributeError):
                 break
             good_bytes += len(line)
     if good_bytes < results.stat().st_size:
@@ -134,12 +137,12 @@ def result_row(item: EvalItem, verdict: Verdict) -> dict[str, Any]:
 
 
 def read_predictions(out_dir: Path) -> list[Prediction]:
-    """A run directory's results as predictions, in the order they were written (first line wins on a repeat)."""
+    """A run directory's results as predictions, in first-written order; a later line for a key (a failed item judged
+    again on resume) replaces the earlier one."""
     official = json.loads((out_dir / RUN_FILE).read_text())["official_preset"]
     preds: dict[str, Prediction] = {}
     for line in (out_dir / RESULTS_FILE).read_text().splitlines():
         row = json.loads(line)
-        if row["key"] not in preds:
-            item = EvalItem.model_construct(key=row["key"], gold=row["gold"], group=row["group"], meta=row["meta"])
-            preds[row["key"]] = Prediction.from_verdict(item, Verdict.model_validate(row["verdict"]), official_format=official)
+        item = EvalItem.model_construct(key=row["key"], gold=row["gold"], group=row["group"], meta=row["meta"])
+        preds[row["key"]] = Prediction.from_verdict(item, Verdict.model_validate(row["verdict"]), official_format=official)
     return list(preds.values())

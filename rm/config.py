@@ -72,6 +72,16 @@ class JudgeConfig(BaseModel):
         return self
 
 
+# Settings that cannot change a verdict (where and how fast it is computed): left out of run and cache identities, so
+# a run can resume against another server or batch size and the server's cache survives such changes.
+OPERATIONAL_FIELDS = frozenset({"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "device", "batch_size"})
+
+
+def verdict_identity(config: JudgeConfig) -> dict[str, Any]:
+    """The settings that determine a verdict."""
+    return config.model_dump(exclude=set(OPERATIONAL_FIELDS))
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a plain dict (validated when merged into JudgeConfig)."""
     text = Path(path).read_text()

@@ -178,6 +178,12 @@ def parse_vlrb(text: str) -> Parsed:
     return Parsed(winner=winner, winner_pos=None, rationale=text.strip() if winner else "")
 
 
+def genai_vote(text: str) -> str | None:
+    """GenAI-Bench's verdict string: the first '[[...]]' on a line, greedy, exactly as the official parser reads it."""
+    m = _GENAI_VOTE_RE.search(text)
+    return m.group(0) if m else None
+
+
 def parse_genai_vote(text: str) -> Parsed:
     """GenAI-Bench's official rule: the first '[[...]]' on a line (greedy), compared as an exact string.
     Both kinds of tie ('Good', 'Bad') are 'tie' here; the scorer re-reads the exact string."""

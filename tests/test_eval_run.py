@@ -74,9 +74,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, vlrb_dir,
 
 def test_torn_line_is_cut_off(tmp_path):
     path = tmp_path / RESULTS_FILE
-    path.write_text('{"key": "a"}\n{"key": "b"}\n{"key": "c", "ver')
+    path.write_text('{"key": "a", "verdict": {}}\n{"key": "b", "verdict": {}}\n{"key": "c", "ver')
     assert completed_keys(path) == {"a", "b"}
-    assert path.read_text() == '{"key": "a"}\n{"key": "b"}\n'
+    assert path.read_text() == '{"key": "a", "verdict": {}}\n{"key": "b", "verdict": {}}\n'
 
 
 def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend, vlrb_dir, tmp_path):
@@ -205,3 +205,44 @@ def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tin
     assert set(exported[0]) == {"ID", "Image", "Label", "output", "Meta"} and exported[0]["Image"] == "images/0.png"
     rescored = runner.invoke(app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(out), "--json"])
     assert json.loads(rescored.stdout)["official_safety/bias"] is not None
+
+
+def test_official_format_only_for_the_preset_run_as_the_protocol_runs_it(tiny_config, tiny_backend, tmp_path):
+    from rm.judge import Judge
+    from rm.types import Verdict
+
+    bench = get_benchmark("genai-bench")
+    data = tmp_path / "genai"
+    data.mkdir()
+    for side in ("left", "right"):
+        Image.new("RGB", (32, 32), (200 if side == "left" else 20, 90, 90)).save(data / f"{side}.png")
+    (data / "image_generation.jsonl").write_text(json.dumps({"id": 0, "prompt": "a cat", "left_image": "left.png", "right_image": "right.png", "vote_type": "leftvote"}) + "\n")
+    swapped = tiny_config.model_copy(update={"judge": "genai_bench_official", "swap": True})
+    run_benchmark(bench, "image_generation", swapped, data, tmp_path / "swap", judge=Judge(swapped, backend=tiny_backend))
+    assert json.loads((tmp_path / "swap" / "run.json").read_text())["official_preset"] is False
+    assert not any(p.official_format for p in read_predictions(tmp_path / "swap"))
+
+
+def test_resume_judges_failed_items_again(tiny_config, tiny_backend, vlrb_dir, tmp_path):
+    from rm.judge import Judge
+
+    config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
+    judge = Judge(config, backend=tiny_backend)
+    run = tmp_path / "r"
+    run_benchmark(VLRB, "default", config, vlrb_dir, run, limit=3, judge=judge)
+    rows = [json.loads(line) for line in (run / RESULTS_FILE).read_text().splitlines()]
+    rows[1]["verdict"]["error"] = "backend error: connection refused"  # as if the server had been down for this one
+    (run / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert completed_keys(run / RESULTS_FILE) == {rows[0]["key"], rows[2]["key"]}
+    run_benchmark(VLRB, "default", config, vlrb_dir, run, limit=3, judge=judge)
+    lines = (run / RESULTS_FILE).read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[-1])["key"] == rows[1]["key"]  # judged again, appended
+    preds = read_predictions(run)
+    assert len(preds) == 3 and all(p.error is None for p in preds)  # the later line replaced the failed one
+
+
+def test_a_last_line_without_newline_is_torn(tmp_path):
+    path = tmp_path / RESULTS_FILE
+    path.write_text('{"key": "a", "verdict": {}}\n{"key": "b", "verdict": {}}')
+    assert completed_keys(path) == {"a"}
+    assert path.read_text() == '{"key": "a", "verdict": {}}\n'

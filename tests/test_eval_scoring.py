@@ -195,3 +195,12 @@ def test_mm_rlhf_loader_and_metric():
 def test_unknown_benchmark_lists_the_registered_ones():
     with pytest.raises(ValueError, match=re.escape("available: genai-bench, mm-rlhf-rewardbench, multimodal-rewardbench, vl-rewardbench")):
         get_benchmark("rewardbench")
+
+
+def test_a_split_between_orders_is_wrong_under_strict_even_when_p_a_broke_the_tie():
+    # the aggregate picked A by mean p_a, but the orders disagreed: strict metrics count that as no decision
+    split = Prediction(key="s", gold="A", group="general", winner="A", samples=[("AB", "A"), ("BA", "B")], parse_ok=True)
+    assert VLRB.score([split], "default")["strict_overall"] == 0.0
+    assert MMRLHF.score([split.model_copy(update={"meta": {"id": "x"}})], "default")["accuracy"] == 0.0
+    agreed = split.model_copy(update={"samples": [("AB", "A"), ("BA", "A")]})
+    assert VLRB.score([agreed], "default")["strict_overall"] == 100.0

@@ -8,17 +8,16 @@ human vote allows; no match is wrong; accuracy over all rows, ties included. Lef
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, judge_stats, pct
+from eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from eval.io import media_path, read_records
 from eval.registry import Benchmark, Scores, register
 from rm.types import JudgeRequest
+from rubrics.parsing import genai_vote
 
 TASKS = ("image_generation", "image_edition", "video_generation")
 _TASK_TYPE = {"image_generation": "image_generation", "image_edition": "image_editing", "video_generation": "video_generation"}
-_VOTE_RE = re.compile(r"\[\[.*\]\]")  # greedy, no DOTALL: exactly the official parser
 # Which verdict strings count as correct for each human vote (official table; [[A=B]] fits both kinds of tie).
 CORRECT_VOTES = {
     "leftvote": {"[[A>>B]]", "[[A>B]]"},
@@ -32,14 +31,13 @@ _GOLD_SIDE = {"leftvote": "A", "rightvote": "B"}
 
 
 def official_vote(text: str | None) -> str | None:
-    m = _VOTE_RE.search(text or "")
-    return m.group(0) if m else None
+    return genai_vote(text or "")
 
 
 def score(preds: list[Prediction], task: str) -> Scores:
     """official_4way: % correct over all rows (needs official-format raw text). no_ties: % of left/right rows won."""
     official = all(p.official_format for p in preds) and bool(preds)
-    decisions = [_DECISIVE.get(official_vote(p.raw)) if official else p.winner for p in preds]
+    decisions = [_DECISIVE.get(official_vote(p.raw) or "") if official else decided(p) for p in preds]
     pairs = [(d, _GOLD_SIDE[p.gold]) for d, p in zip(decisions, preds) if p.gold in _GOLD_SIDE]
     return {
         "official_4way": pct(sum(official_vote(p.raw) in CORRECT_VOTES[p.gold] for p in preds), len(preds))

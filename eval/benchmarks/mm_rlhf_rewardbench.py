@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, judge_stats, pct
+from eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from eval.io import find_file, media_path, read_records
 from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
@@ -26,8 +26,8 @@ def score(preds: list[Prediction], task: str = "default") -> Scores:
     for name, subset in [("", preds)] + [(f"_{c}", [p for p in preds if p.group == c]) for c in CATEGORIES]:
         by_id: dict[str, list[bool]] = {}
         for p in subset:
-            by_id.setdefault(p.meta["id"], []).append(p.winner == p.gold)
-        out[f"accuracy{name}"] = pct(sum(p.winner == p.gold for p in subset), len(subset))
+            by_id.setdefault(p.meta["id"], []).append(decided(p) == p.gold)
+        out[f"accuracy{name}"] = pct(sum(decided(p) == p.gold for p in subset), len(subset))
         out[f"acc_plus{name}"] = pct(sum(all(v) for v in by_id.values()), len(by_id))
     return out | judge_stats(preds)
 

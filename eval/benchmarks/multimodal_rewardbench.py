@@ -11,15 +11,11 @@ import json
 import random
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, judge_stats, pct
+from eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from eval.io import find_file, media_path, read_records
 from eval.registry import Benchmark, Scores, register
 from rm.types import JudgeRequest
-
-
-def official_choice(text: str | None) -> str | None:
-    text = text or ""
-    return "A" if "[[A]]" in text else "B" if "[[B]]" in text else None
+from rubrics.parsing import parse_mmrb
 
 
 def category(item_id: str, raw_category: str) -> str:
@@ -34,7 +30,7 @@ def score(preds: list[Prediction], task: str = "default") -> Scores:
     rng = random.Random(123)  # one stream in file order, as the official script draws its guesses
     official, strict = [], []
     for p in preds:
-        choice = official_choice(p.raw) if p.official_format else p.winner if p.winner in ("A", "B") else None
+        choice = parse_mmrb(p.raw or "").winner if p.official_format else decided(p) if decided(p) in ("A", "B") else None
         strict.append(choice == p.gold)
         official.append((choice or ("A" if rng.random() < 0.5 else "B")) == p.gold)
     out: Scores = {"official_overall": pct(sum(official), len(preds)), "strict_overall": pct(sum(strict), len(preds))}
@@ -49,7 +45,7 @@ def read_official(path: Path) -> list[Prediction]:
     """The official prediction schema: {ID, Image, Label: "A"|"B", output, Meta: {Category}}."""
     preds = []
     for row in read_records(path):
-        choice = official_choice(row["output"])
+        choice = parse_mmrb(row["output"]).winner
         preds.append(
             Prediction(key=row["ID"], gold=row["Label"], group=category(row["ID"], row["Meta"]["Category"]),
                        raw=row["output"], official_format=True, winner=choice, samples=[("AB", choice)],

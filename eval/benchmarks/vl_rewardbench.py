@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from eval.core import EvalItem, Prediction, judge_stats, pct, short_hash
+from eval.core import EvalItem, Prediction, decided, judge_stats, pct, short_hash
 from eval.io import find_file, media_path, read_records
 from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
@@ -57,7 +57,7 @@ def _official_class(p: Prediction) -> str:
 def score(preds: list[Prediction], task: str = "default") -> Scores:
     out: Scores = {}
     for name, correct, counted in (
-        ("strict", lambda p: p.winner == p.gold, lambda p: True),
+        ("strict", lambda p: decided(p) == p.gold, lambda p: True),
         ("official", lambda p: _official_class(p) == "agree", lambda p: _official_class(p) != "dropped"),
     ):
         per_group = {g: [p for p in preds if p.group == g and counted(p)] for g in GROUPS}
