@@ -84,8 +84,8 @@ class MediaPolicy:
             raise MediaError(f"{describe(url)}: cannot resolve {host!r}") from e
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
-            internal = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
-            if internal and not self.settings.allow_private_addresses:
+            # not is_global covers loopback, private, link-local, reserved and shared (100.64/10, cloud metadata) space
+            if not ip.is_global and not self.settings.allow_private_addresses:
                 raise MediaError(f"{describe(url)}: {host} resolves to an internal address ({ip}); refused")
 
     def _fetch(self, url: str) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rm.types import JudgeRequest, TaskType, Verdict
+from rm.types import JudgeRequest, TaskType
 
 
 class GetRewardRequest(BaseModel):
@@ -33,27 +33,16 @@ class GetRewardRequest(BaseModel):
         return self
 
 
-class GetRewardResponse(BaseModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
-
-
 class JudgeAPIRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests: list[JudgeRequest] = Field(..., min_length=1)
 
 
-class JudgeAPIResponse(BaseModel):
-    results: list[Verdict]
-    model: str
-
-
 class RewardItem(BaseModel):
     """One rollout: its prompt (and media), its response, and either a reference (mode 'reference') or a
     `group_id` shared with its siblings (mode 'group'). An empty response loses every comparison without a judge
-    call."""
+    call. The answer, `{"rewards", "valid", "details"}`, is described in docs/server.md."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -81,13 +70,3 @@ class RewardsRequest(BaseModel):
             if self.mode == "group" and item.group_id is None:
                 raise ValueError(f"items[{i}]: mode 'group' needs a 'group_id'")
         return self
-
-
-class RewardsResponse(BaseModel):
-    """`rewards[i]` for `items[i]`: P(response beats reference), a group win rate, or a centred Bradley-Terry
-    log-strength. `valid[i]` is False when no verdict involving the item could be parsed (the reward is then
-    neutral: 0.5 for probabilities, 0 for Bradley-Terry)."""
-
-    rewards: list[float]
-    valid: list[bool]
-    details: list[dict[str, Any]]

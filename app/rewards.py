@@ -79,12 +79,11 @@ def bradley_terry(n: int, outcomes: Sequence[tuple[int, int, float | None]], ite
         games[j][i] = games[j].get(i, 0.0) + 1
         seen[i] = seen[j] = True
     strength = [1.0] * n
-    for _ in range(iters):
-        new = []
-        for i in range(n):
-            denominator = 1.0 / (strength[i] + 1.0)  # the prior's game against strength 1
-            denominator += sum(k / (strength[i] + strength[j]) for j, k in games[i].items())
-            new.append(wins[i] / denominator)
-        scale = math.exp(sum(math.log(s) for s in new) / n)
-        strength = [s / scale for s in new]
-    return [math.log(s) if ok else None for s, ok in zip(strength, seen)]
+    for _ in range(iters):  # the prior's opponent stays at strength 1, which anchors the scale: no rescaling here
+        strength = [
+            wins[i] / (1.0 / (strength[i] + 1.0) + sum(k / (strength[i] + strength[j]) for j, k in games[i].items()))
+            for i in range(n)
+        ]
+    logs = [math.log(s) for s, ok in zip(strength, seen) if ok]
+    centre = sum(logs) / len(logs) if logs else 0.0
+    return [math.log(s) - centre if ok else None for s, ok in zip(strength, seen)]

@@ -26,7 +26,15 @@ from app.media_policy import MediaPolicy
 from app.metrics import Metrics
 from app.protocol import ChatCompletionRequest, ChatMessage, completion_response
 from app.reward_protocol import GetRewardRequest, JudgeAPIRequest, RewardsRequest
-from app.rewards import NEUTRAL, bradley_terry, p_first_wins, question_from_prompt, response_from_query, win_rates
+from app.rewards import (
+    IMAGE_ONLY_QUESTION,
+    NEUTRAL,
+    bradley_terry,
+    p_first_wins,
+    question_from_prompt,
+    response_from_query,
+    win_rates,
+)
 from app.settings import ServerSettings
 from rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
 from rm.config import SamplingConfig
@@ -133,6 +141,7 @@ class ServerState:
         # Rewards are always debiased: each pair in both orders, whatever the judge was started with.
         self.reward_judge = judge if judge.config.swap else Judge(judge.config.model_copy(update={"swap": True}), backend=judge.backend)
         self.batcher = self._batcher(judge)
+        self.chat_inflight = 0  # OpenAI-route generations running; bounded like the judge queue
         self.reward_batcher = self.batcher if self.reward_judge is judge else self._batcher(self.reward_judge)
 
     def _batcher(self, judge: Judge) -> MicroBatcher:
@@ -164,9 +173,16 @@ class ServerState:
         if images > s.max_images_per_request:
             raise InputError(f"{images} images in one request; the limit is {s.max_images_per_request}", "images", 413)
 
-    async def judge_all(self, requests: list[JudgeRequest], rewards: bool = False) -> list[Verdict]:
+    async def judge_all(self, requests: list[tuple[JudgeRequest, str]], rewards: bool = False) -> list[Verdict]:
+        """Load each request's media (named by its field for errors) and judge them, all within the request timeout.
+        Media load in a worker thread: a slow download or a big decode never stalls the event loop."""
         batcher = self.reward_batcher if rewards else self.batcher
-        return await asyncio.wait_for(batcher.submit(requests), timeout=self.settings.request_timeout_s)
+
+        async def run() -> list[Verdict]:
+            resolved = await asyncio.to_thread(lambda: [self.resolve(r, where) for r, where in requests])
+            return await batcher.submit(resolved)
+
+        return await asyncio.wait_for(run(), timeout=self.settings.request_timeout_s)
 
 
 def _media_count(req: JudgeRequest) -> int:
@@ -245,8 +261,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/v1/judge")
     async def judge_route(body: JudgeAPIRequest) -> dict[str, Any]:
         state.check_counts(len(body.requests), sum(map(_media_count, body.requests)))
-        requests = [state.resolve(r, f"requests[{i}]") for i, r in enumerate(body.requests)]
-        verdicts = await state.judge_all(requests)
+        verdicts = await state.judge_all([(r, f"requests[{i}]") for i, r in enumerate(body.requests)])
         return {"results": [v.model_dump() for v in verdicts], "model": model_name}
 
     @app.post("/get_reward")
@@ -271,9 +286,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             requests.append(req if response else None)
         judged = [r for r in requests if r is not None]
         state.check_counts(len(judged), sum(map(_media_count, judged)))
-        judged = [state.resolve(r, f"labels[{r.id}]") for r in judged]
         try:
-            found = iter(await state.judge_all(judged, rewards=True)) if judged else iter([])
+            found = iter(await state.judge_all([(r, f"labels[{r.id}]") for r in judged], rewards=True) if judged else [])
             timed_out = 0.0
         except asyncio.TimeoutError:
             found, timed_out = iter([None] * len(judged)), 1.0  # answer in time with neutral rewards, flagged
@@ -310,23 +324,30 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             other = item.reference if j is None else items[j].response
             first_empty, second_empty = not item.response.strip(), not (other or "").strip()
             fixed.append(0.5 if first_empty and second_empty else 0.0 if first_empty else 1.0 if second_empty else None)
+            # A prompt that is only an image (captioning) has no question text; ask neutrally, as /get_reward does.
+            question = item.question if item.question.strip() or not item.images else IMAGE_ONLY_QUESTION
             try:
                 req = JudgeRequest(id=str(k), task_type=item.task_type or ("image_understanding" if item.images else "text"),
-                                   question=item.question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
+                                   question=question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
             except ValueError as e:
                 raise InputError(f"items[{i}]: {e}", f"items[{i}]") from e
             requests.append(None if fixed[-1] is not None else req)
-        judged = [(r, i) for r, (i, _) in zip(requests, pairs) if r is not None]
+        judged = [(r, f"items[{i}]") for r, (i, _) in zip(requests, pairs) if r is not None]
         state.check_counts(len(judged), sum(_media_count(r) for r, _ in judged))
-        verdicts = iter(await state.judge_all([state.resolve(r, f"items[{i}]") for r, i in judged], rewards=True) if judged else [])
+        verdicts = iter(await state.judge_all(judged, rewards=True) if judged else [])
         probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(requests, fixed)]
         if body.mode == "reference":
             values: list[float | None] = probs
             neutral = NEUTRAL
         else:
-            outcomes = [(i, j, p) for (i, j), p in zip(pairs, probs)]
+            # Each group is scored on its own comparisons only, so a group's rewards never depend on its neighbours.
             scorer = bradley_terry if body.group_scoring == "bradley_terry" else win_rates
-            values = scorer(len(items), outcomes)  # type: ignore[arg-type]
+            values = [None] * len(items)
+            for members in groups.values():
+                local = {g: k for k, g in enumerate(members)}
+                outcomes = [(local[i], local[j], p) for (i, j), p in zip(pairs, probs) if i in local]
+                for g, v in zip(members, scorer(len(members), outcomes)):  # type: ignore[arg-type]
+                    values[g] = v
             neutral = 0.0 if body.group_scoring == "bradley_terry" else NEUTRAL
         details = [{"comparisons": sum(i in pair for pair in pairs), "parsed": sum(p is not None for pair, p in zip(pairs, probs) if i in pair)}
                    for i in range(len(items))]  # fmt: skip
@@ -341,7 +362,12 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     async def chat(req: ChatCompletionRequest) -> Any:
         if req.model != model_name:
             return error_response(404, f"model {req.model!r} is not served here; use {model_name!r}", param="model")
-        conv = to_conversation(req.messages, settings.max_input_pixels)
+        media = sum(p.type != "text" for m in req.messages if isinstance(m.content, list) for p in m.content)
+        state.check_counts(1, media)
+        if state.chat_inflight >= settings.max_queue:
+            state.metrics.rejected.inc()
+            raise Saturated(f"{state.chat_inflight} chat completions in flight")
+        conv = await asyncio.to_thread(to_conversation, req.messages, settings.max_input_pixels)
         if not backend.supports_video and any(isinstance(p, VideoPart) for m in conv for p in m.content):
             return error_response(400, f"video input is not supported by the {backend.name!r} backend here", param="messages")
         sampling = SamplingConfig(
@@ -352,10 +378,15 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             # logprobs=true alone still needs the chosen token's logprob, which comes with the top list
             top_logprobs=max(req.top_logprobs or 0, 1) if req.logprobs else 0,
         )
+        state.chat_inflight += 1
         try:
-            (gen,) = await backend.agenerate([conv], sampling)
+            (gen,) = await asyncio.wait_for(backend.agenerate([conv], sampling), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise
         except Exception as e:  # an engine crash is still answered in the one error shape
             return error_response(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error")
+        finally:
+            state.chat_inflight -= 1
         if gen.error:
             return error_response(500, f"generation failed: {gen.error}", type_="server_error")
         return completion_response(model_name, gen, (req.top_logprobs or 0) if req.logprobs else None)

@@ -38,6 +38,7 @@ JUDGE_OPTIONS: dict[str, Any] = {
     "batch_size": Annotated[Optional[int], typer.Option(help="Conversations per generate call (transformers).", rich_help_panel=_P)],
     "min_pixels": Annotated[Optional[int], typer.Option(help="Minimum pixels per image after resizing.", rich_help_panel=_P)],
     "max_pixels": Annotated[Optional[int], typer.Option(help="Maximum pixels per image; larger ones are downscaled.", rich_help_panel=_P)],
+    "max_input_pixels": Annotated[Optional[int], typer.Option(help="Images above this are refused before decoding (bombs).  [default: 64000000]", rich_help_panel=_P)],
     "temperature": Annotated[Optional[float], typer.Option(help="0 = greedy.  [default: 0]", rich_help_panel=_S)],
     "top_p": Annotated[Optional[float], typer.Option(help="[default: 1.0]", rich_help_panel=_S)],
     "max_tokens": Annotated[Optional[int], typer.Option(help="Per stage.  [default: 1024]", rich_help_panel=_S)],

@@ -268,3 +268,51 @@ def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
         r = httpx.post(url + "/get_reward", json=get_reward_body(["Two cats."]), timeout=60)
         assert r.status_code == 200 and len(r.json()["rewards"]) == 1
         assert "deltarubric_batch_size" in httpx.get(url + "/metrics").text
+
+
+def test_group_rewards_do_not_depend_on_other_groups():
+    client, _ = make_client()
+    base = {"question": "How many cats?", "task_type": "text"}
+    alone = [base | {"group_id": "g", "response": r} for r in ("One cat.", "A dog.", "A bird.")]
+    other = [base | {"group_id": "h", "response": r} for r in ("cat cat", "cat", "none", "x")]
+    with client:
+        for scoring in ("bradley_terry", "win_rate"):
+            a = client.post("/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone}).json()["rewards"]
+            b = client.post("/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone + other}).json()["rewards"]
+            assert b[:3] == pytest.approx(a)
+
+
+def test_bradley_terry_fits_the_prior_anchored_model():
+    from app.rewards import bradley_terry
+
+    # One decisive comparison between two players: symmetric strengths around the centre, the winner above it.
+    (x, y) = bradley_terry(2, [(0, 1, 1.0)])
+    assert x == pytest.approx(-y) and x > 0
+    (a, b, c) = bradley_terry(3, [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 1.0)])
+    assert a > b > c and a + b + c == pytest.approx(0.0, abs=1e-9)
+    assert bradley_terry(3, [(0, 1, None)]) == [None, None, None]
+
+
+def test_image_only_rollouts_are_judged_with_a_neutral_question():
+    client, backend = make_client()
+    items = [{"question": "", "images": [png_data_url()], "response": "A cat.", "reference": "Nothing."}]
+    with client:
+        r = client.post("/v1/rewards", json={"mode": "reference", "items": items})
+    assert r.status_code == 200 and r.json()["rewards"] == pytest.approx([0.9])
+    assert "Respond to the image." in all_text(backend.calls[-1][0])
+
+
+def test_shared_address_space_and_metadata_hosts_are_refused():
+    client, _ = make_client(allow_http_media=True)
+    with client:
+        for url in ("http://100.100.100.200/latest/meta-data.png", "http://169.254.169.254/x.png", "http://[::1]:80/a.png"):
+            r = client.post("/v1/judge", json=one_pair(url))
+            assert r.status_code == 400 and "internal address" in r.json()["error"]["message"], url
+
+
+def test_chat_route_counts_images_against_the_limit():
+    client, _ = make_client(max_images_per_request=1)
+    image = {"type": "image_url", "image_url": {"url": png_data_url()}}
+    with client:
+        r = client.post("/v1/chat/completions", json={"model": "judge", "messages": [{"role": "user", "content": [image, image]}]})
+    assert r.status_code == 413 and "images" in r.json()["error"]["message"]

@@ -57,7 +57,7 @@ class VLLMBackend(ThreadedBackend):
                 "(see docs/backends.md), or serve the model with `vllm serve` and use --backend openai"
             ) from e
         mm = pixel_limits(min_pixels, max_pixels)
-        engine_kwargs.setdefault("limit_mm_per_prompt", {"image": 4, "video": 1})
+        engine_kwargs.setdefault("limit_mm_per_prompt", {"image": 4, "video": 2})
         engine_kwargs.setdefault("enable_prefix_caching", True)  # the verifier stage reuses the planner's prefix
         self.llm = LLM(model=model, seed=seed, mm_processor_kwargs=mm or None, **engine_kwargs)
 
