@@ -81,13 +81,14 @@ class MicroBatcher:
         judge: Judge,
         metrics: Metrics,
         *,
-        max_batch: int = 32,
-        window_s: float = 0.01,
-        max_queue: int = 1024,
-        concurrent_batches: int = 1,
-        cache_size: int = 4096,
-        call_timeout_s: float = 170.0,
+        max_batch: int,
+        window_s: float,
+        max_queue: int,
+        concurrent_batches: int,
+        cache_size: int,
+        call_timeout_s: float,
     ) -> None:
+        """Settings come from ServerSettings (app/settings.py), which holds their defaults."""
         self.judge, self.metrics = judge, metrics
         self.max_batch, self.window_s, self.max_queue = max_batch, window_s, max_queue
         self._slots = asyncio.Semaphore(concurrent_batches)

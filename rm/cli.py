@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
+from app.settings import ServerSettings
 from rm.cli_options import judge_options
 from rm.config import JudgeConfig
 from rm.media import MediaError
@@ -128,6 +129,7 @@ def make_tiny_model_cmd(
 
 
 _S = "Server"
+_SERVER = {name: f.default for name, f in ServerSettings.model_fields.items()}  # one source for the defaults
 
 
 @app.command()
@@ -138,15 +140,15 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=_S)] = 8000,
     served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for; default: --model.", rich_help_panel=_S)] = None,
     auth_token: Annotated[Optional[str], typer.Option(envvar="DELTARUBRIC_AUTH_TOKEN", help="Require 'Authorization: Bearer TOKEN' (all routes but /health).", rich_help_panel=_S)] = None,
-    max_batch: Annotated[int, typer.Option(help="Pairs per judge call, coalesced across requests.", rich_help_panel=_S)] = 32,
-    batch_window_ms: Annotated[float, typer.Option(help="How long a queued pair waits for company.", rich_help_panel=_S)] = 10.0,
-    max_queue: Annotated[int, typer.Option(help="Queued pairs beyond which requests get 503 + Retry-After.", rich_help_panel=_S)] = 1024,
-    concurrent_batches: Annotated[int, typer.Option(help="Judge calls in flight (raise for --backend openai).", rich_help_panel=_S)] = 1,
-    request_timeout: Annotated[float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)] = 170.0,
-    cache_size: Annotated[int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)] = 4096,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = 64 * 1024 * 1024,
-    max_pairs_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = 256,
-    max_images_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = 64,
+    max_batch: Annotated[int, typer.Option(help="Pairs per judge call, coalesced across requests.", rich_help_panel=_S)] = _SERVER["max_batch"],
+    batch_window_ms: Annotated[float, typer.Option(help="How long a queued pair waits for company.", rich_help_panel=_S)] = _SERVER["batch_window_ms"],
+    max_queue: Annotated[int, typer.Option(help="Queued pairs beyond which requests get 503 + Retry-After.", rich_help_panel=_S)] = _SERVER["max_queue"],
+    concurrent_batches: Annotated[int, typer.Option(help="Judge calls in flight (raise for --backend openai).", rich_help_panel=_S)] = _SERVER["concurrent_batches"],
+    request_timeout: Annotated[float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)] = _SERVER["request_timeout_s"],
+    cache_size: Annotated[int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)] = _SERVER["cache_size"],
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = _SERVER["max_body_bytes"],
+    max_pairs_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_pairs_per_request"],
+    max_images_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_images_per_request"],
     allow_media_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder whose files requests may name; repeatable.", rich_help_panel=_S)] = None,
     allow_http_media: Annotated[bool, typer.Option(help="Fetch http(s) media named in requests.", rich_help_panel=_S)] = False,
     allow_private_addresses: Annotated[bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)] = False,
@@ -156,7 +158,6 @@ def serve(
     import uvicorn
 
     from app.server import build_app
-    from app.settings import ServerSettings
     from rm.judge import Judge
 
     settings = ServerSettings(
