@@ -13,13 +13,12 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import httpx
 from PIL import Image
 
 from app.settings import ServerSettings
-from rm.media import MAX_DOWNLOAD_BYTES, MediaError, decode_image, describe, load_image
+from rm.media import MediaError, decode_image, describe, download, load_image, local_file
 
 T = TypeVar("T")
 
@@ -67,8 +66,7 @@ class MediaPolicy:
         return _named(check, where)
 
     def local_path(self, ref: str) -> Path:
-        path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
-        resolved = path.resolve()
+        resolved = local_file(ref).resolve()
         if not any(resolved.is_relative_to(root) for root in self.roots):
             hint = "no media folders are allowed (--allow-media-dir)" if not self.roots else "outside the allowed media folders"
             raise MediaError(f"{describe(ref)}: local files are refused: {hint}")
@@ -90,16 +88,4 @@ class MediaPolicy:
 
     def _fetch(self, url: str) -> bytes:
         self._check_host(url)
-        try:
-            with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as r:
-                if r.is_redirect:
-                    raise MediaError(f"{describe(url)}: redirects are not followed")
-                r.raise_for_status()
-                data = b""
-                for chunk in r.iter_bytes():
-                    data += chunk
-                    if len(data) > MAX_DOWNLOAD_BYTES:
-                        raise MediaError(f"{describe(url)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
-                return data
-        except httpx.HTTPError as e:
-            raise MediaError(f"{describe(url)}: download failed ({e})") from e
+        return download(url, follow_redirects=False)  # a public URL must not bounce the server to an internal one

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +15,7 @@ from rm.aggregate import Order, aggregate, presentation_orders, unswap, verdict_
 from rm.backends import Backend, Conversation, Generation, ImagePart, Message, TextPart, VideoPart, make_backend
 from rm.backends.base import Part, run_sync
 from rm.config import JudgeConfig
-from rm.media import MediaError, describe, load_image
+from rm.media import MediaError, describe, load_image, local_file
 from rm.types import Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
 from rubrics.parsing import PARSERS, Parsed
 from rubrics.prompts import Method, load_method, media_marker, render, split_media
@@ -150,8 +148,7 @@ class Judge:
                     "for decoding (install it on a GPU machine), or use --backend openai/vllm"
                 )
             for v in list(req.videos) + [c.video for c in (req.a, req.b) if c.video]:
-                local = Path(unquote(urlparse(v).path)) if v.startswith("file://") else Path(v)
-                if not v.startswith(("http://", "https://", "data:")) and not local.is_file():
+                if not v.startswith(("http://", "https://", "data:")) and not local_file(v).is_file():
                     raise MediaError(f"{describe(v)}: file not found")
 
         def part(c: Candidate) -> Part | str:

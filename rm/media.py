@@ -33,6 +33,29 @@ def describe(ref: MediaRef) -> str:
     return ref if len(ref) <= 80 else ref[:60] + "...(" + str(len(ref)) + " chars)"
 
 
+def local_file(ref: str) -> Path:
+    """The path a plain path or file:// URL names."""
+    return Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
+
+
+def download(url: str, *, follow_redirects: bool) -> bytes:
+    """An http(s) body, capped at MAX_DOWNLOAD_BYTES; with redirects off, a redirect is an error."""
+    try:
+        with httpx.stream("GET", url, timeout=30.0, follow_redirects=follow_redirects) as r:
+            if r.is_redirect:
+                raise MediaError(f"{describe(url)}: redirects are not followed")
+            r.raise_for_status()
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise MediaError(f"{describe(url)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
+        raise MediaError(f"{describe(url)}: download failed ({e})") from e
+
+
 def read_bytes(ref: str) -> bytes:
     """The bytes behind a path, file://, http(s):// or base64 data: URL."""
     if ref.startswith("data:"):
@@ -44,19 +67,8 @@ def read_bytes(ref: str) -> bytes:
         except (binascii.Error, ValueError) as e:
             raise MediaError(f"{describe(ref)}: invalid base64 payload ({e})") from e
     if ref.startswith(("http://", "https://")):
-        try:
-            with httpx.stream("GET", ref, timeout=30.0, follow_redirects=True) as r:
-                r.raise_for_status()
-                chunks, size = [], 0
-                for chunk in r.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise MediaError(f"{describe(ref)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except (httpx.HTTPError, httpx.InvalidURL) as e:
-            raise MediaError(f"{describe(ref)}: download failed ({e})") from e
-    path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref)
+        return download(ref, follow_redirects=True)
+    path = local_file(ref)
     try:
         return path.read_bytes()
     except FileNotFoundError as e:
