@@ -12,21 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rm.aggregate import Order, aggregate, presentation_orders, unswap, verdict_probability
-from rm.backends import Backend, Conversation, Generation, ImagePart, Message, TextPart, VideoPart, make_backend
-from rm.backends.base import Part, run_sync
+from rm.backends import Backend, Conversation, Generation, ImagePart, make_backend
+from rm.backends.base import run_sync
 from rm.config import JudgeConfig
-from rm.media import MediaError, describe, load_image, local_file
-from rm.types import Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
+from rm.media import load_image
+from rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
+from rm.types import Finding, JudgeRequest, OrderResult, Usage, Verdict
 from rubrics.parsing import PARSERS, Parsed
-from rubrics.prompts import Method, load_method, media_marker, render, split_media
-
-@dataclass
-class _Prepared:
-    """A request with its media loaded once, shared by both orders and all stages."""
-
-    request: JudgeRequest
-    context: list[Part]
-    candidates: dict[str, Part | str]  # "a"/"b" -> text or media part
+from rubrics.prompts import Method, load_method
 
 
 @dataclass
@@ -35,7 +28,7 @@ class _Job:
 
     index: int
     order: Order
-    prepared: _Prepared
+    prepared: PreparedRequest
     conversation: Conversation
     raw: dict[str, str] = field(default_factory=dict)
     usage: dict[str, Usage] = field(default_factory=dict)
@@ -43,35 +36,6 @@ class _Job:
     checklist: list[str] = field(default_factory=list)
     last: Generation | None = None
     error: str | None = None
-
-    def context_vars(self, words: dict[str, dict[str, str]]) -> tuple[dict[str, Any], list[Part]]:
-        """Template variables for this order; media become markers indexing the returned parts."""
-        media: list[Part] = []
-
-        def show(x: Part | str) -> str:
-            if isinstance(x, str):
-                return x
-            media.append(x)
-            return media_marker(len(media) - 1)
-
-        req = self.prepared.request
-        first, second = ("a", "b") if self.order == "AB" else ("b", "a")
-        variables = {
-            "task_type": req.task_type,
-            "question": req.question,
-            "reference": req.reference,
-            "noun": words["noun"][req.a.kind],
-            "media_word": words["media_word"][req.task_type],
-            "context": [show(p) for p in self.prepared.context],
-            "a": show(self.prepared.candidates[first]),
-            "b": show(self.prepared.candidates[second]),
-            "checklist": self.checklist,
-        }
-        return variables, media
-
-
-def _user_turn(text: str, media: list[Part]) -> Message:
-    return Message("user", tuple(media[x] if isinstance(x, int) else TextPart(x) for x in split_media(text)))
 
 
 class Judge:
@@ -103,15 +67,11 @@ class Judge:
                 verdicts[i] = Verdict(id=req.id, judge=self.config.judge, error=message)
                 continue
             for order in presentation_orders(req.id, self.config.sampling.seed, self.config.swap, self.config.order):
-                system = [Message.text("system", self.method.system)] if self.method.system else []
-                jobs.append(_Job(i, order, prepared, system))
+                jobs.append(_Job(i, order, prepared, system_messages(self.method)))
 
         for stage in self.method.stages:
             active = [j for j in jobs if j.error is None]
-            turns = []
-            for job in active:
-                variables, media = job.context_vars(self.method.words)
-                turns.append(_user_turn(render(stage.user, variables), media))
+            turns = [user_turn(self.method, stage, job.prepared, job.order, job.checklist) for job in active]
             gens = await self.backend.agenerate(
                 [job.conversation + [turn] for job, turn in zip(active, turns)], self.config.sampling
             )
@@ -125,8 +85,7 @@ class Judge:
                 job.parsed = parse(gen.text)
                 if stage.parser == "checklist":
                     job.checklist = job.parsed.checklist
-                reply = render(stage.reply, {"checklist": job.checklist}) if stage.reply else gen.text
-                job.conversation = job.conversation + [turn, Message.text("assistant", reply)]
+                job.conversation = job.conversation + [turn, assistant_reply(stage, gen.text, job.checklist)]
 
         latency = time.perf_counter() - t0
         by_request: dict[int, list[_Job]] = {}
@@ -136,28 +95,8 @@ class Judge:
             verdicts[i] = self._verdict(requests[i], group, latency)
         return [v for v in verdicts if v is not None]
 
-    def _prepare(self, req: JudgeRequest) -> _Prepared:
-        if req.task_type not in self.method.task_types:
-            raise ValueError(
-                f"judge {self.method.name!r} is written for {', '.join(self.method.task_types)}, not {req.task_type}"
-            )
-        if req.videos or req.a.kind == "video":
-            if not self.backend.supports_video:
-                raise MediaError(
-                    f"video input is not supported by the {self.backend.name!r} backend here: it needs torchvision "
-                    "for decoding (install it on a GPU machine), or use --backend openai/vllm"
-                )
-            for v in list(req.videos) + [c.video for c in (req.a, req.b) if c.video]:
-                if not v.startswith(("http://", "https://", "data:")) and not local_file(v).is_file():
-                    raise MediaError(f"{describe(v)}: file not found")
-
-        def part(c: Candidate) -> Part | str:
-            if c.text is not None:
-                return c.text
-            return self._image(c.image) if c.image is not None else VideoPart(c.video)  # type: ignore[arg-type]
-
-        context: list[Part] = [self._image(img) for img in req.images] + [VideoPart(v) for v in req.videos]
-        return _Prepared(req, context, {"a": part(req.a), "b": part(req.b)})
+    def _prepare(self, req: JudgeRequest) -> PreparedRequest:
+        return prepare(self.method, req, self._image, no_video_backend=None if self.backend.supports_video else self.backend.name)
 
     def _image(self, ref: Any) -> ImagePart:
         cfg = self.config

@@ -47,6 +47,7 @@ class Parsed:
     checklist: list[str] = field(default_factory=list)
     task_type: str | None = None
     thinking: str = ""
+    leaked: int = 0  # checklist items dropped because they gave the verdict away
 
     @property
     def ok(self) -> bool:
@@ -121,8 +122,9 @@ def parse_checklist(text: str) -> Parsed:
     thinking, body, _ = split_thinking(text)
     sections = _sections(body)
     block = sections.get("generated checklist", sections.get("checklist", body))
-    items = [i for i in _numbered(block) if not _LEAK_RE.search(i)]
-    return Parsed(checklist=items[:MAX_CHECKLIST_ITEMS], thinking=thinking)
+    numbered = _numbered(block)
+    items = [i for i in numbered if not _LEAK_RE.search(i)]
+    return Parsed(checklist=items[:MAX_CHECKLIST_ITEMS], thinking=thinking, leaked=len(numbered) - len(items))
 
 
 def parse_verdict(text: str) -> Parsed:

@@ -1,0 +1,71 @@
+"""Training configuration: TRL's `GRPOConfig` / `SFTConfig` plus what training a judge adds.
+
+As in TRL, every field is a command-line flag (`--num_checklists 4`, also `--num-checklists`) and can live in a
+YAML file passed with `--config`; the field's help text is the flag's help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, SFTConfig
+
+
+@dataclass
+class JudgeArguments:
+    """What to train and on which data: shared by `train grpo` and `train sft`."""
+
+    model: str = field(default="", metadata={"help": "HF model id or local checkpoint to start from."})
+    data: str = field(default="", metadata={"help": "Labelled-pair JSONL to train on (see docs/training.md)."})
+    eval_data: str | None = field(default=None, metadata={"help": "Held-out labelled-pair JSONL, judged every --eval_steps."})
+    max_pixels: int | None = field(default=None, metadata={"help": "Per image; larger images are downscaled."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Judge only the first N held-out pairs."})
+    eval_max_tokens: int = field(default=512, metadata={"help": "Max new tokens per stage during validation."})
+    freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower and merger (text-only stages)."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "LoRA target modules (peft syntax)."})
+
+
+@dataclass
+class JudgeGRPOConfig(GRPOConfig):
+    """GRPO for judges. For `deltarubric`, each pair gets `num_checklists` planner rollouts and, per checklist,
+    `num_verifications` verifier rollouts: `num_generations` is set to N·(1+K) for you."""
+
+    judge: str = field(default="deltarubric", metadata={"help": "Judge to train: deltarubric (planner + verifier) | direct | msrl."})
+    num_checklists: int = field(default=4, metadata={"help": "N: planner rollouts (checklists) per pair (deltarubric)."})
+    num_verifications: int = field(default=2, metadata={"help": "K: verifier rollouts per checklist (deltarubric)."})
+    verifier_baseline: str = field(
+        default="checklist",
+        metadata={"help": "Verifier advantages are normalised across the K runs of one checklist ('checklist') or "
+                          "across all N·K runs of the pair ('pair')."},
+    )  # fmt: skip
+    rubric_delta: bool = field(
+        default=False,
+        metadata={"help": "Also reward a checklist by its gain over a checklist-free verification of the same pair."},
+    )
+    order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order shown in each rollout chain."})
+
+    def __post_init__(self) -> None:
+        if self.verifier_baseline not in ("checklist", "pair"):
+            raise ValueError("verifier_baseline must be 'checklist' or 'pair'")
+        if self.num_checklists < 2 and self.num_verifications < 2:
+            raise ValueError("need num_checklists >= 2 or num_verifications >= 2: one rollout has no baseline")
+        if self.judge == "deltarubric":
+            self.num_generations = self.num_checklists * (1 + self.num_verifications)
+        super().__post_init__()
+
+
+@dataclass
+class JudgeSFTConfig(SFTConfig):
+    """Supervised warm start on gold traces (or on verdict-only targets, the SFT baseline)."""
+
+    judge: str = field(default="deltarubric", metadata={"help": "Judge whose output format the targets take."})
+    targets: str = field(
+        default="traces",
+        metadata={"help": "'traces': the full gold output (checklist, analysis, justification, verdict); "
+                          "'verdicts': only the verdict line (the label-only SFT baseline); "
+                          "'captions': describe the image (a captioning stage before judging)."},
+    )  # fmt: skip
+    order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})

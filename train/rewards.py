@@ -1,0 +1,131 @@
+"""Reward functions for training a judge, in TRL's reward-function shape, read by the same parsers as evaluation.
+
+Each function takes the batch's completions plus dataset/rollout columns as keyword lists and returns one float per
+row, or None where it does not apply (TRL then leaves that row out of its mean). Columns the rollout adds:
+
+- `role`: "judge" (one-step judges), "planner" or "verifier" (DeltaRubric).
+- `generated`: the text the model generated in this row's own turn (a verifier row's completion also holds the
+  planner's checklist and the verifier prompt, which are not the model's to be rewarded for).
+- `label_shown`: the better candidate in the labels the model saw ("A" = shown first).
+- `group`, `chain`: which pair occurrence and which checklist chain a row belongs to, so a planner's reward can
+  average the verifications that used its checklist.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
+
+Reward = list[float | None]
+MIN_CHECKLIST_ITEMS = 1
+
+
+def _texts(completions: Sequence[Any], generated: Sequence[str | None] | None) -> list[str]:
+    """The model's own text per row: the rollout's `generated` column, else the completion itself."""
+    out = []
+    for i, c in enumerate(completions):
+        if generated is not None and generated[i] is not None:
+            out.append(generated[i])
+        elif isinstance(c, list):  # conversational: [{"role": "assistant", "content": ...}]
+            out.append(c[-1]["content"] if isinstance(c[-1]["content"], str) else "".join(p.get("text", "") for p in c[-1]["content"]))
+        else:
+            out.append(c)
+    return out
+
+
+def _roles(n: int, role: Sequence[str] | None) -> list[str]:
+    return list(role) if role is not None else ["judge"] * n
+
+
+def _winner(text: str, parser: str) -> str | None:
+    return (parse_msrl if parser == "msrl" else parse_verdict)(text).winner
+
+
+def verdict_correct(completions: Sequence[Any], label_shown: Sequence[str], role: Sequence[str] | None = None,
+                    generated: Sequence[str | None] | None = None, parser: Sequence[str] | None = None,
+                    **_: Any) -> Reward:  # fmt: skip
+    """1.0 when the verdict names the better candidate, 0.0 when it names the other or cannot be read."""
+    texts, roles = _texts(completions, generated), _roles(len(completions), role)
+    return [
+        None if r == "planner" else float(_winner(t, parser[i] if parser else "verdict") == label_shown[i])
+        for i, (t, r) in enumerate(zip(texts, roles))
+    ]
+
+
+def verdict_format(completions: Sequence[Any], role: Sequence[str] | None = None,
+                   generated: Sequence[str | None] | None = None, parser: Sequence[str] | None = None,
+                   **_: Any) -> Reward:  # fmt: skip
+    """1.0 when the verdict parses (a Winner line; MSRL: both <think> and <answer>), else 0.0."""
+    texts, roles = _texts(completions, generated), _roles(len(completions), role)
+    out: Reward = []
+    for i, (t, r) in enumerate(zip(texts, roles)):
+        if r == "planner":
+            out.append(None)
+        elif parser and parser[i] == "msrl":
+            p = parse_msrl(t)
+            out.append(float(p.ok and bool(p.rationale)))
+        else:
+            out.append(float(parse_verdict(t).ok))
+    return out
+
+
+def checklist_usable(text: str) -> bool:
+    """A checklist earns credit only with at least one item and no item that gives the verdict away."""
+    parsed = parse_checklist(text)
+    return len(parsed.checklist) >= MIN_CHECKLIST_ITEMS and parsed.leaked == 0
+
+
+def _probe_accuracy(correct: Reward, role: Sequence[str], group: Sequence[int], chain: Sequence[int]) -> dict[tuple[int, int], float]:
+    """Mean verifier correctness per (group, chain): how well a checklist served the verifications that used it."""
+    sums: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for c, r, g, k in zip(correct, role, group, chain):
+        if r == "verifier" and c is not None:
+            sums[(g, k)].append(c)
+    return {key: sum(v) / len(v) for key, v in sums.items()}
+
+
+def checklist_probe(completions: Sequence[Any], role: Sequence[str], group: Sequence[int], chain: Sequence[int],
+                    label_shown: Sequence[str], generated: Sequence[str | None], **_: Any) -> Reward:  # fmt: skip
+    """Planner rows: the mean correctness of the verifications that used this checklist (the "probe accuracy").
+    A checklist that is empty or leaks the verdict gets 0: its verifications cannot be credited to it."""
+    correct = verdict_correct(completions, label_shown, role=role, generated=generated)
+    probe = _probe_accuracy(correct, role, group, chain)
+    texts = _texts(completions, generated)
+    return [
+        (probe.get((g, k), 0.0) if checklist_usable(t) else 0.0) if r == "planner" else None
+        for t, r, g, k in zip(texts, role, group, chain)
+    ]
+
+
+def checklist_format(completions: Sequence[Any], role: Sequence[str], generated: Sequence[str | None],
+                     **_: Any) -> Reward:  # fmt: skip
+    """Planner rows: 1.0 for a usable checklist of 2-4 items under its header, 0.5 for one usable item, else 0."""
+    out: Reward = []
+    for t, r in zip(_texts(completions, generated), role):
+        if r != "planner":
+            out.append(None)
+            continue
+        parsed = parse_checklist(t)
+        ok = checklist_usable(t)
+        out.append(0.0 if not ok else 1.0 if len(parsed.checklist) >= 2 and "checklist" in t.lower() else 0.5)
+    return out
+
+
+def rubric_delta(completions: Sequence[Any], role: Sequence[str], group: Sequence[int], chain: Sequence[int],
+                 label_shown: Sequence[str], generated: Sequence[str | None], no_rubric_correct: Sequence[float],
+                 **_: Any) -> Reward:  # fmt: skip
+    """Planner rows: probe accuracy minus the correctness of a checklist-free verification of the same pair, so a
+    checklist is rewarded for what it adds over judging without one."""
+    probe = checklist_probe(completions, role, group, chain, label_shown, generated)
+    return [None if p is None else p - no_rubric_correct[i] for i, p in enumerate(probe)]
+
+
+def rewards_for(judge: str, *, rubric_delta_on: bool = False) -> list[Any]:
+    """The reward functions a judge trains with, in the order their weights are given."""
+    if judge == "deltarubric":
+        funcs = [verdict_correct, verdict_format, checklist_probe, checklist_format]
+        return funcs + [rubric_delta] if rubric_delta_on else funcs
+    return [verdict_correct, verdict_format]
