@@ -36,6 +36,15 @@ def _attach_eval() -> None:
 _attach_eval()
 
 
+def _attach_train() -> None:
+    from train.cli import app as train_app
+
+    app.add_typer(train_app, name="train")
+
+
+_attach_train()
+
+
 class CLIError(Exception):
     """A user error: printed as one line, without a traceback."""
 

@@ -49,6 +49,18 @@ class TransformersBackend(ThreadedBackend):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.supports_video = video_supported()
 
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, *, batch_size: int = 8) -> TransformersBackend:
+        """A backend over a model already in memory (e.g. one being trained), sharing its weights."""
+        self = cls.__new__(cls)
+        ThreadedBackend.__init__(self)
+        self.device, self.model, self.processor, self.batch_size = str(model.device), model, processor, batch_size
+        self.processor.tokenizer.padding_side = "left"
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.supports_video = video_supported()
+        return self
+
     @torch.inference_mode()
     def generate_blocking(self, chunk: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         inputs = self.processor.apply_chat_template(

@@ -1,0 +1,1 @@
+"""Training the judge: synthetic data, warm starts and RL."""

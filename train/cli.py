@@ -1,0 +1,153 @@
+"""`deltarubric train grpo|sft|make-synthetic`: train a judge on labelled pairs.
+
+`grpo` and `sft` take TRL's own flags (every field of `JudgeGRPOConfig` / `JudgeSFTConfig` and `JudgeArguments`,
+with `--config recipe.yaml` for a file of them), so everything TRL documents works here. `--out` is short for
+`--output_dir`. Run them under `accelerate launch` for many GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Train a judge: GRPO (DeltaRubric multi-role or one-step), SFT warm starts, a synthetic testbed.",
+                  no_args_is_help=True)  # fmt: skip
+_PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+log = logging.getLogger(__name__)
+
+
+def _argv(args: list[str]) -> list[str]:
+    return ["--output_dir" if a == "--out" else a for a in args]
+
+
+def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
+    """(JudgeArguments, config) from flags and an optional --config YAML, TRL-style."""
+    from trl import TrlParser
+
+    from train.config import JudgeArguments
+
+    parser = TrlParser((JudgeArguments, config_cls))
+    judge_args, config = parser.parse_args_and_config(_argv(args))
+    if not judge_args.model or not judge_args.data:
+        raise typer.BadParameter("give --model (checkpoint or HF id) and --data (labelled-pair JSONL)")
+    if not config.output_dir or config.output_dir == "trainer_output":
+        raise typer.BadParameter("give --out DIR: where checkpoints and the final model go")
+    return judge_args, config
+
+
+def load_model(judge_args: Any) -> tuple[Any, Any]:
+    """The model and processor to train, with the vision tower frozen and LoRA applied when asked."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from rm.hf_compat import load_processor
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(judge_args.model, dtype=dtype)
+    if judge_args.freeze_vision:
+        for p in model.model.visual.parameters():
+            p.requires_grad = False
+    return model, load_processor(judge_args.model)
+
+
+def peft_config(judge_args: Any) -> Any:
+    if not judge_args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=judge_args.lora_r, lora_alpha=judge_args.lora_alpha, target_modules=judge_args.lora_target_modules,
+                      task_type="CAUSAL_LM")  # fmt: skip
+
+
+def finish(trainer: Any, processor: Any, out: str) -> None:
+    """Save a checkpoint that `deltarubric judge -m OUT` and `vllm serve OUT` load like any Qwen3-VL checkpoint."""
+    trainer.save_model(out)  # on every rank: DeepSpeed/FSDP gather inside; only the main process writes
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights, so every loader reads them
+            model.merge_and_unload().save_pretrained(out)
+        processor.save_pretrained(out)
+
+
+def _resume(config: Any) -> Any:
+    """Resume from the newest checkpoint in the output folder when there is one (a rerun continues a crash)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if config.resume_from_checkpoint:
+        return config.resume_from_checkpoint
+    return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+
+
+@app.command(context_settings=_PASS, add_help_option=False)
+def grpo(ctx: typer.Context) -> None:
+    """GRPO on labelled pairs. deltarubric: planner + verifier rollouts, decoupled advantages; direct/msrl: one step.
+
+    Example: deltarubric train grpo --judge deltarubric --model Qwen/Qwen3-VL-8B-Instruct --data train.jsonl
+    --eval_data val.jsonl --out ckpt/dr-8b   (all flags: deltarubric train grpo --help)
+    """
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; pinned and tested
+    from rm.pairs import read_pairs
+    from train.config import JudgeGRPOConfig
+    from train.grpo import JudgeGRPOTrainer
+    from train.validation import JudgeValidation
+
+    judge_args, config = parse_train_args(JudgeGRPOConfig, list(ctx.args))
+    pairs = read_pairs(judge_args.data)
+    val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
+    model, processor = load_model(judge_args)
+    trainer = JudgeGRPOTrainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
+                               peft_config=peft_config(judge_args))  # fmt: skip
+    if val:
+        JudgeValidation(val, config.judge, every=config.eval_steps or 5, max_tokens=judge_args.eval_max_tokens,
+                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
+    trainer.train(resume_from_checkpoint=_resume(config))
+    finish(trainer, processor, config.output_dir)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"output_dir": config.output_dir, "steps": trainer.state.global_step}))
+
+
+@app.command(context_settings=_PASS, add_help_option=False)
+def sft(ctx: typer.Context) -> None:
+    """Supervised warm start: --targets traces (gold checklists and verdicts), verdicts (label only) or captions.
+
+    Example: deltarubric train sft --judge deltarubric --model Qwen/Qwen3-VL-8B-Instruct --data traces.jsonl
+    --out ckpt/warm   (all flags: deltarubric train sft --help)
+    """
+    from rm.pairs import read_pairs
+    from train.config import JudgeSFTConfig
+    from train.sft import make_sft_trainer
+    from train.validation import JudgeValidation
+
+    judge_args, config = parse_train_args(JudgeSFTConfig, list(ctx.args))
+    pairs = read_pairs(judge_args.data)
+    model, processor = load_model(judge_args)
+    trainer = make_sft_trainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
+                               peft_config=peft_config(judge_args))  # fmt: skip
+    if judge_args.eval_data and config.targets != "captions":
+        val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit]
+        JudgeValidation(val, config.judge, every=config.eval_steps or 50, max_tokens=judge_args.eval_max_tokens,
+                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
+    trainer.train(resume_from_checkpoint=_resume(config))
+    finish(trainer, processor, config.output_dir)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"output_dir": config.output_dir, "steps": trainer.state.global_step}))
+
+
+@app.command("make-synthetic")
+def make_synthetic_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write images/, train.jsonl, val.jsonl and manifest.json into.")],
+    n: Annotated[int, typer.Option(help="Number of pairs over all splits.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same bytes.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of pairs held out (on scenes never trained on).")] = 0.2,
+) -> None:
+    """Write the synthetic visual-preference testbed: 64x64 grid scenes, labelled pairs with one planted error,
+    captions and gold traces. Smoke-tests a set-up and proves learning without real weights (docs/training.md)."""
+    from train.synthetic import make_synthetic
+
+    paths = make_synthetic(out, n, seed, splits={"train": 1 - val_fraction, "val": val_fraction})
+    print(json.dumps({k: str(v) for k, v in paths.items()}))

@@ -1,0 +1,83 @@
+"""Supervised warm starts on TRL's `SFTTrainer`: gold traces, verdict-only targets (a baseline), or captions.
+
+Examples are rendered with the judge's own prompt renderer; targets come from `rubrics/targets.yaml`. A DeltaRubric
+pair gives two examples, one per role: the planner turn (target: the gold checklist, written as the verifier is later
+shown it) and the verifier turn after that checklist (target: analysis, justification, winner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+from trl import SFTTrainer
+
+from rm.backends.base import Message, TextPart
+from rm.pairs import LabelledPair
+from rm.prompting import assistant_reply
+from rubrics.prompts import load_method
+from rubrics.targets import render_target
+from train.config import JudgeSFTConfig
+from train.render import first_turn, next_turn, order_for, prepare_pair, shown, swap_labels, to_trl
+
+
+def _example(conversation: list[Message], target: str) -> dict[str, Any]:
+    prompt, images = to_trl(conversation)
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}], "images": images}
+
+
+def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_seed: int = 0,
+                 max_pixels: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Prompt-completion examples (TRL's conversational format with an `images` column)."""
+    if targets not in ("traces", "verdicts", "captions"):
+        raise ValueError("targets must be 'traces', 'verdicts' or 'captions'")
+    if targets == "verdicts" and judge == "deltarubric":
+        raise ValueError("verdict-only targets train a one-step judge: use --judge direct")
+    method = load_method(judge)
+    examples, seen_images = [], set()
+    for pair in pairs:
+        prepared = prepare_pair(method, pair, max_pixels)
+        if targets == "captions":
+            if not pair.caption:
+                raise ValueError(f"pair {pair.request.id!r} has no 'caption' for caption targets")
+            key = str(pair.request.images)
+            if key in seen_images:
+                continue
+            seen_images.add(key)
+            question = render_target("caption_question", media_word=method.words["media_word"][pair.request.task_type])
+            turn = Message("user", (*prepared.context, TextPart(question)))
+            examples.append(_example([turn], pair.caption))
+            continue
+        order = order_for(order_seed, pair.request.id, 0, 0)
+        winner = shown(pair.label, order)
+        flip = swap_labels if order == "BA" else (lambda t: t)
+        checklist = [flip(c) for c in pair.checklist]
+        rationale = flip(pair.rationale) if pair.rationale else f"Response {winner} is better."
+        conversation = first_turn(method, prepared, order)
+        if targets == "verdicts":
+            examples.append(_example(conversation, render_target("verdict_only", winner=winner)))
+        elif judge == "deltarubric":
+            planner_stage = method.stages[0]
+            reply = assistant_reply(planner_stage, "", checklist).content[0]
+            assert isinstance(reply, TextPart)
+            examples.append(_example(conversation, reply.text))
+            verifier = next_turn(method, prepared, order, conversation, reply.text, checklist)
+            examples.append(_example(verifier, render_target("verdict", checklist=checklist, winner=winner, rationale=rationale)))
+        elif method.stages[-1].parser == "msrl":
+            target = render_target("msrl", task_type=pair.request.task_type, caption=pair.caption, rationale=rationale, winner=winner)
+            examples.append(_example(conversation, target))
+        else:
+            examples.append(_example(conversation, render_target("verdict", checklist=checklist, winner=winner, rationale=rationale)))
+    return examples
+
+
+def make_sft_trainer(model: Any, args: JudgeSFTConfig, pairs: list[LabelledPair], *, processing_class: Any,
+                     max_pixels: int | None = None, **kwargs: Any) -> SFTTrainer:  # fmt: skip
+    """TRL's SFTTrainer on the rendered examples (loss on the completion only)."""
+    rows = sft_examples(pairs, args.judge, args.targets, order_seed=args.order_seed, max_pixels=max_pixels)
+    args.remove_unused_columns = False
+    args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": False}
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processing_class, **kwargs)
+
+
+__all__ = ["make_sft_trainer", "sft_examples"]
