@@ -43,9 +43,10 @@ def list_cmd() -> None:
 @judge_options
 def run(
     config: JudgeConfig,
-    benchmark: Annotated[str, typer.Argument(help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench")],
+    benchmark: Annotated[str, typer.Argument(help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench | pairs (your own data, with --data)")],
     out: Annotated[Path, typer.Option(help="Run directory; rerunning the same command resumes it.")],
     data_dir: Annotated[Optional[Path], typer.Option(help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md).")] = None,
     task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: all, each in OUT/<task>.")] = None,
     official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser and order.")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs).")] = None,
@@ -53,12 +54,26 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
+    from eval.benchmarks import pairs
     from eval.registry import get_benchmark
     from eval.runner import eval_config, run_benchmark
     from rm.judge import Judge
 
     bench = get_benchmark(benchmark)
-    if data_dir is None:
+    if task is not None and task not in bench.tasks:
+        raise ValueError(f"{benchmark} has no task {task!r}; its tasks: {', '.join(bench.tasks)}")
+    if official and not bench.official_judge:
+        raise ValueError(f"{benchmark} has no official preset (no official prompt or parser to copy): drop --official")
+    if bench.name == pairs.NAME:
+        if data_dir is not None:
+            raise ValueError("pairs reads one labelled-pair file: pass --data FILE.jsonl instead of --data-dir")
+        if data is None:
+            raise ValueError("pairs needs --data FILE.jsonl, your labelled-pair file (format: docs/eval.md)")
+        bench = pairs.for_file(data)  # every line checked now, before any model is loaded
+        data_dir = data
+    elif data is not None:
+        raise ValueError(f"--data names your own pair file (benchmark 'pairs'); {benchmark} reads --data-dir DIR")
+    elif data_dir is None:
         if bench.hub is None:
             raise ValueError(f"{benchmark} is not on the hub in a usable form: pass --data-dir (see docs/eval.md)")
         from eval.io import snapshot

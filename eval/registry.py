@@ -27,7 +27,7 @@ class Benchmark:
     tasks: tuple[str, ...]  # sub-sets scored separately (GenAI-Bench's three); others have one
     load: Callable[[Path, str], list[EvalItem]]  # (local data folder, task) -> items, in file order
     score: Callable[[list[Prediction], str], Scores]  # official and strict metrics, in percent
-    official_judge: str  # the preset in rubrics/prompts that reproduces the official prompt and parser
+    official_judge: str  # the preset in rubrics/prompts that reproduces the official prompt and parser; "" for none
     official_order: str  # 'given' (official keeps the released order) or 'random' (official shuffles per call)
     headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
     data_revision: str = ""  # which release the loader and tests were checked against

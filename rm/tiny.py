@@ -105,18 +105,28 @@ _PHRASES = (
 )
 
 
-def make_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> pathlib.Path:
+def make_tiny_model(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    corpus: list[str] | None = None,
+    vocab_size: int = 1024,
+    initializer_range: float = 0.2,
+) -> pathlib.Path:
     """Write a tiny random-weight Qwen3-VL checkpoint into `out_dir` and return its path.
 
     The checkpoint loads offline with `AutoModelForImageTextToText`, `AutoTokenizer` and
     `rm.hf_compat.load_processor`. Building is deterministic: the same `seed` gives a byte-identical
-    `model.safetensors`.
+    `model.safetensors`. `corpus` adds lines the tokenizer learns merges from (the training testbed passes its task
+    text and rendered prompts, so they encode in few tokens); `hidden_size`/`num_layers` size the text model.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = _build_tokenizer(seed)
-    config = _build_config(tokenizer)
+    tokenizer = _build_tokenizer(seed, corpus or [], vocab_size)
+    config = _build_config(tokenizer, hidden_size, num_layers, initializer_range)
     # Seed inside a forked RNG so building a checkpoint does not reset the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -148,7 +158,7 @@ def _corpus(seed: int, n_lines: int = 3000) -> list[str]:
     return lines
 
 
-def _build_tokenizer(seed: int) -> Qwen2Tokenizer:
+def _build_tokenizer(seed: int, extra: list[str], vocab_size: int) -> Qwen2Tokenizer:
     bpe = Tokenizer(models.BPE())
     # Train with the same normalizer and pre-tokenization that Qwen2Tokenizer rebuilds at load time, so the learned
     # merges fit how text is split in use.
@@ -161,13 +171,13 @@ def _build_tokenizer(seed: int) -> Qwen2Tokenizer:
     )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024,  # an upper bound: the small corpus yields fewer merges
+        vocab_size=vocab_size,  # an upper bound: a small corpus yields fewer merges
         special_tokens=list(SPECIAL_TOKENS),
         # All 256 byte symbols up front, so any text encodes without an unknown token.
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_corpus(seed), trainer=trainer)
+    bpe.train_from_iterator(_corpus(seed) + list(extra), trainer=trainer)
 
     trained = json.loads(bpe.to_str())["model"]
     tokenizer = Qwen2Tokenizer(
@@ -184,22 +194,22 @@ def _build_tokenizer(seed: int) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def _build_config(tokenizer: Qwen2Tokenizer) -> Qwen3VLConfig:
+def _build_config(tokenizer: Qwen2Tokenizer, hidden: int, layers: int, init: float) -> Qwen3VLConfig:
     ids = tokenizer.convert_tokens_to_ids
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": hidden // 16,
+        "num_key_value_heads": max(1, hidden // 32),
         "head_dim": 16,
         "hidden_act": "silu",
         "max_position_embeddings": 4096,
         "tie_word_embeddings": True,
         # With the usual 0.02 a model this small emits one token forever; 0.2 gives varied text, which exercises
         # parsers and looks like output in demos.
-        "initializer_range": 0.2,
+        "initializer_range": init,
         "eos_token_id": ids("<|im_end|>"),
         "pad_token_id": ids("<|endoftext|>"),
         "bos_token_id": None,
@@ -219,11 +229,11 @@ def _build_config(tokenizer: Qwen2Tokenizer) -> Qwen3VLConfig:
         "patch_size": 16,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "out_hidden_size": 64,  # must equal the text hidden size
+        "out_hidden_size": hidden,  # must equal the text hidden size
         "num_position_embeddings": 64,  # an 8x8 learned grid; must be a perfect square
         "deepstack_visual_indexes": [0, 1],  # each index must be < depth
         "hidden_act": "gelu_pytorch_tanh",
-        "initializer_range": 0.2,
+        "initializer_range": init,
     }
     return Qwen3VLConfig(
         text_config=text_config,

@@ -67,6 +67,7 @@ def peft_config(judge_args: Any) -> Any:
 def finish(trainer: Any, processor: Any, out: str) -> None:
     """Save a checkpoint that `deltarubric judge -m OUT` and `vllm serve OUT` load like any Qwen3-VL checkpoint."""
     trainer.save_model(out)  # on every rank: DeepSpeed/FSDP gather inside; only the main process writes
+    trainer.save_state()  # trainer_state.json: the logged metrics, per step
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights, so every loader reads them

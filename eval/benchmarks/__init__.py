@@ -1,3 +1,9 @@
 """Importing this package registers every benchmark (one module each)."""
 
-from eval.benchmarks import genai_bench, mm_rlhf_rewardbench, multimodal_rewardbench, vl_rewardbench  # noqa: F401
+from eval.benchmarks import (  # noqa: F401
+    genai_bench,
+    mm_rlhf_rewardbench,
+    multimodal_rewardbench,
+    pairs,
+    vl_rewardbench,
+)
