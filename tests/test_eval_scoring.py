@@ -193,7 +193,7 @@ def test_mm_rlhf_loader_and_metric():
 
 
 def test_unknown_benchmark_lists_the_registered_ones():
-    with pytest.raises(ValueError, match=re.escape("available: genai-bench, mm-rlhf-rewardbench, multimodal-rewardbench, vl-rewardbench")):
+    with pytest.raises(ValueError, match=re.escape("available: genai-bench, mm-rlhf-rewardbench, multimodal-rewardbench, pairs, vl-rewardbench")):
         get_benchmark("rewardbench")
 
 

@@ -34,8 +34,8 @@ class JudgeGRPOConfig(GRPOConfig):
     `num_verifications` verifier rollouts: `num_generations` is set to N·(1+K) for you."""
 
     judge: str = field(default="deltarubric", metadata={"help": "Judge to train: deltarubric (planner + verifier) | direct | msrl."})
-    num_checklists: int = field(default=4, metadata={"help": "N: planner rollouts (checklists) per pair (deltarubric)."})
-    num_verifications: int = field(default=2, metadata={"help": "K: verifier rollouts per checklist (deltarubric)."})
+    num_checklists: int = field(default=2, metadata={"help": "N: planner rollouts (checklists) per pair (deltarubric)."})
+    num_verifications: int = field(default=3, metadata={"help": "K: verifier rollouts per checklist (deltarubric)."})
     verifier_baseline: str = field(
         default="checklist",
         metadata={"help": "Verifier advantages are normalised across the K runs of one checklist ('checklist') or "

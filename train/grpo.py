@@ -14,6 +14,7 @@ gradient accumulation, logging, checkpoints). This subclass adds three things:
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -69,6 +70,16 @@ def role_advantages(
     return adv
 
 
+def check_whole_pairs(rows_per_process: int, rows_per_pair: int) -> None:
+    """Each process must generate whole pairs: advantages are computed per pair on the process that holds it."""
+    if rows_per_process % rows_per_pair:
+        raise ValueError(
+            f"per_device_train_batch_size x steps_per_generation = {rows_per_process} rows per process is not a "
+            f"multiple of the {rows_per_pair} rows of one pair, so a pair's rows would be split across processes; "
+            f"use a multiple of {rows_per_pair}"
+        )
+
+
 def _pair_dataset(pairs: list[LabelledPair]) -> Dataset:
     # The prompt is rendered per batch (its A/B order changes per rollout); this placeholder only marks the dataset
     # as conversational for TRL.
@@ -106,13 +117,7 @@ class JudgeGRPOTrainer(GRPOTrainer):
             rollout_func=self._multi_role_rollout if args.judge == "deltarubric" else None,
             **kwargs,
         )
-        rows = args.per_device_train_batch_size * args.steps_per_generation
-        if rows % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size x steps_per_generation = {rows} rows per process is not a multiple of "
-                f"the {self.num_generations} rows of one pair, so a pair's rows would be split across processes or "
-                f"batches; use a multiple of {self.num_generations}"
-            )
+        check_whole_pairs(args.per_device_train_batch_size * args.steps_per_generation, self.num_generations)
         self._last_rewards: torch.Tensor | None = None
 
     # -- 1. render each row in its chain's order ------------------------------------------------------------------
@@ -130,12 +135,25 @@ class JudgeGRPOTrainer(GRPOTrainer):
             row["prompt"], row["images"] = to_trl(first_turn(self.method, prepared[pair.request.id], order))
             row.update(role=role, chain=chain, group=i // g, order=order, label_shown=shown(pair.label, order),
                        parser=self.method.stages[-1].parser)  # fmt: skip
+        self._check_batch(inputs, g, step)
         # TRL calls rollout_func(prompts, trainer) only; the rows' roles and orders reach it through these.
         self._prepared, self._rollout_inputs = prepared, inputs
         output = super()._generate_and_score_completions(inputs)
         if args.judge == "deltarubric":
             output["advantages"] = self._decoupled_advantages(inputs)
         return output
+
+    def _check_batch(self, inputs: list[dict[str, Any]], g: int, step: int) -> None:
+        """Every block of G rows must be one pair (TRL's sampler repeats each pair G times in a row); advantages are
+        computed per block on this process, so a split pair would silently get a wrong baseline."""
+        ids = [x["pair_id"] for x in inputs]
+        blocks = [ids[i : i + g] for i in range(0, len(ids), g)]
+        whole = all(len(b) == g and len(set(b)) == 1 for b in blocks)
+        info = {"rank": self.accelerator.process_index, "world": self.accelerator.num_processes, "step": step,
+                "rows": len(ids), "pairs": len(blocks), "whole": whole, "pair_ids": [b[0] for b in blocks]}  # fmt: skip
+        log.info("rollout batch %s", json.dumps(info))
+        if not whole:
+            raise RuntimeError(f"a generation batch does not hold whole pairs of {g} rows: {info}")
 
     # -- 2. the multi-role rollout --------------------------------------------------------------------------------
     def _multi_role_rollout(self, prompts: list[Any], trainer: GRPOTrainer) -> dict[str, list[Any]]:

@@ -1,0 +1,131 @@
+"""`deltarubric train ...` as a user runs it: the synthetic testbed, SFT and GRPO from the CLI, bad pair files, a
+killed run resumed, the trained checkpoint judging, and two processes under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1",
+       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}  # fmt: skip
+CPU = ["--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false", "--report_to", "none"]
+SMALL = ["--num_checklists", "2", "--num_verifications", "2", "--per_device_train_batch_size", "6",
+         "--max_completion_length", "8", "--logging_steps", "1", "--learning_rate", "1e-3"]  # fmt: skip
+
+
+def cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "rm.cli", *args], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"deltarubric {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("syn")
+    cli("train", "make-synthetic", str(out), "--n", "24", "--seed", "1")
+    return out
+
+
+def test_make_synthetic_writes_pair_files(synthetic: Path) -> None:
+    from rm.pairs import read_pairs
+
+    train, val = read_pairs(synthetic / "train.jsonl"), read_pairs(synthetic / "val.jsonl")
+    assert len(train) + len(val) == 24 and all(p.checklist and p.rationale and p.caption for p in train)
+    assert json.loads((synthetic / "manifest.json").read_text())["seed"] == 1
+
+
+def test_sft_then_grpo_then_judge(tiny_model_dir: Path, synthetic: Path, tmp_path: Path) -> None:
+    warm = tmp_path / "warm"
+    cli("train", "sft", "--judge", "deltarubric", "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"),
+        "--out", str(warm), "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no", *CPU)  # fmt: skip
+    rl = tmp_path / "rl"
+    done = cli("train", "grpo", "--config", str(ROOT / "recipes" / "testbed_grpo_deltarubric.yaml"), "--model", str(warm),
+               "--data", str(synthetic / "train.jsonl"), "--eval_data", str(synthetic / "val.jsonl"), "--eval_limit", "2",
+               "--eval_steps", "1", "--eval_max_tokens", "8", "--out", str(rl), "--max_steps", "2", "--save_strategy", "no",
+               *SMALL)  # fmt: skip
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"output_dir": str(rl), "steps": 2}
+    validation = [json.loads(x) for x in (rl / "validation.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in validation] == [0, 1, 2] and all(v["n"] == 2 for v in validation)
+    history = json.loads((rl / "trainer_state.json").read_text())["log_history"]
+    assert any("val/accuracy" in h for h in history) and any("planner/reward_mean" in h for h in history)
+    # The checkpoint is an ordinary Qwen3-VL checkpoint: the judge command loads it.
+    pair = json.loads((synthetic / "val.jsonl").read_text().splitlines()[0])
+    verdict = cli("judge", "-m", str(rl), "--image", str(synthetic / pair["images"][0]), "-q", pair["question"],
+                  "--response-a", pair["a"], "--response-b", pair["b"], "--max-tokens", "8", "--json")  # fmt: skip
+    assert json.loads(verdict.stdout)["judge"] == "deltarubric"
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"question": "q", "images": ["x.png"], "a": "a", "b": "b"}, "missing 'label'"),
+        ({"question": "q", "images": ["x.png"], "a": "a", "b": "b", "label": "A", "task_type": "audio"}, "task_type"),
+        ({"question": "q", "images": ["missing.png"], "a": "a", "b": "b", "label": "A"}, "media file not found"),
+    ],
+)
+def test_bad_pair_file_fails_before_training_naming_the_line(tmp_path: Path, row: dict, message: str) -> None:
+    from conftest import make_image
+
+    make_image(tmp_path / "x.png")
+    good = {"question": "q", "images": ["x.png"], "a": "a", "b": "b", "label": "B"}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    # A model path that does not exist: were it loaded first, the error would be about the model.
+    proc = cli("train", "grpo", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "pairs.jsonl"),
+               "--out", str(tmp_path / "o"), *SMALL, *CPU, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert f"pairs.jsonl:2: " in proc.stderr and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir: Path, synthetic: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rl"
+    args = ["train", "grpo", "--judge", "direct", "--num_generations", "2", "--per_device_train_batch_size", "2",
+            "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"), "--out", str(out), "--max_steps", "40",
+            "--save_steps", "1", "--max_completion_length", "4", "--logging_steps", "1", *CPU]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "rm.cli", *args], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its second checkpoint"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()  # it died mid-run
+    steps_before = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    # The same command again, asked for fewer steps to finish quickly: it continues from the newest checkpoint.
+    rerun = cli(*[a if a != "40" else str(steps_before + 2) for a in args])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [h["step"] for h in history if "loss" in h]
+    assert steps == list(range(1, steps_before + 3))  # one history, no step twice
+    # Resumed, not restarted: the second process trained two steps only.
+    assert (rerun.stdout + rerun.stderr).count("'loss':") == 2
+    assert (out / "model.safetensors").exists()
+
+
+def test_two_processes_under_accelerate_keep_pairs_whole(tiny_model_dir: Path, synthetic: Path, tmp_path: Path) -> None:
+    """The multi-GPU code path on CPU: two ranks (gloo), each generating whole pairs, both stepping."""
+    out = tmp_path / "rl"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rm.cli", "train", "grpo",
+           "--judge", "deltarubric", "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"), "--out", str(out),
+           "--max_steps", "2", "--save_strategy", "no", *SMALL, *CPU]  # fmt: skip
+    env = {**ENV, "DELTARUBRIC_LOG_LEVEL": "INFO", "DELTARUBRIC_DEBUG": "1"}
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads(line.split("rollout batch ", 1)[1]) for line in proc.stderr.splitlines() if "rollout batch " in line]
+    assert {r["rank"] for r in ranks} == {0, 1} and {r["world"] for r in ranks} == {2}
+    for r in ranks:  # every rank's batch held whole pairs only: 6 rows of one pair id each
+        assert r["rows"] == 6 and r["pairs"] == 1 and r["whole"]
+    assert len({r["pair_ids"][0] for r in ranks if r["step"] == 0}) == 2  # the two ranks judged different pairs
+    assert (out / "model.safetensors").exists()
