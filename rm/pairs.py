@@ -103,7 +103,10 @@ def read_pairs(path: str | Path, *, check_media: bool = True) -> list[LabelledPa
         if not line.strip():
             continue
         try:
-            pair = parse_pair(json.loads(line), path.parent.resolve(), check_media=check_media)
+            row = json.loads(line)
+            if isinstance(row, dict) and "id" not in row:
+                row["id"] = f"{path.stem}-{n}"  # ids key results and resumes; a file need not carry them
+            pair = parse_pair(row, path.parent.resolve(), check_media=check_media)
         except (ValueError, json.JSONDecodeError) as e:
             raise PairFileError(f"{path}:{n}: {e}") from None
         if pair.request.id in ids:

@@ -1,0 +1,85 @@
+"""SFT examples (gold traces, verdict-only targets, captions) rendered with the judge's own prompts, and the
+labelled-pair file format they come from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image
+from rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
+from rubrics.parsing import parse_checklist, parse_verdict
+from train.render import order_for
+from train.sft import sft_examples
+
+
+@pytest.fixture
+def pairs(tmp_path: Path) -> list[LabelledPair]:
+    rows = []
+    for i in range(6):
+        make_image(tmp_path / f"i{i}.png", seed=i)
+        rows.append({"id": f"p{i}", "question": "What colour is the square?", "images": [f"i{i}.png"],
+                     "a": "It is red.", "b": "It is blue.", "label": "AB"[i % 2], "caption": f"scene {i}",
+                     "checklist": ["Is the square red?", "Is the square blue?"],
+                     "rationale": f"Response {'AB'[i % 2]} names the right colour."})  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return read_pairs(tmp_path / "pairs.jsonl")
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+
+
+def test_deltarubric_traces_give_one_example_per_role_in_the_shown_order(pairs: list[LabelledPair]) -> None:
+    examples = sft_examples(pairs, "deltarubric", "traces")
+    assert len(examples) == 2 * len(pairs)
+    for pair, planner, verifier in zip(pairs, examples[::2], examples[1::2]):
+        order = order_for(0, pair.request.id, 0, 0)
+        winner = pair.label if order == "AB" else {"A": "B", "B": "A"}[pair.label]
+        target = _text(planner["completion"][0])
+        assert parse_checklist(target).checklist == pair.checklist  # the planner learns the cleaned-checklist form
+        assert target.startswith("Generated Checklist:")
+        parsed = parse_verdict(_text(verifier["completion"][0]))
+        assert parsed.winner == winner and {f for _, f in parsed.findings} == {winner}
+        assert f"Response {winner} names the right colour." in parsed.rationale  # rationale re-labelled for the order
+        # The verifier example continues the planner's conversation with the checklist as the assistant's turn.
+        assert verifier["prompt"][: len(planner["prompt"])] == planner["prompt"]
+        assert _text(verifier["prompt"][len(planner["prompt"])]) == target
+        assert len(planner["images"]) == len(verifier["images"]) == 1
+        shown_first = pair.request.a.text if order == "AB" else pair.request.b.text
+        prompt_text = "".join(_text(m) for m in planner["prompt"])
+        assert prompt_text.index(shown_first) < prompt_text.index(pair.request.b.text if order == "AB" else pair.request.a.text)
+
+
+def test_verdict_only_and_caption_targets(pairs: list[LabelledPair]) -> None:
+    verdicts = sft_examples(pairs, "direct", "verdicts")
+    assert all(_text(e["completion"][0]) in ("Winner: [[A]]", "Winner: [[B]]") for e in verdicts)
+    captions = sft_examples(pairs, "direct", "captions")
+    assert [_text(e["completion"][0]) for e in captions] == [f"scene {i}" for i in range(6)]
+    assert all(len(e["images"]) == 1 and len(e["prompt"]) == 1 for e in captions)
+    with pytest.raises(ValueError, match="use --judge direct"):
+        sft_examples(pairs, "deltarubric", "verdicts")
+
+
+def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPair]) -> None:
+    write_pairs(pairs, tmp_path / "copy.jsonl")
+    again = read_pairs(tmp_path / "copy.jsonl")
+    assert [p.model_dump() for p in again] == [p.model_dump() for p in pairs]
+    assert Path(pairs[0].request.images[0]).is_absolute()  # relative paths resolve against the file's folder
+    good = (tmp_path / "pairs.jsonl").read_text().splitlines()[0]
+    for bad, message in [
+        ('{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "C"}', 'label must be "A" or "B"'),
+        ('{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "A", "colour": 1}', "colour"),
+        ("[1, 2]", "JSON object"),
+        ("{not json", "Expecting property name"),
+        (good, "duplicate id"),
+    ]:
+        (tmp_path / "bad.jsonl").write_text(good + "\n" + bad + "\n")
+        with pytest.raises(PairFileError, match=f"bad.jsonl:2: .*{message}"):
+            read_pairs(tmp_path / "bad.jsonl")
+    # Lines without an id get one from their line number, so files need no ids.
+    (tmp_path / "noid.jsonl").write_text('{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "A"}\n' * 2)
+    assert [p.request.id for p in read_pairs(tmp_path / "noid.jsonl")] == ["noid-1", "noid-2"]
