@@ -21,12 +21,20 @@ _PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_
 log = logging.getLogger(__name__)
 
 
+def _require_train_extra() -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError as e:
+        raise ImportError('training needs the train extra: pip install -e ".[train]" (TRL, accelerate, peft)') from e
+
+
 def _argv(args: list[str]) -> list[str]:
     return ["--output_dir" if a == "--out" else a for a in args]
 
 
 def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
     """(JudgeArguments, config) from flags and an optional --config YAML, TRL-style."""
+    _require_train_extra()
     from trl import TrlParser
 
     from train.config import JudgeArguments
