@@ -92,6 +92,19 @@ def _resume(config: Any) -> Any:
     return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
 
 
+def run(trainer: Any, processor: Any, config: Any, judge_args: Any, val: list[Any] | None, *, default_eval_steps: int) -> None:
+    """Validate on held-out pairs while training (when given), train or resume, save, print where it went."""
+    from train.validation import JudgeValidation
+
+    if val:
+        JudgeValidation(val, config.judge, every=config.eval_steps or default_eval_steps, max_tokens=judge_args.eval_max_tokens,
+                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
+    trainer.train(resume_from_checkpoint=_resume(config))
+    finish(trainer, processor, config.output_dir)
+    if trainer.accelerator.is_main_process:
+        print(json.dumps({"output_dir": config.output_dir, "steps": trainer.state.global_step}))
+
+
 @app.command(context_settings=_PASS, add_help_option=False)
 def grpo(ctx: typer.Context) -> None:
     """GRPO on labelled pairs. deltarubric: planner + verifier rollouts, decoupled advantages; direct/msrl: one step.
@@ -103,7 +116,6 @@ def grpo(ctx: typer.Context) -> None:
     from rm.pairs import read_pairs
     from train.config import JudgeGRPOConfig
     from train.grpo import JudgeGRPOTrainer
-    from train.validation import JudgeValidation
 
     judge_args, config = parse_train_args(JudgeGRPOConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
@@ -111,13 +123,7 @@ def grpo(ctx: typer.Context) -> None:
     model, processor = load_model(judge_args)
     trainer = JudgeGRPOTrainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
                                peft_config=peft_config(judge_args))  # fmt: skip
-    if val:
-        JudgeValidation(val, config.judge, every=config.eval_steps or 5, max_tokens=judge_args.eval_max_tokens,
-                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
-    trainer.train(resume_from_checkpoint=_resume(config))
-    finish(trainer, processor, config.output_dir)
-    if trainer.accelerator.is_main_process:
-        print(json.dumps({"output_dir": config.output_dir, "steps": trainer.state.global_step}))
+    run(trainer, processor, config, judge_args, val, default_eval_steps=5)
 
 
 @app.command(context_settings=_PASS, add_help_option=False)
@@ -130,21 +136,16 @@ def sft(ctx: typer.Context) -> None:
     from rm.pairs import read_pairs
     from train.config import JudgeSFTConfig
     from train.sft import make_sft_trainer
-    from train.validation import JudgeValidation
 
     judge_args, config = parse_train_args(JudgeSFTConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
+    val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
+    if val and config.targets == "captions":
+        raise typer.BadParameter("--eval_data judges pairs; a captions stage has no verdicts to validate")
     model, processor = load_model(judge_args)
     trainer = make_sft_trainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
                                peft_config=peft_config(judge_args))  # fmt: skip
-    if judge_args.eval_data and config.targets != "captions":
-        val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit]
-        JudgeValidation(val, config.judge, every=config.eval_steps or 50, max_tokens=judge_args.eval_max_tokens,
-                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
-    trainer.train(resume_from_checkpoint=_resume(config))
-    finish(trainer, processor, config.output_dir)
-    if trainer.accelerator.is_main_process:
-        print(json.dumps({"output_dir": config.output_dir, "steps": trainer.state.global_step}))
+    run(trainer, processor, config, judge_args, val, default_eval_steps=50)
 
 
 @app.command("make-synthetic")
