@@ -6,13 +6,15 @@ no-rubric judge trained the same way?
 Phases, each a `deltarubric train ...` command as a user runs it (recipes/testbed_*.yaml):
 1. data: `make-synthetic` (train/val on disjoint scenes) and a blind copy of val (every image grey).
 2. base: a random-weight hidden-128 x 4-layer Qwen3-VL, then a caption stage (SFT: image -> scene description).
-3. warm start: a small, equal SFT on gold traces (the first --warm-pairs training pairs) for each judge.
+3. warm start: a small, equal SFT on gold traces (the first --warm-pairs training pairs) for each judge: the same
+   steps and examples per step (a DeltaRubric pair gives two examples, planner and verifier).
 4. RL: GRPO with labels only on the other training pairs, `direct` and `deltarubric` side by side (one process each)
    at equal pairs seen and about equal generated tokens (8 rollout rows per pair each).
 5. baseline: SFT on verdict-only targets ("Winner: [[X]]") over the same pairs, from the direct warm start.
 6. blind check: the RL judges on the grey copy of val (near 50% = the text alone gives the answer away nowhere).
 
 Prints held-out accuracy after each phase and writes OUT/summary.json and OUT/curve.png (accuracy vs RL step).
+Rerunning the same command resumes: finished phases (a final checkpoint in their folder) are skipped.
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", 
        "TRANSFORMERS_OFFLINE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
 
 
-def train(kind: str, recipe: str, *flags: str, log: Path) -> subprocess.Popen[bytes]:
+def train(kind: str, recipe: str, *flags: str, log: Path) -> subprocess.Popen[bytes] | None:
+    """Start one phase; a phase whose final checkpoint exists is done (rerunning the script resumes it)."""
+    out = Path(flags[flags.index("--out") + 1])
+    if (out / "model.safetensors").exists():
+        return None
     cmd = [sys.executable, "-m", "rm.cli", "train", kind, "--config", str(RECIPES / recipe), *flags]
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, env=ENV, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def wait(*procs: subprocess.Popen[bytes]) -> None:
+def wait(*procs: subprocess.Popen[bytes] | None) -> None:
     for p in procs:
-        if p.wait() != 0:
+        if p is not None and p.wait() != 0:
             raise SystemExit(f"{' '.join(map(str, p.args))} failed (exit {p.returncode}); see its log")
 
 
@@ -107,7 +113,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="pairs in all (80%% train, 20%% held out)")
     ap.add_argument("--warm-pairs", type=int, default=300)
     ap.add_argument("--caption-steps", type=int, default=500)
-    ap.add_argument("--warm-steps", type=int, default=150)
+    ap.add_argument("--warm-steps", type=int, default=300)
     ap.add_argument("--rl-steps", type=int, default=150)
     ap.add_argument("--eval-limit", type=int, default=None, help="held-out pairs judged per evaluation (default: all)")
     args = ap.parse_args()
@@ -127,7 +133,9 @@ def main() -> None:
     rl_pairs = len(read_pairs(labels))
     print(f"data: {len(read_pairs(paths['train']))} train ({args.warm_pairs} with traces), {len(read_pairs(val))} held out", flush=True)
 
-    base0 = make_testbed_model(out / "base-init", paths["train"], args.seed)
+    base0 = out / "base-init"
+    if not (base0 / "model.safetensors").exists():
+        make_testbed_model(base0, paths["train"], args.seed)
     wait(train("sft", "testbed_caption.yaml", "--model", str(base0), "--data", str(paths["train"]), "--out", str(out / "base"),
                "--max_steps", str(args.caption_steps), "--seed", seed, log=out / "logs" / "caption.log"))  # fmt: skip
     print(f"base (caption stage): {time.time() - t0:.0f}s", flush=True)

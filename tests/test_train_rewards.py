@@ -127,3 +127,20 @@ def test_rewards_for_each_judge() -> None:
     assert [f.__name__ for f in rewards_for("direct")] == ["verdict_correct", "verdict_format"]
     names = [f.__name__ for f in rewards_for("deltarubric", rubric_delta_on=True)]
     assert names == ["verdict_correct", "verdict_format", "checklist_probe", "checklist_format", "rubric_delta"]
+
+
+def test_zero_variance_groups_are_counted_per_role() -> None:
+    from train.grpo import baseline_keys, zero_variance_share
+
+    roles = ["planner", "planner", "verifier", "verifier", "verifier", "verifier"]
+    keys = baseline_keys(roles, [0] * 6, [0, 1, 0, 0, 1, 1], "checklist")
+    r = torch.tensor([0.5, 0.5, 1.0, 0.0, 1.0, 1.0])
+    assert zero_variance_share(r, keys, "planner") == 1.0  # both checklists scored the same
+    assert zero_variance_share(r, keys, "verifier") == 0.5  # checklist 1's two runs agree
+
+
+def test_checklist_format_logs_length_and_leaks() -> None:
+    logged: dict[str, float] = {}
+    checklist_format([GOOD_LIST, LEAKY_LIST, WIN_A], ["planner", "planner", "verifier"], [GOOD_LIST, LEAKY_LIST, WIN_A],
+                     log_metric=logged.__setitem__)  # fmt: skip
+    assert logged == {"planner/checklist_len": 1.5, "planner/leak_rate": 0.5}

@@ -41,6 +41,21 @@ def role_layout(index: int, judge: str, n: int, k: int) -> tuple[str, int]:
     return "verifier", (index - n) // k
 
 
+def baseline_keys(roles: list[str], groups: list[int], chains: list[int], verifier_baseline: str) -> list[tuple[int, str, int]]:
+    """The group each row's advantage is measured against: (pair, role, checklist or -1)."""
+    return [
+        (g, r, c if r == "verifier" and verifier_baseline == "checklist" else -1)
+        for r, g, c in zip(roles, groups, chains)
+    ]
+
+
+def zero_variance_share(rewards: torch.Tensor, keys: list[tuple[int, str, int]], role: str) -> float:
+    """Share of `role`'s baseline groups whose rewards are all equal: they carry no learning signal."""
+    groups = [[i for i, k in enumerate(keys) if k == key] for key in dict.fromkeys(k for k in keys if k[1] == role)]
+    flat = [torch.unique(rewards[g][~torch.isnan(rewards[g])]).numel() <= 1 for g in groups]
+    return sum(flat) / len(flat) if flat else 0.0
+
+
 def role_advantages(
     rewards: torch.Tensor, roles: list[str], groups: list[int], chains: list[int], *, verifier_baseline: str, scale: str
 ) -> torch.Tensor:
@@ -50,10 +65,7 @@ def role_advantages(
     NaN rewards (no reward function applied) get advantage 0. `scale`: 'group' divides by the baseline group's
     std (+1e-4), 'none' only centres, as TRL's `scale_rewards`; 'batch' divides by the batch std.
     """
-    keys = [
-        (g, r, c if r == "verifier" and verifier_baseline == "checklist" else -1)
-        for r, g, c in zip(roles, groups, chains)
-    ]
+    keys = baseline_keys(roles, groups, chains, verifier_baseline)
     adv = torch.zeros_like(rewards)
     for key in dict.fromkeys(keys):
         idx = torch.tensor([i for i, k in enumerate(keys) if k == key])
@@ -255,11 +267,13 @@ class JudgeGRPOTrainer(GRPOTrainer):
         adv = role_advantages(rewards.cpu(), roles, [x["group"] for x in inputs], [x["chain"] for x in inputs],
                               verifier_baseline=args.verifier_baseline, scale=str(args.scale_rewards))  # fmt: skip
         mode = "train" if self.model.training else "eval"
+        keys = baseline_keys(roles, [x["group"] for x in inputs], [x["chain"] for x in inputs], args.verifier_baseline)
         for role in ("planner", "verifier"):
             mask = torch.tensor([r == role for r in roles])
             vals = rewards.cpu()[mask]
             self._metrics[mode][f"{role}/reward_mean"].append(torch.nanmean(vals).item())
             self._metrics[mode][f"{role}/reward_std"].append(_nanstd(vals))
+            self._metrics[mode][f"{role}/frac_reward_zero_std"].append(zero_variance_share(rewards.cpu(), keys, role))
         return adv.to(self.accelerator.device)
 
 

@@ -14,7 +14,7 @@ row, or None where it does not apply (TRL then leaves that row out of its mean).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
@@ -101,16 +101,23 @@ def checklist_probe(completions: Sequence[Any], role: Sequence[str], group: Sequ
 
 
 def checklist_format(completions: Sequence[Any], role: Sequence[str], generated: Sequence[str | None],
-                     **_: Any) -> Reward:  # fmt: skip
-    """Planner rows: 1.0 for a usable checklist of 2-4 items under its header, 0.5 for one usable item, else 0."""
+                     log_metric: Callable[[str, float], None] | None = None, **_: Any) -> Reward:  # fmt: skip
+    """Planner rows: 1.0 for a usable checklist of 2-4 items under its header, 0.5 for one usable item, else 0.
+    Also logs the mean checklist length and the share of checklists that leaked the verdict."""
     out: Reward = []
+    lengths, leaks = [], []
     for t, r in zip(_texts(completions, generated), role):
         if r != "planner":
             out.append(None)
             continue
         parsed = parse_checklist(t)
         ok = checklist_usable(t)
+        lengths.append(len(parsed.checklist))
+        leaks.append(parsed.leaked > 0)
         out.append(0.0 if not ok else 1.0 if len(parsed.checklist) >= 2 and "checklist" in t.lower() else 0.5)
+    if log_metric is not None and lengths:
+        log_metric("planner/checklist_len", sum(lengths) / len(lengths))
+        log_metric("planner/leak_rate", sum(leaks) / len(leaks))
     return out
 
 
