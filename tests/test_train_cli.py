@@ -57,12 +57,28 @@ def test_sft_then_grpo_then_judge(tiny_model_dir: Path, synthetic: Path, tmp_pat
     validation = [json.loads(x) for x in (rl / "validation.jsonl").read_text().splitlines()]
     assert [v["step"] for v in validation] == [0, 1, 2] and all(v["n"] == 2 for v in validation)
     history = json.loads((rl / "trainer_state.json").read_text())["log_history"]
-    assert any("val/accuracy" in h for h in history) and any("planner/reward_mean" in h for h in history)
+    logged = [h for h in history if "loss" in h]
+    assert [h["step"] for h in logged] == [1, 2]  # validation steps keep their loss line
+    assert all("val/accuracy" in h and "planner/reward_mean" in h and "planner/checklist_len" in h for h in logged)
     # The checkpoint is an ordinary Qwen3-VL checkpoint: the judge command loads it.
     pair = json.loads((synthetic / "val.jsonl").read_text().splitlines()[0])
     verdict = cli("judge", "-m", str(rl), "--image", str(synthetic / pair["images"][0]), "-q", pair["question"],
                   "--response-a", pair["a"], "--response-b", pair["b"], "--max-tokens", "8", "--json")  # fmt: skip
     assert json.loads(verdict.stdout)["judge"] == "deltarubric"
+
+
+def test_lora_with_frozen_vision_saves_merged_weights_only(tiny_model_dir: Path, synthetic: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    cli("train", "sft", "--judge", "direct", "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"),
+        f"--out={out}", "--max_steps", "2", "--per_device_train_batch_size", "2", "--save_strategy", "no",
+        "--use_peft", "true", "--freeze_vision", "true", "--lora_r", "4", "--learning_rate", "5e-2", *CPU)  # fmt: skip
+    assert not list(out.glob("adapter_*"))  # else from_pretrained would apply LoRA on top of the merged weights
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(before) == set(after)
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert changed and not any("visual" in k for k in changed)
 
 
 @pytest.mark.parametrize(

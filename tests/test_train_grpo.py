@@ -175,3 +175,36 @@ def test_trl_contract() -> None:
     assert "rollout_func" in params["__init__"]
     source = inspect.getsource(GRPOTrainer._generate)
     assert 'extra_fields.pop("env_mask", None)' in source  # our loss mask for the verifier's bridge tokens
+
+
+def test_two_pairs_per_batch_align_image_tokens_and_get_per_role_advantages(tiny_model_dir: Path, pair_file: Path,
+                                                                            tmp_path: Path) -> None:  # fmt: skip
+    from train.grpo import role_advantages
+
+    # Pairs whose prompts differ in length share one batch: left padding must shift ids and image-token types alike.
+    pairs = read_pairs(pair_file)
+    long = pairs[0].model_copy(update={"request": pairs[0].request.model_copy(update={"question": "How many cats? " * 30})})
+    trainer = make_trainer(tiny_model_dir, [long, pairs[1]], tmp_path / "out", judge="deltarubric",
+                           reward_funcs=[length_reward], per_device_train_batch_size=12)  # fmt: skip
+    captured: dict[str, Any] = {}
+    score = trainer._generate_and_score_completions
+
+    def spy(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = score(inputs)
+        captured["out"], captured["rows"] = out, [dict(x) for x in inputs]
+        return out
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    out, rows = captured["out"], captured["rows"]
+    assert len({r["pair_id"] for r in rows}) == 2
+    image_pad = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    width = out["prompt_ids"].shape[1]
+    is_image = out["mm_token_type_ids"][:, :width] == 1
+    assert torch.equal(is_image, out["prompt_ids"] == image_pad)
+    # The advantages TRL trains on are the per-role ones, computed from this batch's rewards.
+    rewards = torch.tensor(length_reward([None] * len(rows), generated=[r["generated"] for r in rows]))
+    expected = role_advantages(rewards, [r["role"] for r in rows], [r["group"] for r in rows], [r["chain"] for r in rows],
+                               verifier_baseline="checklist", scale="group")  # fmt: skip
+    assert torch.allclose(out["advantages"].cpu(), expected, atol=1e-5)
+    assert out["advantages"].abs().sum() > 0

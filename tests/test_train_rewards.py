@@ -16,7 +16,6 @@ from train.rewards import (
     checklist_probe,
     checklist_usable,
     rewards_for,
-    rubric_delta,
     verdict_correct,
     verdict_format,
 )
@@ -62,8 +61,6 @@ def test_planner_probe_is_the_mean_correctness_of_its_own_verifications() -> Non
     # Checklist 0: verifications right 1 of 2 -> 0.5. Checklist 1 leaks the verdict -> no credit although both right.
     assert probe == [0.5, 0.0, None, None, None, None]
     assert checklist_format(generated, role, generated) == [1.0, 0.0, None, None, None, None]
-    delta = rubric_delta(generated, role, group, chain, label, generated, no_rubric_correct=[1.0] * 6)
-    assert delta == [-0.5, -1.0, None, None, None, None]
 
 
 def test_checklist_usable_uses_the_parser_leak_rule() -> None:
@@ -77,7 +74,7 @@ def test_role_layout_matches_the_rollout_rows() -> None:
     n, k = 2, 3
     layout = [role_layout(i, "deltarubric", n, k) for i in range(n * (1 + k))]
     assert layout == [("planner", 0), ("planner", 1)] + [("verifier", 0)] * 3 + [("verifier", 1)] * 3
-    assert role_layout(5, "direct", n, k) == ("judge", 5)
+    assert role_layout(5, "direct", n, k) == ("judge", 0)  # one order for all rows of a one-step judge's pair
 
 
 def test_decoupled_advantages_by_hand() -> None:
@@ -125,8 +122,8 @@ def test_order_and_label_helpers() -> None:
 
 def test_rewards_for_each_judge() -> None:
     assert [f.__name__ for f in rewards_for("direct")] == ["verdict_correct", "verdict_format"]
-    names = [f.__name__ for f in rewards_for("deltarubric", rubric_delta_on=True)]
-    assert names == ["verdict_correct", "verdict_format", "checklist_probe", "checklist_format", "rubric_delta"]
+    names = [f.__name__ for f in rewards_for("deltarubric")]
+    assert names == ["verdict_correct", "verdict_format", "checklist_probe", "checklist_format"]
 
 
 def test_zero_variance_groups_are_counted_per_role() -> None:

@@ -29,7 +29,8 @@ def _require_train_extra() -> None:
 
 
 def _argv(args: list[str]) -> list[str]:
-    return ["--output_dir" if a == "--out" else a for a in args]
+    """`--out DIR` and `--out=DIR` are short for `--output_dir`."""
+    return ["--output_dir" if a == "--out" else "--output_dir=" + a[6:] if a.startswith("--out=") else a for a in args]
 
 
 def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
@@ -45,17 +46,24 @@ def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
         raise typer.BadParameter("give --model (checkpoint or HF id) and --data (labelled-pair JSONL)")
     if not config.output_dir or config.output_dir == "trainer_output":
         raise typer.BadParameter("give --out DIR: where checkpoints and the final model go")
+    from rubrics.prompts import load_method
+
+    load_method(config.judge)  # an unknown judge fails here, before a model is loaded
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if judge_args.use_peft and sharded:
+        raise typer.BadParameter("--use_peft with ZeRO-3/FSDP is not supported: the adapter could not be merged into "
+                                 "sharded weights here; use ZeRO-2 or full fine-tuning")  # fmt: skip
     return judge_args, config
 
 
-def load_model(judge_args: Any) -> tuple[Any, Any]:
-    """The model and processor to train, with the vision tower frozen and LoRA applied when asked."""
+def load_model(judge_args: Any, config: Any) -> tuple[Any, Any]:
+    """The model (in the precision training asks for) and processor, with the vision tower frozen when asked."""
     import torch
     from transformers import AutoModelForImageTextToText
 
     from rm.hf_compat import load_processor
 
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(judge_args.model, dtype=dtype)
     if judge_args.freeze_vision:
         for p in model.model.visual.parameters():
@@ -68,8 +76,9 @@ def peft_config(judge_args: Any) -> Any:
         return None
     from peft import LoraConfig
 
+    # A frozen vision tower gets no adapter either (all-linear would otherwise reach its layers).
     return LoraConfig(r=judge_args.lora_r, lora_alpha=judge_args.lora_alpha, target_modules=judge_args.lora_target_modules,
-                      task_type="CAUSAL_LM")  # fmt: skip
+                      exclude_modules=r".*visual.*" if judge_args.freeze_vision else None, task_type="CAUSAL_LM")  # fmt: skip
 
 
 def finish(trainer: Any, processor: Any, out: str) -> None:
@@ -80,16 +89,19 @@ def finish(trainer: Any, processor: Any, out: str) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights, so every loader reads them
             model.merge_and_unload().save_pretrained(out)
+            # Left beside merged weights, the adapter files would make from_pretrained apply LoRA a second time.
+            for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+                (Path(out) / name).unlink(missing_ok=True)
         processor.save_pretrained(out)
 
 
-def _resume(config: Any) -> Any:
-    """Resume from the newest checkpoint in the output folder when there is one (a rerun continues a crash)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+def _resume(config: Any) -> str | None:
+    """Resume from the newest complete checkpoint in the output folder (a rerun continues a crash). A checkpoint is
+    complete once its trainer_state.json is written, the last file the Trainer saves."""
     if config.resume_from_checkpoint:
         return config.resume_from_checkpoint
-    return get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+    done = [p for p in Path(config.output_dir).glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name[11:]))) if done else None
 
 
 def run(trainer: Any, processor: Any, config: Any, judge_args: Any, val: list[Any] | None, *, default_eval_steps: int) -> None:
@@ -120,7 +132,7 @@ def grpo(ctx: typer.Context) -> None:
     judge_args, config = parse_train_args(JudgeGRPOConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
     val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
-    model, processor = load_model(judge_args)
+    model, processor = load_model(judge_args, config)
     trainer = JudgeGRPOTrainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
                                peft_config=peft_config(judge_args))  # fmt: skip
     run(trainer, processor, config, judge_args, val, default_eval_steps=5)
@@ -135,16 +147,16 @@ def sft(ctx: typer.Context) -> None:
     """
     from rm.pairs import read_pairs
     from train.config import JudgeSFTConfig
-    from train.sft import make_sft_trainer
+    from train.sft import make_sft_trainer, sft_examples
 
     judge_args, config = parse_train_args(JudgeSFTConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
     val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
     if val and config.targets == "captions":
         raise typer.BadParameter("--eval_data judges pairs; a captions stage has no verdicts to validate")
-    model, processor = load_model(judge_args)
-    trainer = make_sft_trainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
-                               peft_config=peft_config(judge_args))  # fmt: skip
+    rows = sft_examples(pairs, config.judge, config.targets, order_seed=config.order_seed, max_pixels=judge_args.max_pixels)
+    model, processor = load_model(judge_args, config)
+    trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))
     run(trainer, processor, config, judge_args, val, default_eval_steps=50)
 
 

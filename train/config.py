@@ -43,16 +43,23 @@ class JudgeGRPOConfig(GRPOConfig):
     )  # fmt: skip
     rubric_delta: bool = field(
         default=False,
-        metadata={"help": "Also reward a checklist by its gain over a checklist-free verification of the same pair."},
-    )
+        metadata={"help": "Also run one checklist-free verification per pair and log the planner's gain over it "
+                          "(planner/no_rubric_gap)."},
+    )  # fmt: skip
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order shown in each rollout chain."})
 
     def __post_init__(self) -> None:
         if self.verifier_baseline not in ("checklist", "pair"):
             raise ValueError("verifier_baseline must be 'checklist' or 'pair'")
-        if self.num_checklists < 2 and self.num_verifications < 2:
-            raise ValueError("need num_checklists >= 2 or num_verifications >= 2: one rollout has no baseline")
         if self.judge == "deltarubric":
+            # A role whose baseline group holds one rollout always gets advantage 0: it would never learn.
+            if self.num_checklists < 2:
+                raise ValueError("num_checklists must be >= 2: the planner's advantage compares checklists of one pair")
+            if self.num_verifications < 2 and self.verifier_baseline == "checklist":
+                raise ValueError("num_verifications must be >= 2 with verifier_baseline 'checklist' (or use 'pair')")
+            if self.scale_rewards == "batch" or self.multi_objective_aggregation != "sum_then_normalize":
+                raise ValueError("deltarubric computes advantages per role and group: use scale_rewards 'group' or "
+                                 "'none' and multi_objective_aggregation 'sum_then_normalize'")  # fmt: skip
             self.num_generations = self.num_checklists * (1 + self.num_verifications)
         super().__post_init__()
 
@@ -62,6 +69,8 @@ class JudgeSFTConfig(SFTConfig):
     """Supervised warm start on gold traces (or on verdict-only targets, the SFT baseline)."""
 
     judge: str = field(default="deltarubric", metadata={"help": "Judge whose output format the targets take."})
+    # TRL's default (1024) cuts long multimodal examples (one large image is ~1000 tokens) from the end: the target.
+    max_length: int | None = field(default=None, metadata={"help": "Cut examples longer than this (None: never)."})
     targets: str = field(
         default="traces",
         metadata={"help": "'traces': the full gold output (checklist, analysis, justification, verdict); "

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import GRPOTrainer
 
@@ -33,9 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def role_layout(index: int, judge: str, n: int, k: int) -> tuple[str, int]:
-    """(role, chain) of row `index` within its pair's group of rows."""
+    """(role, chain) of row `index` within its pair's group of rows. A chain is the rows that share one A/B order.
+
+    One-step judges show all G rows of a pair in one order (per step): TRL's vLLM server mode samples the G completions
+    from the first row's prompt, so rows must not differ in their prompts.
+    """
     if judge != "deltarubric":
-        return "judge", index
+        return "judge", 0
     if index < n:
         return "planner", index
     return "verifier", (index - n) // k
@@ -119,17 +124,22 @@ class JudgeGRPOTrainer(GRPOTrainer):
             raise ValueError(f"judge {args.judge!r} has {len(self.method.stages)} stages; one-step training needs one")
         self.pairs = {p.request.id: p for p in train_pairs}
         self.max_pixels = max_pixels
+        check_whole_pairs(args.per_device_train_batch_size * (args.steps_per_generation or args.gradient_accumulation_steps),
+                          args.num_generations)  # fmt: skip
+        if processing_class is not None:
+            # TRL left-pads prompt ids but takes mm_token_type_ids from the processor: both must pad on the left, or
+            # shorter prompts in a batch get shifted image positions in the loss.
+            processing_class.tokenizer.padding_side = "left"
         args.remove_unused_columns = False  # our columns (pair_id) must reach the batch
         super().__init__(
             model=model,
-            reward_funcs=reward_funcs or rewards_for(args.judge, rubric_delta_on=args.rubric_delta),
+            reward_funcs=reward_funcs or rewards_for(args.judge),
             args=args,
             train_dataset=_pair_dataset(train_pairs),
             processing_class=processing_class,
             rollout_func=self._multi_role_rollout if args.judge == "deltarubric" else None,
             **kwargs,
         )
-        check_whole_pairs(args.per_device_train_batch_size * args.steps_per_generation, self.num_generations)
         self._last_rewards: torch.Tensor | None = None
 
     # -- 1. render each row in its chain's order ------------------------------------------------------------------
@@ -220,13 +230,14 @@ class JudgeGRPOTrainer(GRPOTrainer):
             out_mask[i] = [0] * len(bridge) + [1] * len(own)
             out_logprobs[i] = ([0.0] * len(bridge) + list(v_logprobs[j])) if v_logprobs else None
             generated[i] = self.processing_class.decode(own, skip_special_tokens=True)
-        no_rubric = [0.0 for _ in inputs]
-        for j, i in enumerate(extra_rows):
-            text = self.processing_class.decode(v_completions[len(verifier_rows) + j], skip_special_tokens=True)
-            correct = float(PARSERS["verdict"](text).winner == inputs[i]["label_shown"])
-            for r, x in enumerate(inputs):
-                if x["group"] == inputs[i]["group"]:
-                    no_rubric[r] = correct
+        if extra_rows:
+            # The rubric delta: verifications with a checklist against one without, on the same pairs. Logged, not
+            # rewarded: a per-pair constant cancels in the planner's per-pair baseline.
+            with_list = [self._correct(generated[i], inputs[i]) for i in verifier_rows]
+            without = [self._correct(self.processing_class.decode(v_completions[len(verifier_rows) + j], skip_special_tokens=True),
+                                     inputs[i]) for j, i in enumerate(extra_rows)]  # fmt: skip
+            gap = torch.tensor([sum(with_list) / len(with_list) - sum(without) / len(without)], device=self.accelerator.device)
+            self._metrics["train"]["planner/no_rubric_gap"].append(self.accelerator.gather(gap).mean().item())
         result: dict[str, list[Any]] = {
             "prompt_ids": [list(p) for p in prompt_ids],
             "completion_ids": out_completion,
@@ -234,9 +245,11 @@ class JudgeGRPOTrainer(GRPOTrainer):
             "env_mask": out_mask,
             "generated": generated,
         }
-        if args.rubric_delta:
-            result["no_rubric_correct"] = no_rubric
         return result
+
+    @staticmethod
+    def _correct(text: str, row: dict[str, Any]) -> float:
+        return float(PARSERS["verdict"](text).winner == row["label_shown"])
 
     def _verifier_conversation(self, row: dict[str, Any], reply: str, checklist: list[str]) -> Any:
         pair = self.pairs[row["pair_id"]]
@@ -256,24 +269,26 @@ class JudgeGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _decoupled_advantages(self, inputs: list[dict[str, Any]]) -> torch.Tensor:
+        """Per-role advantages for this process's rows, from the rewards TRL computed (gathered over processes)."""
         args: JudgeGRPOConfig = self.args  # type: ignore[assignment]
+        acc = self.accelerator
         assert self._last_rewards is not None
-        weighted = self._last_rewards * self.reward_weights.to(self._last_rewards.device).unsqueeze(0)
-        rewards = weighted.nansum(dim=1)
-        rewards[torch.isnan(self._last_rewards).all(dim=1)] = torch.nan
-        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
-        rewards = rewards[local]
-        roles = [x["role"] for x in inputs]
-        adv = role_advantages(rewards.cpu(), roles, [x["group"] for x in inputs], [x["chain"] for x in inputs],
-                              verifier_baseline=args.verifier_baseline, scale=str(args.scale_rewards))  # fmt: skip
+        per_func = self._last_rewards.cpu()
+        every = (per_func * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1)
+        every[torch.isnan(per_func).all(dim=1)] = torch.nan  # no function applied: no reward (advantage 0)
+        rewards = every[acc.process_index * len(inputs) : (acc.process_index + 1) * len(inputs)]  # as TRL slices
+        roles, groups, chains = [x["role"] for x in inputs], [x["group"] for x in inputs], [x["chain"] for x in inputs]
+        adv = role_advantages(rewards, roles, groups, chains, verifier_baseline=args.verifier_baseline,
+                              scale=str(args.scale_rewards))  # fmt: skip
         mode = "train" if self.model.training else "eval"
-        keys = baseline_keys(roles, [x["group"] for x in inputs], [x["chain"] for x in inputs], args.verifier_baseline)
+        all_roles = gather_object(roles) if acc.num_processes > 1 else roles
+        keys = baseline_keys(roles, groups, chains, args.verifier_baseline)
         for role in ("planner", "verifier"):
-            mask = torch.tensor([r == role for r in roles])
-            vals = rewards.cpu()[mask]
+            vals = every[torch.tensor([r == role for r in all_roles])]
             self._metrics[mode][f"{role}/reward_mean"].append(torch.nanmean(vals).item())
             self._metrics[mode][f"{role}/reward_std"].append(_nanstd(vals))
-            self._metrics[mode][f"{role}/frac_reward_zero_std"].append(zero_variance_share(rewards.cpu(), keys, role))
+            share = torch.tensor([zero_variance_share(rewards, keys, role)], device=acc.device)
+            self._metrics[mode][f"{role}/frac_reward_zero_std"].append(acc.gather(share).mean().item())
         return adv.to(self.accelerator.device)
 
 

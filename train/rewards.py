@@ -9,6 +9,8 @@ row, or None where it does not apply (TRL then leaves that row out of its mean).
 - `label_shown`: the better candidate in the labels the model saw ("A" = shown first).
 - `group`, `chain`: which pair occurrence and which checklist chain a row belongs to, so a planner's reward can
   average the verifications that used its checklist.
+
+Weights (TRL's `reward_weights`, default 1 each) scale each function before the per-role advantages.
 """
 
 from __future__ import annotations
@@ -121,18 +123,8 @@ def checklist_format(completions: Sequence[Any], role: Sequence[str], generated:
     return out
 
 
-def rubric_delta(completions: Sequence[Any], role: Sequence[str], group: Sequence[int], chain: Sequence[int],
-                 label_shown: Sequence[str], generated: Sequence[str | None], no_rubric_correct: Sequence[float],
-                 **_: Any) -> Reward:  # fmt: skip
-    """Planner rows: probe accuracy minus the correctness of a checklist-free verification of the same pair, so a
-    checklist is rewarded for what it adds over judging without one."""
-    probe = checklist_probe(completions, role, group, chain, label_shown, generated)
-    return [None if p is None else p - no_rubric_correct[i] for i, p in enumerate(probe)]
-
-
-def rewards_for(judge: str, *, rubric_delta_on: bool = False) -> list[Any]:
+def rewards_for(judge: str) -> list[Any]:
     """The reward functions a judge trains with, in the order their weights are given."""
     if judge == "deltarubric":
-        funcs = [verdict_correct, verdict_format, checklist_probe, checklist_format]
-        return funcs + [rubric_delta] if rubric_delta_on else funcs
+        return [verdict_correct, verdict_format, checklist_probe, checklist_format]
     return [verdict_correct, verdict_format]

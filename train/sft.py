@@ -57,6 +57,8 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
         if targets == "verdicts":
             examples.append(_example(conversation, render_target("verdict_only", winner=winner)))
         elif judge == "deltarubric":
+            if not checklist:
+                raise ValueError(f"pair {pair.request.id!r} has no gold 'checklist': DeltaRubric traces need one")
             planner_stage = method.stages[0]
             reply = assistant_reply(planner_stage, "", checklist).content[0]
             assert isinstance(reply, TextPart)
@@ -71,10 +73,10 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
     return examples
 
 
-def make_sft_trainer(model: Any, args: JudgeSFTConfig, pairs: list[LabelledPair], *, processing_class: Any,
-                     max_pixels: int | None = None, **kwargs: Any) -> SFTTrainer:  # fmt: skip
-    """TRL's SFTTrainer on the rendered examples (loss on the completion only)."""
-    rows = sft_examples(pairs, args.judge, args.targets, order_seed=args.order_seed, max_pixels=max_pixels)
+def make_sft_trainer(model: Any, args: JudgeSFTConfig, examples: list[dict[str, Any]], *, processing_class: Any,
+                     **kwargs: Any) -> SFTTrainer:  # fmt: skip
+    """TRL's SFTTrainer on examples from `sft_examples` (loss on the completion only)."""
+    rows = examples
     args.remove_unused_columns = False
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": False}
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processing_class, **kwargs)

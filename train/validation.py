@@ -1,13 +1,18 @@
 """Held-out validation through the real `Judge`: the production prompts and parsers, on the model being trained.
 
 Every `eval_steps` optimizer steps (and before the first), each process judges its share of the held-out pairs
-greedily in a seeded random A/B order; the figures are gathered, logged with the trainer's metrics (so they reach
-TensorBoard/W&B and `trainer_state.json`) and appended to `<output_dir>/validation.jsonl`.
+greedily in a seeded random A/B order; the figures are gathered, added to the trainer's metrics (TRL's trainers log
+them with the next logged step, so they reach TensorBoard/W&B and `trainer_state.json`) and appended to
+`<output_dir>/validation.jsonl` with their exact step.
+
+Under DeepSpeed ZeRO-3 or FSDP the weights are sharded and generation would need every rank in lockstep; validation
+is skipped there with a warning (judge saved checkpoints with `deltarubric eval run pairs` instead).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from rm.config import JudgeConfig
 from rm.judge import Judge
 from rm.pairs import LabelledPair
 from rubrics.parsing import parse_checklist
+
+log = logging.getLogger(__name__)
 
 
 def judge_pairs(model: Any, processor: Any, judge: str, pairs: list[LabelledPair], *, max_tokens: int = 512,
@@ -71,6 +78,13 @@ class JudgeValidation(TrainerCallback):
         self.history: list[dict[str, float]] = []
 
     def attach(self, trainer: Any) -> JudgeValidation:
+        """Add to `trainer` (a TRL trainer: its `_metrics` carry the figures into the logs)."""
+        acc = trainer.accelerator
+        if getattr(acc.state, "deepspeed_plugin", None) is not None and acc.state.deepspeed_plugin.zero_stage == 3 or (
+            getattr(acc.state, "fsdp_plugin", None) is not None
+        ):
+            log.warning("held-out validation is skipped under ZeRO-3/FSDP (sharded weights); evaluate saved checkpoints")
+            return self
         self.trainer = trainer
         trainer.add_callback(self)
         return self
@@ -100,4 +114,8 @@ class JudgeValidation(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.every and state.global_step % self.every == 0:
             figures = self.run(state.global_step)
-            self.trainer.log({f"val/{k}": v for k, v in figures.items() if k != "n"})
+            # Into the trainer's own metrics rather than a log call of ours: a log call from a callback would swallow
+            # the trainer's loss line for this step.
+            for k, v in figures.items():
+                if k != "n":
+                    self.trainer._metrics["train"][f"val/{k}"].append(v)
