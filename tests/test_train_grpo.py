@@ -77,7 +77,8 @@ def judge_prompt_ids(model_dir: Path, pair: LabelledPair, order: str, judge: str
 
 def test_deltarubric_rollout_rows_masks_and_prompts(tiny_model_dir: Path, pair_file: Path, tmp_path: Path) -> None:
     pairs = read_pairs(pair_file)[:2]
-    trainer = make_trainer(tiny_model_dir, pairs, tmp_path / "out", judge="deltarubric", reward_funcs=[length_reward])
+    trainer = make_trainer(tiny_model_dir, pairs, tmp_path / "out", judge="deltarubric", reward_funcs=[length_reward],
+                           rubric_delta=True)  # fmt: skip
     captured: dict[str, Any] = {}
     rollout = trainer.rollout_func
 
@@ -116,7 +117,9 @@ def test_deltarubric_rollout_rows_masks_and_prompts(tiny_model_dir: Path, pair_f
             assert "Checklist Verifier" in tok.decode(bridge)
     logs = trainer.state.log_history[0]
     assert math.isfinite(logs["loss"])
-    assert {"planner/reward_mean", "verifier/reward_mean", "rewards/length_reward/mean"} <= set(logs)
+    assert {"planner/reward_mean", "verifier/reward_mean", "rewards/length_reward/mean", "planner/no_rubric_gap",
+            "planner/frac_reward_zero_std"} <= set(logs)  # fmt: skip
+    assert -1.0 <= logs["planner/no_rubric_gap"] <= 1.0
     changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(before[k], v.detach())]
     assert changed, "no weight moved: advantages did not reach the loss"
 
