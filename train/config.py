@@ -47,6 +47,9 @@ class JudgeGRPOConfig(GRPOConfig):
                           "(planner/no_rubric_gap)."},
     )  # fmt: skip
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order shown in each rollout chain."})
+    # GRPO's own loss (as MSRL's scripts train with), where TRL's default is dapo: a judge's completions are short and
+    # of similar length, and the published judge recipes use it.
+    loss_type: str = field(default="grpo", metadata={"help": "TRL's loss: grpo (default here), dapo, dr_grpo, bnpo, ..."})
 
     def __post_init__(self) -> None:
         if self.verifier_baseline not in ("checklist", "pair"):

@@ -48,9 +48,14 @@ def _winner(text: str, parser: str) -> str | None:
 
 def verdict_correct(completions: Sequence[Any], label_shown: Sequence[str], role: Sequence[str] | None = None,
                     generated: Sequence[str | None] | None = None, parser: Sequence[str] | None = None,
+                    order: Sequence[str] | None = None, log_extra: Callable[[str, list[Any]], None] | None = None,
                     **_: Any) -> Reward:  # fmt: skip
-    """1.0 when the verdict names the better candidate, 0.0 when it names the other or cannot be read."""
+    """1.0 when the verdict names the better candidate, 0.0 when it names the other or cannot be read.
+    Records each row's role and shown A/B order in TRL's completions table (`--log_completions true`)."""
     texts, roles = _texts(completions, generated), _roles(len(completions), role)
+    if log_extra is not None and order is not None:
+        log_extra("role", roles)
+        log_extra("order", list(order))
     return [
         None if r == "planner" else float(_winner(t, parser[i] if parser else "verdict") == label_shown[i])
         for i, (t, r) in enumerate(zip(texts, roles))
