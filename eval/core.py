@@ -35,6 +35,7 @@ class Prediction(BaseModel):
     winner: str | None = None  # A | B | tie | None, in the item's labels
     samples: list[tuple[str, str | None]] = Field(default_factory=list)  # (order shown, winner) per judged order
     raw: str | None = None  # the final raw text when one order was judged: official parsers re-read it
+    sample_raw: list[str | None] = Field(default_factory=list)  # the final raw text of each sample, as in `samples`
     official_format: bool = False  # raw follows the benchmark's official output format (official preset or file)
     parse_ok: bool = False
     error: str | None = None
@@ -46,6 +47,8 @@ class Prediction(BaseModel):
     ) -> Prediction:
         # With one order judged, the last raw entry is the final stage's text (entries are written stage by stage).
         single_order = len(verdict.orders) == 1 and verdict.raw
+        # Each order's final stage is its last '<order>/<stage>' entry.
+        final = {key.split("/", 1)[0]: text for key, text in verdict.raw.items()}
         return cls(
             key=item.key,
             gold=item.gold,
@@ -53,6 +56,7 @@ class Prediction(BaseModel):
             winner=verdict.winner,
             samples=[(o.order, o.winner) for o in verdict.orders],
             raw=list(verdict.raw.values())[-1] if single_order else None,
+            sample_raw=[final.get(o.order) for o in verdict.orders],
             official_format=official_format,
             parse_ok=verdict.parse_ok,
             error=verdict.error,

@@ -6,6 +6,7 @@ Labels here are the ones the model saw ("A" = shown first); mapping back to the 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -170,25 +171,41 @@ _GENAI_VOTES = {"[[A>>B]]": "A", "[[A>B]]": "A", "[[B>>A]]": "B", "[[B>A]]": "B"
                 "[[A=B]]": "tie", "[[A=B=Good]]": "tie", "[[A=B=Bad]]": "tie"}  # fmt: skip
 
 
+def vlrb_answer(text: str) -> str | None:
+    """The number VL-RewardBench's official rule reads (`cal.py`): drop newlines and '*', then the last
+    'Answer N is (the) (slightly) better' after the first 'Overall Judgment' or 'Therefore' (case-insensitive).
+
+    N is any run of Unicode decimal digits, read by value as `int()` reads it: 'Answer ２' and 'Answer 02' are 2.
+    Returned as ASCII digits without leading zeros ('0' for zero), so a number of any length compares exactly
+    (cal.py's `int()` refuses more than 4,300 digits; such a number is here simply not 1 or 2). None: no match."""
+    m = _VLRB_RE.search(text.replace("\n", "").replace("*", ""))
+    if m is None:
+        return None
+    digits = m.group(1)
+    if not digits.isascii():
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in digits)
+    return digits.lstrip("0") or "0"
+
+
 def parse_vlrb(text: str) -> Parsed:
-    """VL-RewardBench's official rule: drop newlines and '*', then the last 'Answer N is (the) (slightly) better'
-    after the first 'Overall Judgment' or 'Therefore'. Answer 1 -> A, 2 -> B."""
-    kept = [i for i, ch in enumerate(text) if ch not in "\n*"]
-    cleaned = "".join(text[i] for i in kept)
-    m = _VLRB_RE.search(cleaned)
-    winner = {"1": "A", "2": "B"}.get(m.group(1)) if m else None
+    """VL-RewardBench's official rule (`vlrb_answer`): Answer 1 -> A, 2 -> B (by value: '01', '１' too); any other
+    number has no side here (the official metric still counts it: see eval/benchmarks/vl_rewardbench.py)."""
+    winner = {"1": "A", "2": "B"}.get(vlrb_answer(text) or "")
     return Parsed(winner=winner, winner_pos=None, rationale=text.strip() if winner else "")
 
 
 def genai_vote(text: str) -> str | None:
-    """GenAI-Bench's verdict string: the first '[[...]]' on a line, greedy, exactly as the official parser reads it."""
+    """GenAI-Bench's verdict string, exactly as the official parser reads it (`inference.py:parse_response`: a greedy
+    '[[.*]]' search with the `regex` module, which matches as `re` does here): from the first '[[' with a ']]' after
+    it on its line to the last ']]' of that line, no normalisation. Two labels on one line ('[[A>B]] or [[B>A]]')
+    are one string that is no verdict, so the item is wrong, as officially."""
     m = _GENAI_VOTE_RE.search(text)
     return m.group(0) if m else None
 
 
 def parse_genai_vote(text: str) -> Parsed:
-    """GenAI-Bench's official rule: the first '[[...]]' on a line (greedy), compared as an exact string.
-    Both kinds of tie ('Good', 'Bad') are 'tie' here; the scorer re-reads the exact string."""
+    """GenAI-Bench's official rule (`genai_vote`), compared as an exact string. Both kinds of tie ('Good', 'Bad')
+    are 'tie' here; the scorer re-reads the exact string."""
     m = _GENAI_VOTE_RE.search(text)
     winner = _GENAI_VOTES.get(m.group(0)) if m else None
     decisive = winner in ("A", "B")

@@ -1,9 +1,13 @@
 """GenAI-Bench (TIGER-Lab): human votes on pairs of generated images, edits and videos.
 
-Official metric (leaderboard, split test_v1): the judge picks one of four verdicts, `[[A>B]]`, `[[B>A]]`,
-`[[A=B=Good]]`, `[[A=B=Bad]]`; the first `[[...]]` on a line (greedy regex, exact string) must be in the set the
-human vote allows; no match is wrong; accuracy over all rows, ties included. Left image = A always, no swap.
-"No ties" is the variant most papers quote: only left/right-vote rows, a decisive A/B verdict must match.
+Official metric (leaderboard, split test_v1; `inference.py:parse_response` and `show_results.py` @ f0b0334, exactly):
+the judge must output only one of four verdicts, `[[A>B]]`, `[[B>A]]`, `[[A=B=Good]]`, `[[A=B=Bad]]`; the verdict
+string is the greedy `[[...]]` match (`rubrics.parsing.genai_vote`: from the first '[[' to the last ']]' of its line,
+so two labels on one line are one string that is no verdict) and must be exactly one the human vote allows; no match
+is wrong; accuracy over all rows, ties included. Left image = A always, no swap.
+"No ties" (ours) is the variant most papers quote: only left/right-vote rows, a decisive A/B verdict must match. It
+reads the same verdict strings (official-format text) or the parsed winners (other runs), so a two-label line is
+wrong there too. UnifiedReward's "w/o ties" differs: see docs/eval.md.
 """
 
 from __future__ import annotations

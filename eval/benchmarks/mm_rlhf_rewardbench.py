@@ -1,12 +1,21 @@
 """MM-RLHF-RewardBench (Kwai): 170 chosen/rejected pairs over 46 ids, five categories.
 
-Accuracy: a pair is correct only if the chosen response strictly wins (a tie or an unparsable verdict is wrong).
-ACC+: an id counts only if all of its pairs are correct. Both overall and per category (the first of mcq / long /
-short / safety / video found in the media path). The released file lists chosen first, so runs randomise the order.
+The metric is the official one (`get_acc.py`, r1_reward @ 3693413, the same as MM-RLHF @ 7c8af1d
+`llava/eval/cal_performance_mmreweard_bench.py`), exactly:
+- Accuracy: a pair is correct only if the chosen response strictly wins (rewards[0] > rewards[1]; for a judge, the
+  winner every judged order gave; a tie, a split or an unparsable verdict is wrong). ACC+: an id counts only if all
+  of its pairs are correct.
+- Per category (mcq, long, short, safety, video, in that order of precedence), as get_acc.py counts them: a pair
+  belongs to the first keyword in its media path; an all-correct id is credited to the first keyword found in any of
+  its pairs' media (an id spanning two categories is credited to the first of them in that order), and an id is in
+  the ACC+ denominator of every category any of its pairs' media mentions. A category with no pair is n/a (get_acc.py
+  prints 0.00).
+The released file lists chosen first, so runs randomise the order.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from eval.core import EvalItem, Prediction, decided, judge_stats, pct
@@ -21,15 +30,61 @@ def category_of(media: str) -> str:
     return next((c for c in CATEGORIES if c in media), "other")
 
 
+def _media(p: Prediction) -> tuple[str, str]:
+    """(image, video) path strings the category rules read; a prediction without them (an old run, the metric
+    module) stands for a path naming its group."""
+    if "image" in p.meta or "video" in p.meta:
+        return p.meta.get("image") or "", p.meta.get("video") or ""
+    return p.group, ""
+
+
 def score(preds: list[Prediction], task: str = "default") -> Scores:
-    out: Scores = {}
-    for name, subset in [("", preds)] + [(f"_{c}", [p for p in preds if p.group == c]) for c in CATEGORIES]:
-        by_id: dict[str, list[bool]] = {}
-        for p in subset:
-            by_id.setdefault(p.meta["id"], []).append(decided(p) == p.gold)
-        out[f"accuracy{name}"] = pct(sum(decided(p) == p.gold for p in subset), len(subset))
-        out[f"acc_plus{name}"] = pct(sum(all(v) for v in by_id.values()), len(by_id))
+    correct = [decided(p) == p.gold for p in preds]
+    media = [_media(p) for p in preds]
+    by_id: dict[str, list[int]] = {}
+    for i, p in enumerate(preds):
+        by_id.setdefault(p.meta["id"], []).append(i)
+    all_right = [all(correct[i] for i in rows) for rows in by_id.values()]
+    out: Scores = {"accuracy": pct(sum(correct), len(preds)), "acc_plus": pct(sum(all_right), len(by_id))}
+    # A pair's category for its count: the first keyword in `image or video`; for its correct count: the first
+    # keyword in either field (the same for every row that has one media field, as the released file does).
+    counted = [next((c for c in CATEGORIES if c in (im or vi)), None) for im, vi in media]
+    credited = [next((c for c in CATEGORIES if c in im or c in vi), None) for im, vi in media]
+    plus_credit: dict[str, int] = {c: 0 for c in CATEGORIES}
+    for rows in by_id.values():
+        if all(correct[i] for i in rows):
+            first = next((c for c in CATEGORIES if any(c in media[i][0] or c in media[i][1] for i in rows)), None)
+            if first:
+                plus_credit[first] += 1
+    for c in CATEGORIES:
+        total = counted.count(c)
+        members = sum(any(c in media[i][0] + media[i][1] for i in rows) for rows in by_id.values())
+        out[f"accuracy_{c}"] = pct(sum(ok and k == c for ok, k in zip(correct, credited)), total)
+        out[f"acc_plus_{c}"] = pct(plus_credit[c], members) if total else float("nan")
     return out | judge_stats(preds)
+
+
+def read_official(path: Path) -> list[Prediction]:
+    """get_acc.py's input: the benchmark's rows in file order, each with `rewards` [chosen, rejected] (a reward model's
+    scores, or r1_reward's [1, 0] / [0, 1] for a pairwise verdict). Keys are `id/row`, as `load` makes them."""
+    preds = []
+    with path.open(encoding="utf-8") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    for row_number, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            r0, r1 = (float(r) for r in row["rewards"][:2])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}:{n}: not a get_acc.py row with rewards [chosen, rejected] ({e})") from e
+        winner = "A" if r0 > r1 else "B" if r1 > r0 else "tie" if r0 == r1 else None  # NaN: no verdict, wrong
+        media = row.get("image") or row.get("video") or ""
+        preds.append(
+            Prediction(key=f"{row.get('id', '')}/{row_number}", gold="A", group=category_of(media), winner=winner,
+                       parse_ok=winner is not None,  # no samples: the order a reward model saw is not recorded
+                       meta={"id": row.get("id", ""), "image": row.get("image") or "",
+                             "video": row.get("video") or ""})  # fmt: skip
+        )
+    return preds
 
 
 def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
@@ -49,7 +104,8 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
             a=row["chosen"],
             b=row["rejected"],
         )
-        items.append(EvalItem(key=key, request=request, gold="A", group=category_of(media), meta={"id": row["id"]}))
+        meta = {"id": row["id"], "image": row.get("image") or "", "video": row.get("video") or ""}
+        items.append(EvalItem(key=key, request=request, gold="A", group=category_of(media), meta=meta))
     return items
 
 
@@ -60,6 +116,7 @@ BENCHMARK = register(
         tasks=("default",),
         load=load,
         score=score,
+        read_official=read_official,
         official_judge="direct",  # there is no official pairwise prompt; the metric is the official part
         official_order="random",
         headline=("accuracy", "acc_plus"),
