@@ -16,6 +16,7 @@ from rm.media import MediaError, describe, local_file
 from rm.types import Candidate, JudgeRequest
 from rubrics.prompts import Method, Stage, media_marker, render, split_media
 
+
 @dataclass(frozen=True)
 class PreparedRequest:
     """A request with its media loaded once, shared by both orders and all stages."""

@@ -6,7 +6,7 @@ kept together; tests check that every target parses back to its label.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import yaml
 TARGETS_FILE = Path(__file__).parent / "targets.yaml"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _templates() -> dict[str, jinja2.Template]:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
     return {name: env.from_string(text) for name, text in yaml.safe_load(TARGETS_FILE.read_text()).items()}

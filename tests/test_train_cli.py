@@ -99,7 +99,7 @@ def test_bad_pair_file_fails_before_training_naming_the_line(tmp_path: Path, row
     proc = cli("train", "grpo", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "pairs.jsonl"),
                "--out", str(tmp_path / "o"), *SMALL, *CPU, check=False)  # fmt: skip
     assert proc.returncode != 0
-    assert f"pairs.jsonl:2: " in proc.stderr and message in proc.stderr
+    assert "pairs.jsonl:2: " in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

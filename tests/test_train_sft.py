@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
+
 from rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
 from rubrics.parsing import parse_checklist, parse_verdict
 from train.render import order_for
