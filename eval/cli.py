@@ -1,8 +1,10 @@
-"""`deltarubric eval run|score|report|list`: thin wrappers over eval.runner, the scorers and eval.report."""
+"""`deltarubric eval run|score|report|list|prepare`: thin wrappers over eval.runner, the scorers, eval.report and the
+benchmarks' prepare steps."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +41,25 @@ def list_cmd() -> None:
         print(f"{name:<24} tasks: {', '.join(b.tasks):<52} {b.description}")
 
 
+def fail(message: str) -> typer.Exit:
+    """A run that ran but is broken: its message on stderr, exit code 1 (usage errors are 2)."""
+    print(f"Error: {message}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+def present_tasks(bench, data_dir: Path) -> tuple[dict[str, list], list[str]]:
+    """Every task's items, for the tasks whose data is in data_dir; and a line for each task left out."""
+    loaded, skipped = {}, []
+    for t in bench.tasks:
+        try:
+            loaded[t] = bench.load(data_dir, t)
+        except FileNotFoundError as e:
+            skipped.append(f"{t} ({e.filename or e} not found)")
+    if not loaded:
+        raise ValueError(f"{bench.name}: no task's data under --data-dir {data_dir}: {'; '.join(skipped)} (layout: docs/eval.md)")
+    return loaded, skipped
+
+
 @app.command(no_args_is_help=True)
 @judge_options
 def run(
@@ -47,16 +68,17 @@ def run(
     out: Annotated[Path, typer.Option(help="Run directory; rerunning the same command resumes it.")],
     data_dir: Annotated[Optional[Path], typer.Option(help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md).")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: all, each in OUT/<task>.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: every task whose data is present, each in OUT/<task>.")] = None,
     official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser and order.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs); a larger N later extends the same run.")] = None,
     chunk_size: Annotated[int, typer.Option(help="Items judged per batch, and written after each batch.")] = 16,
+    max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, backend down).")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
     from eval.benchmarks import pairs
     from eval.registry import get_benchmark
-    from eval.runner import eval_config, run_benchmark
+    from eval.runner import RunFailed, eval_config, run_benchmark
     from rm.judge import Judge
 
     bench = get_benchmark(benchmark)
@@ -64,6 +86,8 @@ def run(
         raise ValueError(f"{benchmark} has no task {task!r}; its tasks: {', '.join(bench.tasks)}")
     if official and not bench.official_judge:
         raise ValueError(f"{benchmark} has no official preset (no official prompt or parser to copy): drop --official")
+    if limit is not None and limit < 1:
+        raise ValueError("--limit must be at least 1")
     if bench.name == pairs.NAME:
         if data_dir is not None:
             raise ValueError("pairs reads one labelled-pair file: pass --data FILE.jsonl instead of --data-dir")
@@ -74,25 +98,60 @@ def run(
     elif data is not None:
         raise ValueError(f"--data names your own pair file (benchmark 'pairs'); {benchmark} reads --data-dir DIR")
     elif data_dir is None:
-        if bench.hub is None:
-            raise ValueError(f"{benchmark} is not on the hub in a usable form: pass --data-dir (see docs/eval.md)")
-        from eval.io import snapshot
+        from eval.prepare import hub_data
 
-        data_dir = snapshot(bench.hub.repo, bench.hub.revision, bench.hub.patterns)
+        data_dir = hub_data(bench)  # says at once when the hub is off or unreachable
     config = eval_config(bench, config, official)
-    tasks = [task] if task else list(bench.tasks)
+    several = task is None and len(bench.tasks) > 1  # one sub-folder per task, whichever tasks are present
+    if several:
+        loaded, skipped = present_tasks(bench, data_dir)
+        for line in skipped:
+            print(f"{bench.name}: skipping {line}", file=sys.stderr)
+    else:
+        t = task or bench.tasks[0]
+        loaded = {t: bench.load(data_dir, t)}  # data problems show before any model is loaded
     judge = Judge(config)  # one engine for every task
-    all_scores = {}
-    for t in tasks:
-        target = out / t if len(tasks) > 1 else out
-        all_scores[t] = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size, judge=judge)
-    if as_json and len(tasks) > 1:
+    all_scores, failures = {}, []
+    for t, items in loaded.items():
+        target = out / t if several else out
+        try:
+            all_scores[t] = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size,
+                                          judge=judge, items=items, max_error_rate=max_error_rate)  # fmt: skip
+        except RunFailed as e:
+            if e.scores is None:  # stopped early: every first item failed alike, the rest would too
+                raise fail(str(e)) from None
+            all_scores[t], failures = e.scores, failures + [str(e)]
+    if as_json and several:
         print(json.dumps({t: json_scores(s) for t, s in all_scores.items()}, indent=2))
-        return
-    for t, scores in all_scores.items():
-        if len(tasks) > 1:
-            print(f"== {t}")
-        print_scores(scores, bench.headline, as_json)
+    else:
+        for t, scores in all_scores.items():
+            if several:
+                print(f"== {t}")
+            print_scores(scores, bench.headline, as_json)
+    if failures:
+        raise fail("\n".join(failures))
+
+
+@app.command(no_args_is_help=True)
+def prepare(
+    benchmark: Annotated[str, typer.Argument(help="A benchmark whose release needs converting (genai-bench).")],
+    src: Annotated[Path, typer.Option(help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset --local-dir SRC).")],
+    out: Annotated[Path, typer.Option(help="The folder to write the local layout into: pass it to `eval run --data-dir`.")],
+    split: Annotated[str | None, typer.Option(help="Which split to export (genai-bench: test_v1, the leaderboard's, by default).")] = None,
+) -> None:
+    """Turn a benchmark's downloaded release into the layout `eval run --data-dir` reads."""
+    from eval.registry import benchmark_names, get_benchmark
+
+    bench = get_benchmark(benchmark)
+    if bench.prepare is None:
+        needing = [n for n in benchmark_names() if get_benchmark(n).prepare is not None]
+        raise ValueError(f"{benchmark} has no prepare step (docs/eval.md, 'Where the data comes from', says how to get "
+                         f"its data); benchmarks with one: {', '.join(needing)}")  # fmt: skip
+    split = split or bench.default_split
+    written = bench.prepare(src, out, split)
+    for t in bench.tasks:
+        print(f"{t:<20} {written[t]} rows -> {out / t}.jsonl" if t in written else f"{t:<20} skipped: no split {split!r} under {src}")
+    print(f"next: deltarubric eval run {bench.name} --data-dir {out} ...")
 
 
 @app.command(no_args_is_help=True)
@@ -108,12 +167,25 @@ def score(
     from eval.runner import RUN_FILE, read_predictions
 
     bench = get_benchmark(benchmark)
+    if task is not None and task not in bench.tasks:
+        raise ValueError(f"{benchmark} has no task {task!r}; its tasks: {', '.join(bench.tasks)}")
     if predictions.is_dir():
+        record = json.loads((predictions / RUN_FILE).read_text())
+        if record["benchmark"] != bench.name:
+            raise ValueError(f"{predictions} is a run of {record['benchmark']}, not {bench.name}: score it with "
+                             f"`deltarubric eval score {record['benchmark']}`")  # fmt: skip
+        if task is not None and task != record["task"]:
+            raise ValueError(f"{predictions} is a run of the task {record['task']!r}, not {task!r}: drop --task or "
+                             f"pass --task {record['task']}")  # fmt: skip
         preds = read_predictions(predictions)
-        task = task or json.loads((predictions / RUN_FILE).read_text())["task"]
+        task = record["task"]
     elif bench.read_official is None:
         raise ValueError(f"{benchmark} publishes no per-sample prediction format to read; pass a run directory")
     else:
+        told = file_task(bench, predictions) if task is not None else None
+        if told is not None and task not in told[0]:
+            raise ValueError(f"{predictions} holds {bench.name} predictions of {' or '.join(told[0])} ({told[1]}), "
+                             f"not of {task!r}: pass --task {told[0][0]}")  # fmt: skip
         preds = bench.read_official(predictions)
     if task is None and len(bench.tasks) > 1:
         raise ValueError(f"{benchmark} has several tasks; pass --task ({', '.join(bench.tasks)})")
@@ -122,6 +194,25 @@ def score(
             raise ValueError(f"{benchmark} has no official prediction schema to export to")
         bench.write_official(preds, export)
     print_scores(bench.score(preds, task or bench.tasks[0]), bench.headline, as_json)
+
+
+def file_task(bench, path: Path) -> tuple[tuple[str, ...], str] | None:
+    """The tasks a published prediction file can belong to, with the evidence, when it can be told: a folder of its
+    path named after a task (results/<task>/<model>/pairwise.jsonl), or GenAI-Bench rows carrying the editing
+    fields (editing) or a prompt without them (generation: image or video, not told apart)."""
+    named = [part for part in path.resolve().parts if part in bench.tasks]
+    if named:
+        return (named[-1],), f"its path names {named[-1]}"
+    if bench.name != "genai-bench":
+        return None
+    from eval.io import read_records
+
+    rows = [r for r in read_records(path)[:50] if isinstance(r, dict)]
+    if rows and all("instruct_prompt" in r for r in rows):
+        return ("image_edition",), "its rows carry instruct_prompt"
+    if rows and all("prompt" in r and "instruct_prompt" not in r for r in rows):
+        return ("image_generation", "video_generation"), "its rows carry a prompt, not an editing instruction"
+    return None
 
 
 @app.command(no_args_is_help=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -88,17 +90,48 @@ def json_scores(scores: dict[str, float]) -> dict[str, float | None]:
 def judge_stats(preds: list[Prediction]) -> dict[str, float]:
     """Judge-behaviour figures every benchmark reports beside its accuracy.
 
-    - parse_failure_rate: items with no usable verdict (unparsable or an error), % of all items.
+    - parse_failure_rate: items the judge answered but whose verdict could not be read, % of all items.
+    - error_rate: items that got no answer at all (media that could not be loaded, a backend error: the verdict's
+      `error`), % of all items. Strict metrics count both kinds as wrong; these two say which it was.
     - swap_consistency: items judged in both orders whose two parsed winners agree, % of such items.
     - first_position_rate: decisive verdicts that picked the candidate shown first, % (50 = no position bias).
     """
-    failures = sum(not p.parse_ok for p in preds)
+    errors = sum(bool(p.error) for p in preds)
+    failures = sum(not p.parse_ok and not p.error for p in preds)
     both = [p for p in preds if len(p.samples) == 2 and all(w in ("A", "B") for _, w in p.samples)]
     decisive = [(o, w) for p in preds for o, w in p.samples if w in ("A", "B")]
     first = sum((w == "A") == (o == "AB") for o, w in decisive)
     return {
         "parse_failure_rate": pct(failures, len(preds)),
+        "error_rate": pct(errors, len(preds)),
         "swap_consistency": pct(sum(p.samples[0][1] == p.samples[1][1] for p in both), len(both)),
         "first_position_rate": pct(first, len(decisive)),
         "n": float(len(preds)),
     }
+
+
+# Media problems rm/media.py names after the source ("<path>: file not found"): one kind each, whichever the item.
+_MEDIA_PROBLEMS = ("file not found", "cannot read file", "not a readable image", "corrupt or truncated",
+                   "exceeds the limit", "aspect ratio", "download failed", "redirects are not followed",
+                   "larger than", "invalid base64", "only base64 data URLs")  # fmt: skip
+_PATHS = re.compile(r"[^\s'\"]*[/\\][^\s'\"]*?(?=:?(?:\s|$))")  # a path or URL, not the colon after it
+
+
+def error_kind(message: str) -> str:
+    """What went wrong, without saying which item: items that failed for one reason share a kind (paths, URLs and
+    numbers left out), so a run can tell 'every item failed the same way' from scattered failures."""
+    if not message.startswith("backend error"):
+        problem = next((p for p in _MEDIA_PROBLEMS if p in message), None)
+        if problem:
+            return f"media: {problem}"
+    return re.sub(r"\d+", "N", _PATHS.sub("<path>", message))[:200]
+
+
+def error_counts(preds: list[Prediction]) -> list[tuple[str, int, str]]:
+    """(kind, count, one full message of that kind) for the errored predictions, the most common kind first."""
+    kinds = Counter(error_kind(p.error) for p in preds if p.error)
+    example = {}
+    for p in preds:
+        if p.error:
+            example.setdefault(error_kind(p.error), p.error)
+    return [(kind, n, example[kind]) for kind, n in kinds.most_common()]

@@ -34,6 +34,10 @@ class Benchmark:
     hub: HubSource | None = None  # None: the data is not on the hub in a usable form; a local folder is needed
     read_official: Callable[[Path], list[Prediction]] | None = None  # the benchmark's published prediction format
     write_official: Callable[[list[Prediction], Path], None] | None = None  # predictions in the official schema
+    # `eval prepare`: (downloaded release, output folder, split) -> rows written per task, turning the benchmark's own
+    # release into the layout `load` reads; None where the release needs no conversion.
+    prepare: Callable[[Path, Path, str], dict[str, int]] | None = None
+    default_split: str = ""  # the split `prepare` exports unless told otherwise
 
 
 _REGISTRY: dict[str, Benchmark] = {}

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from eval.registry import Scores, get_benchmark  # noqa: E402
 from eval.runner import RUN_FILE, read_predictions  # noqa: E402
 
-JUDGE_STATS = ("parse_failure_rate", "swap_consistency", "first_position_rate")
+JUDGE_STATS = ("parse_failure_rate", "error_rate", "swap_consistency", "first_position_rate")
 
 
 def fmt(value: float) -> str:
@@ -35,6 +35,12 @@ def load_run(run_dir: Path) -> tuple[dict, Scores, list[str]]:
 
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write report.md and PNGs into out_dir; return the Markdown path."""
+    records = [json.loads((d / RUN_FILE).read_text()) for d in run_dirs]
+    benchmarks = sorted({r["benchmark"] for r in records})
+    if len(benchmarks) > 1:
+        which = ", ".join(f"{d} is {r['benchmark']}" for d, r in zip(run_dirs, records))
+        raise ValueError(f"a report compares runs of one benchmark; these are of {len(benchmarks)} ({which}): "
+                         "report each benchmark's runs separately")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [(d.name, *load_run(d)) for d in run_dirs]
     names = [n for n, *_ in runs]
@@ -59,7 +65,9 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         "judge_behaviour.png": _bars(runs, JUDGE_STATS, "judge behaviour (%)", out_dir / "judge_behaviour.png"),
     }
     lines += [""] + [f"![{name}]({name})" for name, made in plots.items() if made]
-    lines += ["", "Strict metrics count an unparsable verdict as wrong; official ones follow the benchmark's own rule.",
+    lines += ["", ("Strict metrics count an unparsable verdict and an item that ended with an error as wrong; official "
+                   "ones follow the benchmark's own rule. parse_failure_rate: answers that could not be read; error_rate: "
+                   "items with no answer (media not loaded, backend errors)."),
               "first_position_rate: decisive verdicts for the candidate shown first (50 = no position bias)."]  # fmt: skip
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")

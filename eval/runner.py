@@ -1,30 +1,62 @@
 """Resumable benchmark runs: judge every item, append one JSON line per item as soon as it is judged.
 
 A run directory holds `run.json` (everything needed to reproduce it), `results.jsonl` (append-only, keyed by item),
-and `summary.json` (the scores at the end). Rerunning the same command resumes: items already in `results.jsonl`
-are skipped, and a line torn by a crash is dropped and judged again. A runner never computes a metric itself; it
-calls the benchmark's scorer on what it wrote.
+and `summary.json` (the scores at the end); the two JSON files are replaced atomically, never left half-written.
+Rerunning the same command resumes: items already in `results.jsonl` are skipped, and a line torn by a crash is
+dropped and judged again; a larger `--limit` extends the run. A run whose items fail (media not found, a backend
+down) stops early or ends with an error instead of printing a table of zeros. A runner never computes a metric
+itself; it calls the benchmark's scorer on what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import secrets
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from eval.core import EvalItem, Prediction, json_scores
+from eval.core import EvalItem, Prediction, error_counts, json_scores
 from eval.registry import Benchmark, Scores
-from rm.config import JudgeConfig, verdict_identity
+from rm.config import OPERATIONAL_FIELDS, JudgeConfig, verdict_identity
 from rm.judge import Judge
 from rm.types import Verdict
 
 RUN_FILE, RESULTS_FILE, SUMMARY_FILE = "run.json", "results.jsonl", "summary.json"
+MAX_ERROR_RATE = 0.05  # the share of items that may end with an error before a run counts as failed
+FAIL_FAST_ITEMS = 8  # judged items after which a run where every one failed the same way stops
+
+
+class RunFailed(ValueError):
+    """The run is broken: its items failed (the message says how and what to do). `scores` is set when the run
+    finished and was scored anyway (too many errors), None when it stopped early (every first item failed alike)."""
+
+    def __init__(self, message: str, scores: Scores | None = None) -> None:
+        super().__init__(message)
+        self.scores = scores
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync it, then rename it over `path`: a crash leaves the old
+    file or the new one, never an empty or half-written one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("x") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> JudgeConfig:
@@ -39,10 +71,24 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
     return config if config.swap else config.model_copy(update={"order": "random"})
 
 
-def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judge, items: list[EvalItem], limit: int | None) -> dict[str, Any]:
+def items_sha256(items: list[EvalItem]) -> str:
+    """The identity of an item list: keys and gold labels, in order."""
+    return hashlib.sha256("\n".join(f"{i.key}\t{i.gold}" for i in items).encode()).hexdigest()
+
+
+def run_record(
+    benchmark: Benchmark,
+    task: str,
+    config: JudgeConfig,
+    judge: Judge,
+    items: list[EvalItem],
+    limit: int | None,
+    all_items: list[EvalItem] | None = None,
+) -> dict[str, Any]:
+    """What run.json holds. `items` are the ones this run judges (the first `limit` of `all_items`); the data
+    identity (`data_sha256`) is that of all the task's items, so a larger `--limit` is the same run, extended."""
     hashed = verdict_identity(config)
     hashed["prompt_sha256"] = judge.method.sha256
-    data_sha = hashlib.sha256("\n".join(f"{i.key}\t{i.gold}" for i in items).encode()).hexdigest()
     versions = {}
     for pkg in ("deltarubric", "torch", "transformers", "vllm"):
         try:
@@ -53,7 +99,9 @@ def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judg
         "benchmark": benchmark.name,
         "task": task,
         "data_revision": benchmark.data_revision,
-        "items_sha256": data_sha,
+        "data_sha256": items_sha256(items if all_items is None else all_items),
+        "items_sha256": items_sha256(items),
+        "n_items": len(items),
         "limit": limit,
         # Raw text is in the official format, in the official order, only for the preset run as the protocol runs it
         # (one order, the benchmark's order); otherwise scorers read the un-swapped winners.
@@ -63,6 +111,66 @@ def run_record(benchmark: Benchmark, task: str, config: JudgeConfig, judge: Judg
         "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16],
         "versions": versions | {"python": platform.python_version()},
     }
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v}
+    return out
+
+
+def setting_differences(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """The verdict-determining settings in which two run records differ, as 'name: <there> there, <now> now'."""
+    missing = "(unset)"
+    there, now = ({k: v for k, v in _flat(r.get("judge") or {}).items() if k.split(".")[0] not in OPERATIONAL_FIELDS}
+                  for r in (previous, record))  # fmt: skip
+    out = [f"{k}: {there.get(k, missing)!r} there, {now.get(k, missing)!r} now"
+           for k in sorted(set(there) | set(now)) if there.get(k, missing) != now.get(k, missing)]  # fmt: skip
+    old_prompt, new_prompt = previous.get("prompt") or {}, record["prompt"]
+    if old_prompt.get("sha256") != new_prompt["sha256"] and old_prompt.get("name") == new_prompt["name"]:
+        out.append(f"prompt {new_prompt['name']!r} edited (sha256 {str(old_prompt.get('sha256'))[:12]} there, "
+                   f"{new_prompt['sha256'][:12]} now)")  # fmt: skip
+    return out
+
+
+def check_resumable(previous: dict[str, Any], record: dict[str, Any], all_items: list[EvalItem], out_dir: Path) -> None:
+    """Refuse to resume a run with another benchmark, judge configuration or data, naming what differs. The limit
+    may differ: the items of a smaller limit are a prefix of a larger one's."""
+    problems = [f"{k}: {previous.get(k)!r} there, {record[k]!r} now" for k in ("benchmark", "task")
+                if previous.get(k) != record[k]]  # fmt: skip
+    if problems:
+        raise ValueError(f"{out_dir} holds a run of another benchmark or task ({'; '.join(problems)}); pass a new --out")
+    if previous.get("config_hash") != record["config_hash"]:
+        diffs = setting_differences(previous, record) or ["settings recorded in its run.json"]
+        raise ValueError(f"{out_dir} holds a run with another judge configuration ({'; '.join(diffs)}); resume it "
+                         "with the same settings, or pass a new --out")  # fmt: skip
+    if "data_sha256" in previous:  # the whole task's items
+        same_data = previous["data_sha256"] == record["data_sha256"]
+    else:  # a run.json written before data_sha256: its items_sha256 covers the first `limit` items
+        same_data = previous.get("items_sha256") == items_sha256(all_items[: previous.get("limit")])
+    if not same_data:
+        raise ValueError(f"{out_dir} holds a run over another item set (the data's item keys or labels differ from "
+                         "this run's: another data folder, file or release); pass a new --out")  # fmt: skip
+
+
+def read_run_file(run_file: Path, results: Path) -> dict[str, Any] | None:
+    """The run.json of a run directory, or None when there is none. One left empty or torn by a crash (by older
+    versions, which did not write it atomically) counts as none when no results were written yet."""
+    if not run_file.exists():
+        return None
+    try:
+        record = json.loads(run_file.read_text())
+    except ValueError as e:
+        problem = f"not JSON: {e}"
+    else:
+        if isinstance(record, dict):
+            return record
+        problem = "not a JSON object"
+    if results.exists() and results.stat().st_size:
+        raise ValueError(f"{run_file} is unreadable ({problem}) but {results} holds results: restore run.json, or "
+                         "pass a new --out")  # fmt: skip
+    return None
 
 
 def completed_keys(results: Path) -> set[str]:
@@ -87,6 +195,34 @@ def completed_keys(results: Path) -> set[str]:
     return keys
 
 
+def missing_media(item: EvalItem) -> str | None:
+    """The first local media path of an item that does not exist, if any."""
+    r = item.request
+    refs = [*r.images, *r.videos, *(x for c in (r.a, r.b) for x in (c.image, c.video))]
+    for ref in refs:
+        if isinstance(ref, str) and ref and not ref.startswith(("http://", "https://", "data:")):
+            path = Path(ref.removeprefix("file://"))
+            if not path.exists():
+                return str(path)
+    return None
+
+
+def fail_fast_message(judged: list[tuple[EvalItem, Verdict]], data_dir: Path) -> str | None:
+    """Why to stop, when every item judged so far failed for the same reason; None otherwise."""
+    preds = [Prediction(key=i.key, gold=i.gold, error=v.error) for i, v in judged]
+    counts = error_counts(preds)
+    if not judged or len(counts) != 1 or counts[0][1] != len(judged):
+        return None
+    kind, n, example = counts[0]
+    first = f"the first {n} items all failed the same way" if n > 1 else "the first item failed"
+    if kind == "media: file not found":
+        path = next((m for i, _ in judged if (m := missing_media(i))), None) or example
+        where = f"under --data-dir {data_dir}" if data_dir.is_dir() else f"where {data_dir} says"
+        return (f"no media found {where}: looked for {path} ({first}); pass the folder that holds the benchmark's "
+                "images (layout: docs/eval.md), then rerun the same command")  # fmt: skip
+    return f"{first} ({kind}), e.g. {judged[0][0].key}: {example}; fix the cause and rerun the same command to resume"
+
+
 def run_benchmark(
     benchmark: Benchmark,
     task: str,
@@ -97,38 +233,66 @@ def run_benchmark(
     limit: int | None = None,
     chunk_size: int = 16,
     judge: Judge | None = None,
+    items: list[EvalItem] | None = None,
+    max_error_rate: float | None = MAX_ERROR_RATE,
 ) -> Scores:
-    """Judge the benchmark's items into `out_dir` (resuming what is there) and return the scores."""
-    items = benchmark.load(data_dir, task)[:limit]
-    judge = judge or Judge(config)
-    record = run_record(benchmark, task, config, judge, items, limit)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_file = out_dir / RUN_FILE
-    if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        if (previous["config_hash"], previous["items_sha256"]) != (record["config_hash"], record["items_sha256"]):
-            raise ValueError(
-                f"{out_dir} holds a run with another judge configuration or item set; resume it with the same "
-                f"command, or pass a new --out"
-            )
-    else:
-        run_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    """Judge the benchmark's items into `out_dir` (resuming what is there) and return the scores.
 
-    results = out_dir / RESULTS_FILE
+    `items`: the task's items, when already loaded (else loaded from `data_dir`). Raises `RunFailed` when the first
+    items judged all fail the same way (before judging the rest), or when more than `max_error_rate` of the items
+    end with an error (after scoring and writing summary.json; None: no limit)."""
+    all_items = benchmark.load(data_dir, task) if items is None else items
+    items = all_items[:limit]
+    judge = judge or Judge(config)
+    record = run_record(benchmark, task, config, judge, items, limit, all_items)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file, results = out_dir / RUN_FILE, out_dir / RESULTS_FILE
+    previous = read_run_file(run_file, results)
+    if previous is None:
+        write_json_atomic(run_file, record)
+    else:
+        check_resumable(previous, record, all_items, out_dir)
+        extent = None if None in (limit, previous.get("limit")) else max(limit, previous["limit"])
+        if "data_sha256" not in previous or extent != previous.get("limit"):  # extended: record the new extent
+            judged_items = all_items[:extent]
+            write_json_atomic(run_file, previous | {"limit": extent, "n_items": len(judged_items),
+                                                    "items_sha256": items_sha256(judged_items),
+                                                    "data_sha256": record["data_sha256"]})  # fmt: skip
+
     done = completed_keys(results)
     todo = [i for i in items if i.key not in done]
     label = f"{benchmark.name}/{task}" if len(benchmark.tasks) > 1 else benchmark.name
+    judged: list[tuple[EvalItem, Verdict]] = []
+    checked = False  # whether the fail-fast check has been made
     with results.open("a") as f, tqdm(total=len(items), initial=len(items) - len(todo), unit="pair", desc=label) as bar:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             for item, verdict in zip(chunk, judge.judge_batch([i.request for i in chunk])):
                 f.write(json.dumps(result_row(item, verdict)) + "\n")
+                judged.append((item, verdict))
             f.flush()
             os.fsync(f.fileno())  # a crash after this point loses nothing already judged
             bar.update(len(chunk))
-    scores = benchmark.score(read_predictions(out_dir), task)
-    summary = {"benchmark": benchmark.name, "task": task, "n": len(items), "scores": json_scores(scores)}
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            if not checked and len(judged) >= min(FAIL_FAST_ITEMS, len(items)):
+                checked = True
+                if message := fail_fast_message(judged, data_dir):
+                    raise RunFailed(message)
+    keys = {i.key for i in items}
+    preds = [p for p in read_predictions(out_dir) if p.key in keys]
+    scores = benchmark.score(preds, task)
+    errors = error_counts(preds)
+    summary = {"benchmark": benchmark.name, "task": task, "n": len(items), "scores": json_scores(scores),
+               "errors": [{"kind": k, "count": n, "example": e} for k, n, e in errors]}  # fmt: skip
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    if errors:
+        n_errors = sum(n for _, n, _ in errors)
+        kind, n, example = errors[0]
+        what = (f"{label}: {n_errors} of {len(preds)} items ended with an error; the most common ({n}): {kind}, "
+                f"e.g. {example}")  # fmt: skip
+        if max_error_rate is not None and n_errors > max_error_rate * len(preds):
+            raise RunFailed(f"{what}. That is more than --max-error-rate {max_error_rate:g} allows: fix the cause and "
+                            "rerun the same command (errored items are judged again)", scores)  # fmt: skip
+        print(f"warning: {what}; rerun the same command to judge them again", file=sys.stderr)
     return scores
 
 

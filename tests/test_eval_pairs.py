@@ -95,7 +95,7 @@ def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert [(r["gold"], r["group"]) for r in rows(run)] == [(p[2], p[1]) for p in PAIRS]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["benchmark"] == "pairs" and summary["n"] == len(PAIRS) and summary["scores"] == printed
-    expected = {"strict_overall", "strict_macro", "parse_failure_rate", "swap_consistency", "first_position_rate", "n"}
+    expected = {"strict_overall", "strict_macro", "parse_failure_rate", "error_rate", "swap_consistency", "first_position_rate", "n"}
     expected |= {f"strict_{task}" for task in ("image_understanding", "text", "image_generation", "image_editing")}
     assert set(printed) == expected and printed["n"] == len(PAIRS)
     record = json.loads((run / "run.json").read_text())

@@ -12,7 +12,12 @@ wrong there too. UnifiedReward's "w/o ties" differs: see docs/eval.md.
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 from eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from eval.io import media_path, read_records
@@ -67,7 +72,7 @@ def read_official(path: Path) -> list[Prediction]:
 
 def load(data_dir: Path, task: str) -> list[EvalItem]:
     """`<data_dir>/<task>.jsonl`: id, vote_type, the prompt fields, and media paths relative to data_dir
-    (left_image/right_image[/source_image], or left_video/right_video). See docs/eval.md for the export recipe."""
+    (left_image/right_image[/source_image], or left_video/right_video). `prepare` writes it from the release."""
     if task not in TASKS:
         raise ValueError(f"GenAI-Bench task must be one of {', '.join(TASKS)}; got {task!r}")
     items = []
@@ -89,6 +94,150 @@ def load(data_dir: Path, task: str) -> list[EvalItem]:
     return items
 
 
+# --- `deltarubric eval prepare genai-bench`: the hub release (parquet) to the layout `load` reads -------------------
+# The release's fields per task, as the official inference reads them (inference_configs.json @ f0b0334: input keys,
+# `vote_type` the label); images are the `datasets` Image feature ({bytes, path}), videos a path/URL or the same.
+RELEASE_FIELDS = {
+    "image_generation": {"text": ("prompt",), "media": {"left_image": "left_image", "right_image": "right_image"}},
+    "image_edition": {
+        "text": ("source_prompt", "target_prompt", "instruct_prompt"),
+        "media": {"source_image": "source_image", "left_output_image": "left_image", "right_output_image": "right_image"},
+    },
+    "video_generation": {"text": ("prompt",), "media": {"left_video": "left_video", "right_video": "right_video"}},
+}
+DEFAULT_SPLIT = "test_v1"  # the leaderboard's split (the official inference's `split="test_v1"`)
+
+
+def release_files(src: Path, task: str, split: str) -> list[Path]:
+    """The split's parquet shards of one task: `<task>/<split>-NNNNN-of-NNNNN.parquet` (the dataset repo) or
+    `<task>/<split>/NNNN.parquet` (the hub's parquet conversion), anywhere under `src`; the first layout if both."""
+    return sorted(src.glob(f"**/{task}/{split}-*.parquet")) or sorted(src.glob(f"**/{task}/{split}/*.parquet"))
+
+
+def _splits_present(src: Path, task: str) -> list[str]:
+    names = set()
+    for f in src.glob(f"**/{task}/**/*.parquet"):
+        names.add(f.parent.name if f.parent.name != task else f.name.split("-")[0])
+    return sorted(names)
+
+
+class _Media:
+    """Writes a release's media value (Image feature bytes, or a path/URL naming a file downloaded under `src`)
+    into `out`; paths returned are relative to `out`, as `load` reads them."""
+
+    def __init__(self, src: Path, out: Path) -> None:
+        self.src, self.out = src, out
+        self._by_name: dict[str, Path] | None = None
+        self.missing: list[str] = []
+
+    def _find(self, name: str) -> Path | None:
+        direct = self.src / name
+        if "://" not in name and direct.is_file():
+            return direct
+        if self._by_name is None:  # every file under src by its name, built once
+            self._by_name = {}
+            for f in self.src.rglob("*"):
+                if f.is_file() and f.suffix != ".parquet":
+                    self._by_name.setdefault(f.name, f)
+        return self._by_name.get(Path(name.split("?")[0]).name)
+
+    def write(self, value: Any, stem: str) -> str | None:
+        data, name = None, None
+        if isinstance(value, dict):
+            data, name = value.get("bytes"), value.get("path")
+        elif isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str):
+            name = value
+        if data:
+            suffix = _image_suffix(data) or (Path(name).suffix if name else "") or ".bin"
+            target = self.out / f"{stem}{suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            return target.relative_to(self.out).as_posix()
+        found = self._find(name) if name else None
+        if found is None:
+            self.missing.append(str(name))
+            return None
+        target = self.out / f"{stem}{found.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(found, target)  # same disk: no copy
+        except OSError:
+            shutil.copyfile(found, target)
+        return target.relative_to(self.out).as_posix()
+
+
+def _image_suffix(data: bytes) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "").lower()
+    except (OSError, ValueError, SyntaxError):  # not an image (a video's bytes): keep the name's suffix
+        return None
+    return {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif", "bmp": ".bmp"}.get(fmt, f".{fmt}" if fmt else None)
+
+
+def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
+    """Turn a downloaded copy of the release (`huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset
+    --local-dir SRC`) into `<out>/<task>.jsonl` plus media files under `<out>/<task>/`, for every task whose split is
+    present. `id` is the row's position in the split, which is the `idx` of the official outputs. Returns the rows
+    written per task; tasks without that split are left out (the caller says so)."""
+    import pyarrow.parquet as pq
+
+    if not src.is_dir():
+        raise ValueError(f"--src {src} is not a folder (a downloaded copy of TIGER-Lab/GenAI-Bench)")
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, int] = {}
+    for task in TASKS:
+        files = release_files(src, task, split)
+        if not files:
+            continue
+        fields = RELEASE_FIELDS[task]
+        required = [*fields["text"], *fields["media"], "vote_type"]
+        media = _Media(src, out)
+        rows: list[dict[str, Any]] = []
+        for path in files:
+            shard = pq.ParquetFile(path)
+            names = shard.schema_arrow.names
+            if missing := [f for f in required if f not in names]:
+                raise ValueError(f"{path}: a GenAI-Bench {task} file needs the fields {', '.join(required)}; missing "
+                                 f"{', '.join(missing)} (fields found: {', '.join(names)})")  # fmt: skip
+            for batch in shard.iter_batches(batch_size=64):
+                for row in batch.to_pylist():
+                    idx = len(rows)
+                    if row["vote_type"] not in CORRECT_VOTES:
+                        raise ValueError(f"{path}: row {idx}: vote_type {row['vote_type']!r} is none of "
+                                         f"{', '.join(CORRECT_VOTES)}")  # fmt: skip
+                    out_row: dict[str, Any] = {"id": idx, "vote_type": row["vote_type"]}
+                    out_row |= {f: row[f] for f in fields["text"]}
+                    for field, ours in fields["media"].items():
+                        out_row[ours] = media.write(row[field], f"{task}/{idx}_{ours.removesuffix('_image').removesuffix('_video')}")
+                    # The rest (model names, the release's own ids) is kept for reference, when it is plain JSON.
+                    for k, v in row.items():
+                        if k not in required and isinstance(v, (str, int, float, bool)):
+                            out_row.setdefault("release_id" if k == "id" else k, v)
+                    rows.append(out_row)
+        if media.missing:
+            raise ValueError(f"{task}: {len(media.missing)} media files named by the release are not under --src {src} "
+                             f"(e.g. {media.missing[0]}): download them into --src (any sub-folder, file names kept) "
+                             "and rerun")  # fmt: skip
+        target = out / f"{task}.jsonl"
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        os.replace(tmp, target)
+        written[task] = len(rows)
+    if not written:
+        present = {t: _splits_present(src, t) for t in TASKS}
+        seen = "; ".join(f"{t}: {', '.join(s)}" for t, s in present.items() if s) or "no parquet files"
+        raise ValueError(f"no GenAI-Bench split {split!r} under --src {src}: looked for <task>/{split}-*.parquet and "
+                         f"<task>/{split}/*.parquet for {', '.join(TASKS)} (found: {seen}); pass --split, or download "
+                         "TIGER-Lab/GenAI-Bench into --src")  # fmt: skip
+    return written
+
+
 BENCHMARK = register(
     Benchmark(
         name="genai-bench",
@@ -101,5 +250,7 @@ BENCHMARK = register(
         official_order="given",
         headline=("official_4way", "no_ties"),
         data_revision="TIGER-Lab/GenAI-Bench test_v1 (leaderboard); official_results @ f0b0334",
+        prepare=prepare,
+        default_split=DEFAULT_SPLIT,
     )
 )
