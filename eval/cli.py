@@ -69,7 +69,8 @@ def run(
     data_dir: Annotated[Optional[Path], typer.Option(help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md).")] = None,
     task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: every task whose data is present, each in OUT/<task>.")] = None,
-    official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser and order.")] = False,
+    official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, top_p 0.2, 2048 tokens, unless you set them).")] = False,
+    samples: Annotated[int, typer.Option(min=1, help="Judgments per item, each with its own seed (seed + s) and drawn order; the official metric votes over them (VL-RewardBench's cal.py protocol).")] = 1,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs); a larger N later extends the same run.")] = None,
     chunk_size: Annotated[int, typer.Option(help="Items judged per batch, and written after each batch.")] = 16,
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, backend down).")] = 0.05,
@@ -88,6 +89,9 @@ def run(
         raise ValueError(f"{benchmark} has no official preset (no official prompt or parser to copy): drop --official")
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
+    if samples > 1 and not bench.votes_over_samples:
+        raise ValueError(f"--samples {samples}: {benchmark}'s metric does not vote over sampled judgments (only "
+                         "vl-rewardbench's does, as cal.py): drop --samples")  # fmt: skip
     if bench.name == pairs.NAME:
         if data_dir is not None:
             raise ValueError("pairs reads one labelled-pair file: pass --data FILE.jsonl instead of --data-dir")
@@ -102,6 +106,9 @@ def run(
 
         data_dir = hub_data(bench)  # says at once when the hub is off or unreachable
     config = eval_config(bench, config, official)
+    if samples > 1 and config.sampling.temperature == 0:
+        print(f"warning: --samples {samples} at temperature 0: greedy samples differ only in the order drawn; "
+              "pass --temperature (the official protocol samples at 0.2)", file=sys.stderr)  # fmt: skip
     several = task is None and len(bench.tasks) > 1  # one sub-folder per task, whichever tasks are present
     if several:
         loaded, skipped = present_tasks(bench, data_dir)
@@ -116,7 +123,8 @@ def run(
         target = out / t if several else out
         try:
             all_scores[t] = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size,
-                                          judge=judge, items=items, max_error_rate=max_error_rate)  # fmt: skip
+                                          judge=judge, items=items, max_error_rate=max_error_rate,
+                                          samples=samples)  # fmt: skip
         except RunFailed as e:
             if e.scores is None:  # stopped early: every first item failed alike, the rest would too
                 raise fail(str(e)) from None
@@ -164,7 +172,7 @@ def score(
 ) -> None:
     """Compute the official and strict metrics from predictions, without running a model."""
     from eval.registry import get_benchmark
-    from eval.runner import RUN_FILE, read_predictions
+    from eval.runner import RUN_FILE, length_limited, length_note, read_predictions
 
     bench = get_benchmark(benchmark)
     if task is not None and task not in bench.tasks:
@@ -179,6 +187,9 @@ def score(
                              f"pass --task {record['task']}")  # fmt: skip
         preds = read_predictions(predictions)
         task = record["task"]
+        max_tokens = ((record.get("judge") or {}).get("sampling") or {}).get("max_tokens")
+        if note := length_note(str(predictions), length_limited(predictions), max_tokens):
+            print(note, file=sys.stderr)
     elif bench.read_official is None:
         raise ValueError(f"{benchmark} publishes no per-sample prediction format to read; pass a run directory")
     else:

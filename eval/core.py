@@ -65,10 +65,33 @@ class Prediction(BaseModel):
             meta=item.meta,
         )
 
+    @classmethod
+    def from_samples(cls, item: EvalItem, verdicts: list[Verdict], *, official_format: bool = False) -> Prediction:
+        """An item judged k times (`eval run --samples k`): every judged order of every sample is one vote, in sample
+        order, each with its own final raw text. The winner is the one more than half of the votes gave (else None);
+        the item parsed when every sample did, and carries the first sample error, so a resume judges it again."""
+        parts = [cls.from_verdict(item, v, official_format=official_format) for v in verdicts]
+        samples = [s for p in parts for s in p.samples]
+        winners = [w for _, w in samples]
+        error = next((p.error for p in parts if p.error), None)
+        return cls(
+            key=item.key,
+            gold=item.gold,
+            group=item.group,
+            winner=next((w for w in ("A", "B", "tie") if winners.count(w) > len(winners) / 2), None),
+            samples=samples,
+            raw=parts[0].raw if len(parts) == 1 else None,
+            sample_raw=[r for p in parts for r in p.sample_raw],
+            official_format=official_format,
+            parse_ok=bool(parts) and all(p.parse_ok for p in parts) and error is None,
+            error=error,
+            meta=item.meta,
+        )
+
 
 def decided(p: Prediction) -> str | None:
-    """The winner when every judged order gave it, else None: a split between orders counts as no decision (strict),
-    even when the aggregate broke the tie by probability."""
+    """The winner when every judged order (of every sample, with `--samples k`) gave it, else None: a split counts as
+    no decision (strict), even when the aggregate broke the tie by probability."""
     winners = {w for _, w in p.samples} if p.samples else {p.winner}
     return winners.pop() if len(winners) == 1 else None
 
@@ -93,12 +116,14 @@ def judge_stats(preds: list[Prediction]) -> dict[str, float]:
     - parse_failure_rate: items the judge answered but whose verdict could not be read, % of all items.
     - error_rate: items that got no answer at all (media that could not be loaded, a backend error: the verdict's
       `error`), % of all items. Strict metrics count both kinds as wrong; these two say which it was.
-    - swap_consistency: items judged in both orders whose two parsed winners agree, % of such items.
+    - swap_consistency: items judged once in each order whose two parsed winners agree, % of such items (items with
+      more samples, `--samples k`, are not counted).
     - first_position_rate: decisive verdicts that picked the candidate shown first, % (50 = no position bias).
     """
     errors = sum(bool(p.error) for p in preds)
     failures = sum(not p.parse_ok and not p.error for p in preds)
-    both = [p for p in preds if len(p.samples) == 2 and all(w in ("A", "B") for _, w in p.samples)]
+    both = [p for p in preds if len(p.samples) == 2 and {o for o, _ in p.samples} == {"AB", "BA"}
+            and all(w in ("A", "B") for _, w in p.samples)]  # fmt: skip
     decisive = [(o, w) for p in preds for o, w in p.samples if w in ("A", "B")]
     first = sum((w == "A") == (o == "AB") for o, w in decisive)
     return {

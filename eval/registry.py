@@ -38,6 +38,15 @@ class Benchmark:
     # release into the layout `load` reads; None where the release needs no conversion.
     prepare: Callable[[Path, Path, str], dict[str, int]] | None = None
     default_split: str = ""  # the split `prepare` exports unless told otherwise
+    # Sampling the official inference used (temperature, top_p, max_tokens): `--official` runs with it unless the user
+    # sets those values (a flag or --config); empty: our defaults (greedy, 1024 tokens).
+    official_sampling: dict[str, float | int] = field(default_factory=dict)
+    # The official metric votes over k sampled judgments per item (`eval run --samples k`, VL-RewardBench's cal.py).
+    votes_over_samples: bool = False
+    # The official parser reads each sample with the order it was shown in (VL-RewardBench: cal.py draws the order per
+    # sample), so the preset's text stays in the official format under --swap, any order and k samples. Otherwise only
+    # the preset run in the official order, one order per item, is read with the official rule.
+    official_any_order: bool = False
 
 
 _REGISTRY: dict[str, Benchmark] = {}

@@ -53,6 +53,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     for name, record, scores, _ in runs:
         j = record["judge"]
         order = "both (swap)" if j["swap"] else j["order"]
+        if record.get("samples", 1) > 1:  # --samples k: k judgments per item, each with its own seed and order
+            order += f", {record['samples']} samples (T={j['sampling']['temperature']:g})"
         lines.append(
             f"| {name} | {record['task']} | {j['judge']} | {j['model']} | {order} | {int(scores['n'])} | {record['data_revision']} |"
         )

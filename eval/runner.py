@@ -6,6 +6,10 @@ Rerunning the same command resumes: items already in `results.jsonl` are skipped
 dropped and judged again; a larger `--limit` extends the run. A run whose items fail (media not found, a backend
 down) stops early or ends with an error instead of printing a table of zeros. A runner never computes a metric
 itself; it calls the benchmark's scorer on what it wrote.
+
+`samples` > 1 (VL-RewardBench's protocol, `--samples k`) judges every item k times, each sample with its own seed
+(seed + s), so its own drawn order and its own sampling; one row holds the item's k verdicts. Every run counts the
+judged orders whose generation stopped at the token limit (finish_reason 'length') and says so at the end.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any
 from tqdm import tqdm
 
 from eval.core import EvalItem, Prediction, error_counts, json_scores
-from eval.registry import Benchmark, Scores
-from rm.config import OPERATIONAL_FIELDS, JudgeConfig, verdict_identity
+from eval.registry import Benchmark, Scores, benchmark_names, get_benchmark
+from rm.backends.base import Backend, Conversation, Generation
+from rm.config import OPERATIONAL_FIELDS, JudgeConfig, SamplingConfig, verdict_identity
 from rm.judge import Judge
 from rm.types import Verdict
 
@@ -62,13 +67,61 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> JudgeConfig:
     """The judge configuration a run actually uses.
 
-    `official`: the benchmark's preset prompt and parser, in its official order, one sample. Otherwise the given
-    judge, shown in a seeded random order unless both orders are judged: several benchmarks list the preferred
-    answer first, which rewards a position-biased judge.
+    `official`: the benchmark's preset prompt and parser, in its official order, one order per sample, with the
+    official inference's sampling (`benchmark.official_sampling`) for every value the user did not set (a flag or
+    --config). Otherwise the given judge, shown in a seeded random order unless both orders are judged: several
+    benchmarks list the preferred answer first, which rewards a position-biased judge.
     """
     if official:
-        return config.model_copy(update={"judge": benchmark.official_judge, "order": benchmark.official_order, "swap": False})
+        given = config.sampling.model_fields_set  # values set by a flag or the --config file
+        defaults = {k: v for k, v in benchmark.official_sampling.items() if k not in given}
+        sampling = config.sampling.model_copy(update=defaults) if defaults else config.sampling
+        return config.model_copy(update={"judge": benchmark.official_judge, "order": benchmark.official_order,
+                                         "swap": False, "sampling": sampling})  # fmt: skip
     return config if config.swap else config.model_copy(update={"order": "random"})
+
+
+def official_format(benchmark: Benchmark, judge: str, swap: bool, order: str) -> bool:
+    """Whether a run's raw text is read with the benchmark's official rule: the official preset, in the official
+    order with one order per item; or, where the official parser reads each sample with the order it was shown in
+    (VL-RewardBench, whose cal.py draws the order per sample), the preset under any order, --swap or k samples."""
+    if not benchmark.official_judge or judge != benchmark.official_judge:
+        return False
+    return benchmark.official_any_order or (not swap and order == benchmark.official_order)
+
+
+def sample_config(config: JudgeConfig, s: int) -> JudgeConfig:
+    """Sample s of k: the run's configuration with seed + s, so each sample draws its own order and its own tokens
+    (sample 0 is the run's own seed: a k-sample run begins with the one-sample run)."""
+    if s == 0:
+        return config
+    return config.model_copy(update={"sampling": config.sampling.model_copy(update={"seed": config.sampling.seed + s})})
+
+
+class LengthWatch(Backend):
+    """The judge's backend, remembering which generations stopped at the token limit (finish_reason 'length'); a
+    verdict's `usage` entries are those generations' own Usage objects, so `cut(verdict)` names its cut stages."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._cut: dict[int, object] = {}  # id -> the Usage object, kept alive so ids stay unique
+
+    @property
+    def supports_video(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_video
+
+    async def agenerate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:  # type: ignore[override]
+        gens = await self.inner.agenerate(conversations, sampling)
+        self._cut |= {id(g.usage): g.usage for g in gens if g.finish_reason == "length" and not g.error}
+        return gens
+
+    def cut(self, verdict: Verdict) -> list[str]:
+        """The '<order>/<stage>' entries of `verdict` whose generation stopped at the token limit."""
+        return [k for k, u in verdict.usage.items() if self._cut.get(id(u)) is u]
+
+    def clear(self) -> None:
+        self._cut.clear()
 
 
 def items_sha256(items: list[EvalItem]) -> str:
@@ -84,11 +137,15 @@ def run_record(
     items: list[EvalItem],
     limit: int | None,
     all_items: list[EvalItem] | None = None,
+    samples: int = 1,
 ) -> dict[str, Any]:
     """What run.json holds. `items` are the ones this run judges (the first `limit` of `all_items`); the data
-    identity (`data_sha256`) is that of all the task's items, so a larger `--limit` is the same run, extended."""
+    identity (`data_sha256`) is that of all the task's items, so a larger `--limit` is the same run, extended.
+    `samples` (k judgments per item) is part of the identity when above 1 (runs recorded before it had one)."""
     hashed = verdict_identity(config)
     hashed["prompt_sha256"] = judge.method.sha256
+    if samples != 1:
+        hashed["samples"] = samples
     versions = {}
     for pkg in ("deltarubric", "torch", "transformers", "vllm"):
         try:
@@ -103,9 +160,10 @@ def run_record(
         "items_sha256": items_sha256(items),
         "n_items": len(items),
         "limit": limit,
-        # Raw text is in the official format, in the official order, only for the preset run as the protocol runs it
-        # (one order, the benchmark's order); otherwise scorers read the un-swapped winners.
-        "official_preset": config.judge == benchmark.official_judge and not config.swap and config.order == benchmark.official_order,
+        # Raw text is read with the official rule only for the preset run as the protocol runs it (`official_format`);
+        # otherwise scorers read the un-swapped winners.
+        "official_preset": official_format(benchmark, config.judge, config.swap, config.order),
+        "samples": samples,  # judgments per item, each with seed + s (sampling: judge.sampling)
         "judge": config.model_dump(exclude={"api_key"}),
         "prompt": {"name": judge.method.name, "version": judge.method.version, "sha256": judge.method.sha256},
         "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16],
@@ -127,6 +185,8 @@ def setting_differences(previous: dict[str, Any], record: dict[str, Any]) -> lis
                   for r in (previous, record))  # fmt: skip
     out = [f"{k}: {there.get(k, missing)!r} there, {now.get(k, missing)!r} now"
            for k in sorted(set(there) | set(now)) if there.get(k, missing) != now.get(k, missing)]  # fmt: skip
+    if previous.get("samples", 1) != record.get("samples", 1):
+        out.append(f"samples: {previous.get('samples', 1)} there, {record.get('samples', 1)} now")
     old_prompt, new_prompt = previous.get("prompt") or {}, record["prompt"]
     if old_prompt.get("sha256") != new_prompt["sha256"] and old_prompt.get("name") == new_prompt["name"]:
         out.append(f"prompt {new_prompt['name']!r} edited (sha256 {str(old_prompt.get('sha256'))[:12]} there, "
@@ -235,16 +295,24 @@ def run_benchmark(
     judge: Judge | None = None,
     items: list[EvalItem] | None = None,
     max_error_rate: float | None = MAX_ERROR_RATE,
+    samples: int = 1,
 ) -> Scores:
     """Judge the benchmark's items into `out_dir` (resuming what is there) and return the scores.
 
-    `items`: the task's items, when already loaded (else loaded from `data_dir`). Raises `RunFailed` when the first
-    items judged all fail the same way (before judging the rest), or when more than `max_error_rate` of the items
-    end with an error (after scoring and writing summary.json; None: no limit)."""
+    `items`: the task's items, when already loaded (else loaded from `data_dir`). `samples`: judgments per item
+    (k > 1 only where the benchmark's official metric votes over samples), sample s with seed + s. Raises
+    `RunFailed` when the first items judged all fail the same way (before judging the rest), or when more than
+    `max_error_rate` of the items end with an error (after scoring and writing summary.json; None: no limit)."""
+    if samples < 1:
+        raise ValueError("--samples must be at least 1")
+    if samples > 1 and not benchmark.votes_over_samples:
+        voting = [n for n in benchmark_names() if get_benchmark(n).votes_over_samples]
+        raise ValueError(f"--samples {samples}: {benchmark.name}'s metric does not vote over sampled judgments; only "
+                         f"{', '.join(voting)} has such a protocol (cal.py). Drop --samples")  # fmt: skip
     all_items = benchmark.load(data_dir, task) if items is None else items
     items = all_items[:limit]
     judge = judge or Judge(config)
-    record = run_record(benchmark, task, config, judge, items, limit, all_items)
+    record = run_record(benchmark, task, config, judge, items, limit, all_items, samples=samples)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_file, results = out_dir / RUN_FILE, out_dir / RESULTS_FILE
     previous = read_run_file(run_file, results)
@@ -264,12 +332,21 @@ def run_benchmark(
     label = f"{benchmark.name}/{task}" if len(benchmark.tasks) > 1 else benchmark.name
     judged: list[tuple[EvalItem, Verdict]] = []
     checked = False  # whether the fail-fast check has been made
+    watch = LengthWatch(judge.backend)
+    # One judge per sample, on the same engine. A chunk's samples are judged one after another, each a batch of the
+    # chunk's items, so the requests in flight stay within the backend's concurrency.
+    judges = [Judge(sample_config(config, s), backend=watch) for s in range(samples)]
     with results.open("a") as f, tqdm(total=len(items), initial=len(items) - len(todo), unit="pair", desc=label) as bar:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
-            for item, verdict in zip(chunk, judge.judge_batch([i.request for i in chunk])):
-                f.write(json.dumps(result_row(item, verdict)) + "\n")
-                judged.append((item, verdict))
+            per_sample = [j.judge_batch([i.request for i in chunk]) for j in judges]
+            for n, item in enumerate(chunk):
+                verdicts = [vs[n] for vs in per_sample]
+                row = result_row(item, verdicts[0], watch.cut(verdicts[0])) if samples == 1 else \
+                    sampled_row(item, verdicts, [watch.cut(v) for v in verdicts])
+                f.write(json.dumps(row) + "\n")
+                judged.append((item, verdicts[0] if samples == 1 else combined_verdict(item, verdicts)))
+            watch.clear()
             f.flush()
             os.fsync(f.fileno())  # a crash after this point loses nothing already judged
             bar.update(len(chunk))
@@ -281,9 +358,13 @@ def run_benchmark(
     preds = [p for p in read_predictions(out_dir) if p.key in keys]
     scores = benchmark.score(preds, task)
     errors = error_counts(preds)
+    limited = length_limited(out_dir, keys)
     summary = {"benchmark": benchmark.name, "task": task, "n": len(items), "scores": json_scores(scores),
-               "errors": [{"kind": k, "count": n, "example": e} for k, n, e in errors]}  # fmt: skip
+               "errors": [{"kind": k, "count": n, "example": e} for k, n, e in errors],
+               "length_limited": limited | {"max_tokens": config.sampling.max_tokens}}  # fmt: skip
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    if note := length_note(label, limited, config.sampling.max_tokens):
+        print(note, file=sys.stderr)
     if errors:
         n_errors = sum(n for _, n, _ in errors)
         kind, n, example = errors[0]
@@ -296,17 +377,97 @@ def run_benchmark(
     return scores
 
 
-def result_row(item: EvalItem, verdict: Verdict) -> dict[str, Any]:
-    return {"key": item.key, "gold": item.gold, "group": item.group, "meta": item.meta, "verdict": verdict.model_dump()}
+def result_row(item: EvalItem, verdict: Verdict, length_cut: list[str] | None = None) -> dict[str, Any]:
+    """One item's line: its verdict, and the '<order>/<stage>' entries whose generation hit the token limit."""
+    return {"key": item.key, "gold": item.gold, "group": item.group, "meta": item.meta, "verdict": verdict.model_dump(),
+            "length_cut": length_cut or []}  # fmt: skip
+
+
+def combined_verdict(item: EvalItem, verdicts: list[Verdict]) -> Verdict:
+    """The k samples of an item as one verdict, for what reads a row's `verdict` (resume, fail-fast, people): every
+    sample's judged orders, the winner more than half of them gave, the first error; raw texts stay in `samples`."""
+    orders = [o for v in verdicts for o in v.orders]
+    winners = [o.winner for o in orders]
+    error = next((v.error for v in verdicts if v.error), None)
+    return Verdict(id=item.key, judge=verdicts[0].judge, orders=orders, error=error,
+                   winner=next((w for w in ("A", "B", "tie") if winners.count(w) > len(winners) / 2), None),
+                   parse_ok=all(v.parse_ok for v in verdicts) and error is None,
+                   latency_s=max(v.latency_s for v in verdicts))  # fmt: skip
+
+
+def sampled_row(item: EvalItem, verdicts: list[Verdict], length_cut: list[list[str]]) -> dict[str, Any]:
+    """One item judged k times: the combined verdict, then every sample's full verdict (raw texts, usage, order)
+    and its entries cut by the token limit, sample s judged with seed + s."""
+    row = result_row(item, combined_verdict(item, verdicts))
+    return row | {"samples": [v.model_dump() for v in verdicts], "length_cut": length_cut}
+
+
+def _row_samples(row: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """(verdict, its entries cut by the token limit) for each sample of a results row."""
+    if "samples" in row:
+        cuts = row.get("length_cut") or [[] for _ in row["samples"]]
+        return list(zip(row["samples"], cuts))
+    return [(row["verdict"], row.get("length_cut") or [])]
+
+
+def _last_rows(out_dir: Path) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for line in (out_dir / RESULTS_FILE).read_text().splitlines():
+        row = json.loads(line)
+        rows[row["key"]] = row  # a later line for a key (judged again on resume) replaces the earlier one
+    return rows
+
+
+def length_limited(out_dir: Path, keys: set[str] | None = None) -> dict[str, int]:
+    """Judged samples (one order of one sample) whose generation stopped at the token limit, over the run's latest
+    rows (of `keys`, when given): `samples` cut, `unreadable` of them without a readable verdict, `of` judged."""
+    cut = unreadable = total = 0
+    for key, row in _last_rows(out_dir).items():
+        if keys is not None and key not in keys:
+            continue
+        for verdict, cuts in _row_samples(row):
+            for order in verdict.get("orders") or []:
+                total += 1
+                if any(c.split("/", 1)[0] == order["order"] for c in cuts):
+                    cut += 1
+                    unreadable += not order.get("parse_ok")
+    return {"samples": cut, "unreadable": unreadable, "of": total}
+
+
+def length_note(label: str, limited: dict[str, int], max_tokens: int | None) -> str | None:
+    """The warning a run prints when some of its samples were cut by the token limit; None when none was."""
+    if not limited["samples"]:
+        return None
+    limit = f" (max_tokens {max_tokens})" if max_tokens else ""
+    return (f"warning: {label}: {limited['samples']} of {limited['of']} judged samples stopped at the length limit"
+            f"{limit}; {limited['unreadable']} of them have no readable verdict (unparsable: wrong in the strict "
+            "metrics; VL-RewardBench's official rule counts such a sample doesntMatch, so a majority of them drops the "
+            "item). Raise --max-tokens, in a new --out, to let them finish")  # fmt: skip
+
+
+def run_official_format(record: dict[str, Any]) -> bool:
+    """Whether a run's raw text is read with the official rule: as recorded, or as `official_format` now says for
+    its judge, order and swap (a VL-RewardBench preset run with --swap recorded before this counted)."""
+    if record.get("official_preset"):
+        return True
+    j = record.get("judge") or {}
+    try:
+        benchmark = get_benchmark(record["benchmark"])
+    except (KeyError, ValueError):
+        return False
+    return official_format(benchmark, j.get("judge", ""), bool(j.get("swap")), j.get("order", "given"))
 
 
 def read_predictions(out_dir: Path) -> list[Prediction]:
     """A run directory's results as predictions, in first-written order; a later line for a key (a failed item judged
-    again on resume) replaces the earlier one."""
-    official = json.loads((out_dir / RUN_FILE).read_text())["official_preset"]
+    again on resume) replaces the earlier one. An item judged k times is one prediction with k samples' votes."""
+    official = run_official_format(json.loads((out_dir / RUN_FILE).read_text()))
     preds: dict[str, Prediction] = {}
-    for line in (out_dir / RESULTS_FILE).read_text().splitlines():
-        row = json.loads(line)
+    for key, row in _last_rows(out_dir).items():
         item = EvalItem.model_construct(key=row["key"], gold=row["gold"], group=row["group"], meta=row["meta"])
-        preds[row["key"]] = Prediction.from_verdict(item, Verdict.model_validate(row["verdict"]), official_format=official)
+        if "samples" in row:
+            verdicts = [Verdict.model_validate(v) for v in row["samples"]]
+            preds[key] = Prediction.from_samples(item, verdicts, official_format=official)
+        else:
+            preds[key] = Prediction.from_verdict(item, Verdict.model_validate(row["verdict"]), official_format=official)
     return list(preds.values())

@@ -11,6 +11,12 @@ The metric is the official one (`get_acc.py`, r1_reward @ 3693413, the same as M
   the ACC+ denominator of every category any of its pairs' media mentions. A category with no pair is n/a (get_acc.py
   prints 0.00).
 The released file lists chosen first, so runs randomise the order.
+
+Videos: the release's `video` fields name folders of frames (`video/<name>`), which the official inference reads as
+the folder's files in name order, 32 of them at `np.linspace(0, n - 1, 32, dtype=int)`. A `video` that is a folder
+is judged as those frames, given as images in time order (every backend takes images; frame folders are not a video
+format any engine decodes), with a line before the question saying they are frames of one video; a `video` that is
+a file stays a video.
 """
 
 from __future__ import annotations
@@ -24,6 +30,26 @@ from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
 
 CATEGORIES = ("mcq", "long", "short", "safety", "video")
+VIDEO_FRAMES = 32  # eval_mm_reward_bench.py: sample_frames = 32
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+FRAMES_NOTE = "The {n} images are frames of one video, in time order."
+
+
+def video_frames(folder: Path, n: int = VIDEO_FRAMES) -> list[str]:
+    """The frames the official inference takes from a folder: its image files sorted by name (as Python sorts the
+    names), at the indices `np.linspace(0, count - 1, n, dtype=int)`; an index taken twice (fewer than n frames) is
+    given once. Hidden files and files that are not images are skipped. Raises ValueError for a folder without one."""
+    names = sorted(f.name for f in folder.iterdir()
+                   if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in FRAME_SUFFIXES)  # fmt: skip
+    if not names:
+        raise ValueError(f"mm-rlhf-rewardbench: {folder} is a video folder without frames (image files: "
+                         f"{', '.join(FRAME_SUFFIXES)}); put the video's frames there (layout: docs/eval.md)")  # fmt: skip
+    count = len(names)
+    # linspace(0, count - 1, n) truncated to int, in exact integers. For n = 32 numpy's float product i * step gives
+    # the same: i * (count - 1) / 31 is either whole (31 divides count - 1: the step is whole, the product exact) or
+    # at least 1/31 away from a whole number, far beyond rounding error.
+    picked = dict.fromkeys((i * (count - 1)) // (n - 1) if n > 1 else 0 for i in range(n))
+    return [str(folder / names[i]) for i in picked]
 
 
 def category_of(media: str) -> str:
@@ -88,23 +114,29 @@ def read_official(path: Path) -> list[Prediction]:
 
 
 def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
-    """`mm_reward_bench.jsonl` (from data_dir, else the shipped copy); media at `<data_dir>/<image or video>`."""
+    """`mm_reward_bench.jsonl` (from data_dir, else the shipped copy); media at `<data_dir>/<image or video>`. A video
+    that is a folder of frames becomes up to 32 frame images (`video_frames`); a missing one stays a video reference,
+    so the run says it is missing."""
     items = []
     rows = read_records(find_file(data_dir, "mm_reward_bench.jsonl", shipped="mm-rlhf-rewardbench/mm_reward_bench.jsonl"))
     for n, row in enumerate(rows):
         media = row.get("image") or row["video"]
         key = f"{row['id']}/{n}"  # ids repeat (2-6 pairs each); the row number makes the key unique and stable
         video = "video" in row
-        request = JudgeRequest(
-            id=key,
-            task_type="video_understanding" if video else "image_understanding",
-            question=row["prompt"],
-            images=[] if video else [media_path(data_dir, media)],
-            videos=[media_path(data_dir, media)] if video else [],
-            a=row["chosen"],
-            b=row["rejected"],
-        )
+        path = media_path(data_dir, media)
+        frames = video_frames(Path(path)) if video and Path(path).is_dir() else []
+        if frames:  # a folder of frames: judged as images, in time order
+            task_type, question, images, videos = ("image_understanding", FRAMES_NOTE.format(n=len(frames)) + "\n" +
+                                                   row["prompt"], frames, [])  # fmt: skip
+        elif video:
+            task_type, question, images, videos = "video_understanding", row["prompt"], [], [path]
+        else:
+            task_type, question, images, videos = "image_understanding", row["prompt"], [path], []
+        request = JudgeRequest(id=key, task_type=task_type, question=question, images=images, videos=videos,
+                               a=row["chosen"], b=row["rejected"])  # fmt: skip
         meta = {"id": row["id"], "image": row.get("image") or "", "video": row.get("video") or ""}
+        if frames:
+            meta["frames"] = len(frames)
         items.append(EvalItem(key=key, request=request, gold="A", group=category_of(media), meta=meta))
     return items
 

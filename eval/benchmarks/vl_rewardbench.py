@@ -3,8 +3,8 @@ reasoning 318 by the corrected official mapping.
 
 Strict metrics (the headline, ours): correct / all items; an unparsable verdict, a number other than 1 or 2, or a
 split between samples counts wrong.
-Official metrics (`cal.py` @ 9b10abd, exactly): each sample (here: each judged order; in a published file, each row)
-is *agree*, *reject* or *doesntMatch*. With the official output format the number N of 'Answer N is better' is read
+Official metrics (`cal.py` @ 9b10abd, exactly): each sample (here: each judged order of each of the run's
+`--samples k` judgments; in a published file, each row) is *agree*, *reject* or *doesntMatch*. With the official output format the number N of 'Answer N is better' is read
 as `int()` reads it (`rubrics.parsing.vlrb_answer`): reject iff N is the position the rejected answer was shown at,
 agree for any other number ('Answer 3', 'Answer ０', 'Answer 01' when 2 was rejected), doesntMatch without a match.
 Without the official format (our judges) the sample's winner is agree / reject, anything else doesntMatch. An item
@@ -13,7 +13,9 @@ kept. Overall is micro over the kept items, macro the mean of the three group ac
 (where cal.py would divide by zero). `official_dropped` counts the items left out (`official_doesnt_match` of them
 with a doesntMatch majority, the rest split), as cal.py prints its counts.
 The released order puts the preferred response first in 1,245 of 1,250 rows, so runs show a seeded random order
-(or both orders) instead.
+(or both orders) instead. The official protocol (`eval run --official --samples k`) judges every item k times at the
+official inference's sampling (temperature 0.2, top_p 0.2, 2,048 tokens), each sample drawing its own order; the
+preset's text is read with the official rule whatever the order (cal.py reads each sample with the order it drew).
 """
 
 from __future__ import annotations
@@ -233,6 +235,9 @@ BENCHMARK = register(
         read_official=read_official,
         official_judge="vlrb_official",
         official_order="random",
+        official_sampling={"temperature": 0.2, "top_p": 0.2, "max_tokens": 2048},  # the official inference's vLLM request
+        votes_over_samples=True,
+        official_any_order=True,
         headline=("strict_overall", "strict_macro", "official_overall", "official_macro"),
         data_revision="original 1,250-row release (VL_RewardBench @ e492d65 data/data.jsonl, pre-2025-05 label fix)",
         # The hub parquet of the same 1,250-row release ("Cleanup parquet data (#3)", before the 2025-05 fixes).
