@@ -90,7 +90,7 @@ def test_lora_with_frozen_vision_saves_merged_weights_only(tiny_model_dir: Path,
     ],
 )
 def test_bad_pair_file_fails_before_training_naming_the_line(tmp_path: Path, row: dict, message: str) -> None:
-    from conftest import make_image
+    from tests.conftest import make_image
 
     make_image(tmp_path / "x.png")
     good = {"question": "q", "images": ["x.png"], "a": "a", "b": "b", "label": "B"}

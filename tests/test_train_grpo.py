@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_image
-from scripted import ScriptedBackend
 
 from rm.backends.hf import _to_hf
 from rm.config import JudgeConfig
 from rm.hf_compat import load_processor
 from rm.judge import Judge
 from rm.pairs import LabelledPair, read_pairs
+from tests.conftest import make_image
+from tests.scripted import ScriptedBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 

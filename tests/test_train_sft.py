@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_image
 
 from rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
 from rubrics.parsing import parse_checklist, parse_verdict
+from tests.conftest import make_image
 from train.render import order_for
 from train.sft import sft_examples
 
