@@ -160,3 +160,14 @@ def test_every_recipe_parses(recipe: str, tmp_path: Path) -> None:
     if kind is JudgeGRPOConfig:
         assert config.loss_type == "grpo"  # set explicitly in every recipe: TRL's default is dapo
         assert config.per_device_train_batch_size % config.num_generations == 0
+
+
+def test_without_the_train_extra_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from rm.cli import app
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # as if TRL were not installed
+    for command in ("grpo", "sft"):
+        result = CliRunner().invoke(app, ["train", command, "--model", "m", "--data", "d", "--out", "o"])
+        assert isinstance(result.exception, ImportError) and 'pip install -e ".[train]"' in str(result.exception)

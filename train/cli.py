@@ -125,6 +125,7 @@ def grpo(ctx: typer.Context) -> None:
     --eval_data val.jsonl --out ckpt/dr-8b   (all flags: deltarubric train grpo --help)
     """
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; pinned and tested
+    _require_train_extra()
     from rm.pairs import read_pairs
     from train.config import JudgeGRPOConfig
     from train.grpo import JudgeGRPOTrainer
@@ -145,6 +146,7 @@ def sft(ctx: typer.Context) -> None:
     Example: deltarubric train sft --judge deltarubric --model Qwen/Qwen3-VL-8B-Instruct --data traces.jsonl
     --out ckpt/warm   (all flags: deltarubric train sft --help)
     """
+    _require_train_extra()
     from rm.pairs import read_pairs
     from train.config import JudgeSFTConfig
     from train.sft import make_sft_trainer, sft_examples
