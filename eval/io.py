@@ -20,14 +20,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         return data if isinstance(data, list) else list(data.values())
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
-    return rows
+    return json_lines(path)
+
+
+def json_lines(path: Path) -> list[Any]:
+    """One JSON value per line, lines split as Python's text files split them (as the benchmarks' own scripts read
+    them; str.splitlines would also split inside strings at U+2028 and similar). Blank lines are skipped."""
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
+    return out
 
 
 def find_file(data_dir: Path, name: str, shipped: str | None = None) -> Path:

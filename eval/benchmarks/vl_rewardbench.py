@@ -21,7 +21,6 @@ preset's text is read with the official rule whatever the order (cal.py reads ea
 from __future__ import annotations
 
 import io
-import json
 import random
 import re
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 from eval.core import EvalItem, Prediction, decided, judge_stats, pct, short_hash
-from eval.io import find_file, media_path, read_records
+from eval.io import find_file, json_lines, media_path, read_records
 from eval.registry import Benchmark, HubSource, Scores, register
 from rm.types import JudgeRequest
 from rubrics.parsing import vlrb_answer
@@ -167,25 +166,12 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
     return items
 
 
-def _json_lines(path: Path) -> list:
-    """One JSON value per line, lines split as Python's text files split them (a blank line is skipped)."""
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from e
-    return out
-
-
 def read_official(path: Path) -> list[Prediction]:
     """The official per-sample output (`inference_hf.py`, cal.py's input): one row per sample, {id, query, response,
     ranking, meta: {random_number, filter_choice}}, optionally each wrapped as {"0": row}; null rows are skipped.
     Samples of one item (cal.py's key: id + query + sorted responses) become one prediction, in file order. The
     shown order is 'AB' when random_number is 0, else 'BA'; `filter_choice` is re-read with the official rule."""
-    records = _json_lines(path)
+    records = json_lines(path)
     if records and isinstance(records[0], dict) and "0" in records[0]:
         try:
             records = [r["0"] for r in records]
