@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from PIL import Image
 
 from app.metrics import Metrics
+from rm.aggregate import FLIP
 from rm.config import verdict_identity
 from rm.judge import Judge
 from rm.types import Finding, JudgeRequest, OrderResult, Verdict
 
 log = logging.getLogger(__name__)
-_FLIP = {"A": "B", "B": "A"}
 
 
 class Saturated(Exception):
@@ -57,11 +57,11 @@ def mirrored(v: Verdict, request_id: str) -> Verdict:
     return v.model_copy(
         update={
             "id": request_id,
-            "winner": _FLIP.get(v.winner, v.winner),  # type: ignore[arg-type]
+            "winner": FLIP.get(v.winner, v.winner),  # type: ignore[arg-type]
             "p_a": flip_p(v.p_a),
-            "orders": [OrderResult(order=order[o.order], winner=_FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+            "orders": [OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
                        for o in reversed(v.orders)],  # fmt: skip
-            "findings": [Finding(item=f.item, text=f.text, favors=_FLIP.get(f.favors, f.favors)) for f in v.findings],  # type: ignore[arg-type]
+            "findings": [Finding(item=f.item, text=f.text, favors=FLIP.get(f.favors, f.favors)) for f in v.findings],  # type: ignore[arg-type]
             "raw": rekey(v.raw),
             "usage": rekey(v.usage),
         }

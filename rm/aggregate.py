@@ -11,6 +11,7 @@ from rm.backends.base import TokenLogprob
 from rm.types import OrderResult
 
 Order = Literal["AB", "BA"]
+FLIP = {"A": "B", "B": "A"}  # the other label; shown and caller labels differ by this in the BA order
 
 
 def presentation_orders(item_id: str, seed: int, swap: bool, order: str) -> list[Order]:
@@ -51,7 +52,7 @@ def unswap(order: Order, winner: str | None, p_shown_a: float | None) -> tuple[s
     """Map a verdict on the shown order back to the caller's labels."""
     if order == "AB":
         return winner, p_shown_a
-    flipped = {"A": "B", "B": "A"}.get(winner, winner) if winner else None  # 'tie' stays a tie
+    flipped = FLIP.get(winner, winner) if winner else None  # 'tie' stays a tie
     return flipped, None if p_shown_a is None else 1.0 - p_shown_a
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rm.aggregate import Order, aggregate, presentation_orders, unswap, verdict_probability
+from rm.aggregate import FLIP, Order, aggregate, presentation_orders, unswap, verdict_probability
 from rm.backends import Backend, Conversation, Generation, ImagePart, make_backend
 from rm.backends.base import run_sync
 from rm.config import JudgeConfig
@@ -118,7 +118,7 @@ class Judge:
         # order='random' and B shown first, the texts quote the shown labels; orders[0].order says so. Findings'
         # `favors` are always in the caller's labels.
         lead = next((j for j in jobs if j.order == "AB"), jobs[0])
-        flip = {"A": "B", "B": "A"} if lead.order == "BA" else {}
+        flip = FLIP if lead.order == "BA" else {}
         return Verdict(
             id=req.id,
             judge=self.config.judge,

@@ -12,14 +12,12 @@ from typing import Any
 
 from PIL import Image
 
-from rm.aggregate import Order
+from rm.aggregate import FLIP, Order
 from rm.backends.base import Conversation, ImagePart, to_chat_dicts
 from rm.media import DEFAULT_MAX_INPUT_PIXELS, load_image
 from rm.pairs import LabelledPair
 from rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
 from rubrics.prompts import Method
-
-FLIP = {"A": "B", "B": "A"}
 
 
 def order_for(seed: int, pair_id: str, step: int, chain: int) -> Order:
@@ -38,6 +36,8 @@ def swap_labels(text: str) -> str:
 
 
 def prepare_pair(method: Method, pair: LabelledPair, max_pixels: int | None = None) -> PreparedRequest:
+    if pair.request.videos or pair.request.a.kind == "video":
+        raise ValueError(f"pair {pair.request.id!r}: video pairs cannot be trained (TRL's GRPO and SFT trainers take images only)")
     return prepare(method, pair.request, lambda ref: ImagePart(load_image(ref, max_input_pixels=DEFAULT_MAX_INPUT_PIXELS, max_pixels=max_pixels)), no_video_backend="train")
 
 
