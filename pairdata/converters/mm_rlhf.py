@@ -1,0 +1,42 @@
+"""MM-RLHF-style image/video understanding pairs (yifanzhang114/MM-RLHF and files in its layout).
+
+Fields: the layout of MM-RLHF-RewardBench's `mm_reward_bench.jsonl`, which this project reads as a benchmark
+(`eval/benchmarks/mm_rlhf_rewardbench.py`): `prompt` (or `question`), `image` (a path relative to the file, or an
+embedded Image feature) or `video` (a path), `chosen`, `rejected`. The training release's own schema could not be
+confirmed here: files in another layout fail with the fields expected and found. Videos are kept as video
+references (task video_understanding); a folder of frames is not expanded here.
+"""
+
+from __future__ import annotations
+
+from pairdata.converters.base import Context, Converter, Draft, register, text
+from pairdata.sources import Row, SchemaError
+
+
+def build(row: Row, ctx: Context) -> Draft:
+    d = row.data
+    question = d.get("prompt", d.get("question"))
+    if question is None or ("image" not in d and "video" not in d):
+        raise SchemaError(
+            f"mm_rlhf: {row.path}:{row.number}: expected prompt (or question), image (or video), chosen, rejected; "
+            f"the row has {', '.join(sorted(d))}"
+        )
+    chosen, rejected = text(d["chosen"], "chosen"), text(d["rejected"], "rejected")
+    if d.get("image"):
+        return Draft(question=text(question, "prompt"), first=chosen, second=rejected, better=0,
+                     task_type="image_understanding", images=[ctx.image(d["image"], row)])  # fmt: skip
+    video = ctx.video(d.get("video"), row)
+    return Draft(question=text(question, "prompt"), first=chosen, second=rejected, better=0,
+                 task_type="video_understanding", videos=[video])  # fmt: skip
+
+
+CONVERTER = register(
+    Converter(
+        name="mm_rlhf",
+        dataset="yifanzhang114/MM-RLHF (and files in MM-RLHF-RewardBench's layout)",
+        description="Image/video understanding pairs: prompt, image or video, chosen, rejected.",
+        fields=("chosen", "rejected"),
+        schema="assumed: MM-RLHF-RewardBench's jsonl layout (prompt, image|video, chosen, rejected)",
+        build=build,
+    )
+)

@@ -1,0 +1,135 @@
+"""Reading a dataset's rows one at a time from a local file or folder: JSON Lines (optionally .gz), JSON arrays and
+parquet. Nothing here loads a whole file: GRAM-RR's files are 7 and 21 GB, vision-feedback-mix's parquet 4-13 GB."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+_CHUNK = 1 << 20  # characters read at a time from a JSON array
+_PARQUET_BATCH = 64  # rows per parquet batch: rows with embedded images are large
+
+
+class SchemaError(ValueError):
+    """A source row without the fields a converter needs; the message lists what was expected and what was found."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One source record and where it came from (media paths in it are relative to `path`'s folder)."""
+
+    data: dict[str, Any]
+    path: Path
+    number: int  # 1-based within its file (line number for JSON Lines)
+
+
+def source_files(src: Path) -> list[Path]:
+    """`src` itself, or every supported file under a folder, in sorted order (shards are read in name order)."""
+    if src.is_file():
+        if not src.name.endswith(SUFFIXES):
+            raise ValueError(f"{src}: not a supported file ({', '.join(SUFFIXES)})")
+        return [src]
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES) and not _hidden(p, src))
+    if not files:
+        raise ValueError(f"{src}: no {', '.join(SUFFIXES)} files in this folder")
+    return files
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)  # .cache/ of huggingface_hub downloads
+
+
+def iter_rows(src: Path) -> Iterator[Row]:
+    """Every record of every file under `src`, streamed."""
+    for path in source_files(src):
+        reader = _parquet_rows if path.suffix == ".parquet" else _json_rows
+        for number, data in enumerate(reader(path), 1):
+            if not isinstance(data, dict):
+                raise SchemaError(f"{path}:{number}: a record must be a JSON object, got {type(data).__name__}")
+            yield Row(data, path, number)
+
+
+def _open_text(path: Path) -> TextIO:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def _json_rows(path: Path) -> Iterator[Any]:
+    """JSON Lines, or a JSON array (the GRAM datasets are documented as arrays): both streamed."""
+    with _open_text(path) as f:
+        number, line = 0, ""
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                break
+        if not line.strip():
+            return
+        if line.lstrip().startswith("["):
+            yield from _json_array(f, path, line.lstrip()[1:])
+            return
+        yield from _json_line(line, path, number)
+        for n, rest in enumerate(f, number + 1):
+            yield from _json_line(rest, path, n)
+
+
+def _json_line(line: str, path: Path, number: int) -> Iterator[Any]:
+    if line.strip():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}:{number}: not JSON ({e.msg})") from None
+
+
+def _json_array(f: TextIO, path: Path, buf: str) -> Iterator[Any]:
+    """The elements of a JSON array whose '[' was already read (`buf`: the text after it), decoded one at a time
+    from a rolling buffer, so memory holds about one element."""
+    decoder = json.JSONDecoder()
+    pos, n = 0, 0
+    while True:
+        while pos < len(buf) and (buf[pos].isspace() or buf[pos] == ","):
+            pos += 1
+        if pos < len(buf) and buf[pos] == "]":
+            return
+        try:
+            value, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as e:
+            more = f.read(_CHUNK)
+            if not more:  # the element is incomplete and the file has ended
+                raise SchemaError(f"{path}: element {n + 1} of the JSON array is not JSON ({e.msg})") from None
+            buf, pos = buf[pos:] + more, 0
+            continue
+        if end == len(buf):  # a number at the buffer's end may continue in the next chunk
+            more = f.read(_CHUNK)
+            if more:
+                buf, pos = buf[pos:] + more, 0
+                continue
+        n += 1
+        yield value
+        pos = end  # the buffer is cut only when refilled: cutting per element would copy it once per element
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError("reading parquet needs pyarrow: pip install 'deltarubric[hub]'") from e
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH):
+        yield from batch.to_pylist()
+
+
+def require(row: Row, fields: tuple[str, ...], dataset: str) -> None:
+    """Raise SchemaError naming the expected fields and the ones the row has, if any expected field is missing."""
+    missing = [f for f in fields if f not in row.data]
+    if missing:
+        raise SchemaError(
+            f"{dataset}: {row.path}:{row.number} lacks {', '.join(missing)}. This converter expects the fields "
+            f"{', '.join(fields)}; the row has {', '.join(sorted(row.data)) or 'none'}. Is --src the right dataset?"
+        )
