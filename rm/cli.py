@@ -45,6 +45,15 @@ def _attach_train() -> None:
 _attach_train()
 
 
+def _attach_data() -> None:
+    from pairdata.cli import app as data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_attach_data()
+
+
 class CLIError(Exception):
     """A user error: printed as one line, without a traceback."""
 
