@@ -21,6 +21,9 @@ from rm.types import MediaRef
 MAX_ASPECT_RATIO = 200  # Qwen-VL's resizer refuses more extreme shapes; fail early with our own message.
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_INPUT_PIXELS = 64_000_000  # above this an image is refused before decoding (decompression bombs)
+# The formats we mean to decode. Pillow otherwise sniffs dozens (EPS runs Ghostscript, for one); anything else is
+# "not a readable image".
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
 class MediaError(ValueError):
@@ -78,7 +81,8 @@ def read_bytes(ref: str) -> bytes:
 
 
 def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
-    """Decode an image to RGB, refusing bombs and corrupt data; downscale to `max_pixels` if given."""
+    """Decode an image to RGB, refusing bombs, unaccepted formats and corrupt data; downscale to `max_pixels` if
+    given, while decoding where the format allows (JPEG), else right after it."""
     if isinstance(ref, Image.Image):
         return _checked(ref, describe(ref), max_input_pixels, max_pixels)
     return decode_image(read_bytes(ref), describe(ref), max_input_pixels=max_input_pixels, max_pixels=max_pixels)
@@ -86,34 +90,61 @@ def load_image(ref: MediaRef, *, max_input_pixels: int, max_pixels: int | None =
 
 def decode_image(data: bytes, source: str, *, max_input_pixels: int, max_pixels: int | None = None) -> Image.Image:
     """`load_image` for bytes already in hand; `source` names them in errors."""
+    return _checked(open_image(data, source, max_input_pixels), source, max_input_pixels, max_pixels)
+
+
+def open_image(data: bytes, source: str, max_input_pixels: int) -> Image.Image:
+    """The image's header, read without decoding any pixel: an accepted format, its size within the limits."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as e:  # PIL's own guard fires in open() for the largest headers
         raise MediaError(f"{source}: image size exceeds the limit of {max_input_pixels} pixels ({e})") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL raises ValueError on some bad headers
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:  # PIL raises ValueError on some bad headers
         raise MediaError(f"{source}: not a readable image ({type(e).__name__})") from e
-    return _checked(img, source, max_input_pixels, max_pixels)
+    _check_size(img.size, source, max_input_pixels)
+    return img
 
 
-def _checked(img: Image.Image, source: str, max_input_pixels: int, max_pixels: int | None) -> Image.Image:
-    w, h = img.size
+def target_size(w: int, h: int, max_pixels: int | None) -> tuple[int, int]:
+    """The size an image of w x h is downscaled to so it holds at most `max_pixels` (aspect ratio kept)."""
+    if not max_pixels or w * h <= max_pixels:
+        return w, h
+    scale = math.sqrt(max_pixels / (w * h))
+    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+    # A side clamped to 1 pixel can push the area over a tiny budget: trim the other side then.
+    return min(nw, max(1, max_pixels // nh)), min(nh, max(1, max_pixels // nw))
+
+
+def _check_size(size: tuple[int, int], source: str, max_input_pixels: int) -> None:
+    w, h = size
     # Checked on the header's size, before decoding, so a decompression bomb never allocates.
     if w * h > max_input_pixels:
         raise MediaError(f"{source}: {w}x{h} = {w * h} pixels exceeds the limit of {max_input_pixels}")
     if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
         raise MediaError(f"{source}: aspect ratio of {w}x{h} is over {MAX_ASPECT_RATIO}:1")
+
+
+def _checked(img: Image.Image, source: str, max_input_pixels: int, max_pixels: int | None) -> Image.Image:
+    _check_size(img.size, source, max_input_pixels)
+    size = target_size(*img.size, max_pixels)
+    undecoded = bool(getattr(img, "tile", None))  # an opened file whose pixels are not read yet
+    if size != img.size and undecoded and img.format == "JPEG":
+        # libjpeg decodes straight to 1/2, 1/4 or 1/8 scale (never below `size`): the full image is never held.
+        img.draft(None, size)
+    if img.mode == "RGB" and size == img.size and not undecoded:
+        return img  # already what the judge needs (the server's decoded images): no copy
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+            if size != img.size and img.mode in ("RGB", "RGBA", "L", "LA"):
+                # Shrink before any conversion copy; reducing_gap makes the resize start with a cheap box reduce.
+                img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
             img = img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise MediaError(f"{source}: image data is corrupt or truncated ({e})") from e
-    if max_pixels and w * h > max_pixels:
-        scale = math.sqrt(max_pixels / (w * h))
-        nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
-        # A side clamped to 1 pixel can push the area over a tiny budget: trim the other side then.
-        nw, nh = min(nw, max(1, max_pixels // nh)), min(nh, max(1, max_pixels // nw))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    if img.size != size:
+        img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return img
 
 

@@ -114,27 +114,41 @@ class ThreadedBackend(Backend):
     Conversations go to the engine in chunks of `batch_size` (None: all at once). If the engine fails on a chunk,
     that chunk is retried one conversation at a time, so a bad conversation (too long, unprocessable media) fails
     only itself.
+
+    Cancelling `agenerate` (a request timeout) sets `cancelled`, the event of the call in progress: engines that can
+    stop mid-generation check it (the transformers backend does, at every token), and chunks not yet started are
+    skipped, so the engine is free for the next call instead of finishing work nobody waits for.
     """
 
     batch_size: int | None = None
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.cancelled = threading.Event()  # the running call's; replaced per call, under the lock
 
     @abc.abstractmethod
     def generate_blocking(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         """One engine call on one chunk; may raise."""
 
     async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        cancel = threading.Event()
+
         def locked() -> list[Generation]:
             with self._lock:
+                self.cancelled = cancel
                 size = self.batch_size or max(1, len(conversations))
                 out: list[Generation] = []
                 for start in range(0, len(conversations), size):
+                    if cancel.is_set():  # nobody waits for these any more (also when cancelled while queued)
+                        return out + [Generation(error="cancelled")] * (len(conversations) - len(out))
                     out.extend(self._chunk(conversations[start : start + size], sampling))
                 return out
 
-        return await asyncio.to_thread(locked)
+        try:
+            return await asyncio.to_thread(locked)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     def _chunk(self, chunk: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
         try:
@@ -142,6 +156,8 @@ class ThreadedBackend(Backend):
         except Exception as e:
             if len(chunk) == 1:
                 return [_failed(e)]
+        if self.cancelled.is_set():
+            return [Generation(error="cancelled")] * len(chunk)
         return [self._chunk([conv], sampling)[0] for conv in chunk]
 
 

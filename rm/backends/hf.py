@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText
+from transformers import AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
 
 from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
@@ -15,6 +16,16 @@ from rm.types import Usage
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generate() at the next token once the call is cancelled (its request timed out)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def _to_hf(conv: Conversation) -> list[dict[str, Any]]:
@@ -83,6 +94,7 @@ class TransformersBackend(ThreadedBackend):
             top_k=None,
             output_logits=sampling.top_logprobs > 0,
             return_dict_in_generate=True,
+            stopping_criteria=StoppingCriteriaList([_Cancelled(self.cancelled)]),
         )
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = gen.sequences[:, prompt_len:]
