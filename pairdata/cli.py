@@ -84,6 +84,10 @@ def dedup(
     if not files:
         raise typer.BadParameter("give at least one pair file", param_hint="FILES")
     report = run_dedup(files, specs, out, phash_max=phash_max, dhash_max=dhash_max)
+    for b in report["benchmarks"]:
+        unchecked = {k: v for k, v in b["images"].items() if k != "hashed" and v}
+        note = f"; not checked by image: {unchecked}" if unchecked else ""  # a clean result may then be incomplete
+        print(f"{b['benchmark']}: {b['items']} items from {b['data']}, {b['images']['hashed']} images hashed{note}")
     for f in report["files"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(f["dropped_by_reason"].items())) or "none"
         unchecked = {k: v for k, v in f["images"].items() if k != "hashed" and v}
