@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import unicodedata
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, ImageHash, hash_file, hash_image
-from rm.pairs import LabelledPair, PairFileError, parse_pair
+from pairdata.pairfile import atomic_lines, read_lines, relocate, write_row
 from rm.types import JudgeRequest
 
 REPORT_NAME = "dedup_report.json"
@@ -183,61 +182,19 @@ def find_matches(request: JudgeRequest, index: BenchmarkIndex, hasher: Hasher, c
     return matches
 
 
-def _relocate(row: dict[str, Any], src_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """The row with relative media paths rewritten from the input file's folder to the output's."""
-
-    def move(ref: Any) -> Any:
-        if not isinstance(ref, str) or ref.startswith(_URL) or Path(ref).is_absolute():
-            return ref
-        return os.path.relpath(src_dir / ref, out_dir)
-
-    row = dict(row)
-    for key in ("images", "videos"):
-        if isinstance(row.get(key), list):
-            row[key] = [move(r) for r in row[key]]
-    for side in ("a", "b"):
-        if isinstance(row.get(side), dict):
-            row[side] = {k: move(v) if k in ("image", "video") else v for k, v in row[side].items()}
-    return row
-
-
-def _parse_line(line: str, path: Path, n: int, src_dir: Path) -> tuple[dict[str, Any], LabelledPair]:
-    """The raw row (copied out as it is) and the validated pair; ids default as `read_pairs` gives them."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise PairFileError(f"{path}:{n}: not JSON ({e.msg})") from None
-    if not isinstance(row, dict):
-        raise PairFileError(f"{path}:{n}: a line must hold a JSON object")
-    try:
-        return row, parse_pair({"id": f"{path.stem}-{n}", **row}, src_dir, check_media=False)
-    except ValueError as e:
-        raise PairFileError(f"{path}:{n}: {e}") from None
-
-
 def dedup_file(path: Path, out: Path, index: BenchmarkIndex, hasher: Hasher, dropped: list[dict]) -> FileResult:
     """Copy the pairs of `path` that match no benchmark item to `out`; append one record per dropped pair."""
     result = FileResult(input=path, output=out)
-    src_dir, out_dir = path.parent.resolve(), out.parent.resolve()
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with path.open(encoding="utf-8") as f, tmp.open("w", encoding="utf-8") as w:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                row, pair = _parse_line(line, path, n, src_dir)
-                result.pairs += 1
-                matches = find_matches(pair.request, index, hasher, result.images)
-                if matches:
-                    result.dropped.update({m["reason"] for m in matches})
-                    dropped.append({"file": str(path), "line": n, "id": pair.request.id, "matches": matches})
-                    continue
-                w.write(json.dumps(_relocate(row, src_dir, out_dir), ensure_ascii=False) + "\n")
-                result.kept += 1
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a cut-short output must not pass for a cleaned file
-        raise
-    tmp.replace(out)
+    with atomic_lines(out) as w:
+        for n, row, pair in read_lines(path):
+            result.pairs += 1
+            matches = find_matches(pair.request, index, hasher, result.images)
+            if matches:
+                result.dropped.update({m["reason"] for m in matches})
+                dropped.append({"file": str(path), "line": n, "id": pair.request.id, "matches": matches})
+                continue
+            write_row(w, relocate(row, path.parent, out.parent))
+            result.kept += 1
     return result
 
 
