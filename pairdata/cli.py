@@ -1,5 +1,5 @@
-"""`deltarubric data list|convert|dedup`: thin wrappers over pairdata.converters and pairdata.dedup. Errors (a wrong
-schema, a missing file) propagate to `rm.cli.main`, which prints them as one line."""
+"""`deltarubric data list|convert|dedup|caption`: thin wrappers over pairdata.converters, .dedup and .caption.
+Errors (a wrong schema, a missing file) propagate to `rm.cli.main`, which prints them as one line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from pairdata.imagehash import DHASH_MAX, PHASH_MAX
+from rm.cli_options import judge_options
+from rm.config import JudgeConfig
 
 DEDUP_OUT = Path("dedup")
 app = typer.Typer(help="Training data: convert public preference datasets to pair files, drop benchmark items.",
@@ -94,3 +96,22 @@ def dedup(
         note = f"; images not checked: {unchecked}" if unchecked else ""
         print(f"{f['input']}: kept {f['kept']} of {f['pairs']} -> {f['output']} (dropped by reason: {reasons}){note}")
     print(f"report: {out / REPORT_NAME}")
+
+
+@app.command(no_args_is_help=True)
+@judge_options
+def caption(
+    config: JudgeConfig,
+    file: Annotated[Path, typer.Argument(help="The pair file to caption.")],
+    out: Annotated[Path | None, typer.Option(help="Write here instead of rewriting FILE in place.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace captions the file already has.")] = False,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Captions requested per backend call.")] = 16,
+) -> None:
+    """Add a `caption` (a description of the pair's context image or video) to every pair, with any judge backend."""
+    from pairdata.caption import caption_file
+    from rm.backends import make_backend
+
+    summary = caption_file(file, out or file, make_backend(config), config.sampling, judge=config.judge,
+                           max_input_pixels=config.max_input_pixels, max_pixels=config.max_pixels,
+                           overwrite=overwrite, chunk_size=chunk_size)  # fmt: skip
+    print(json.dumps(summary.to_json(), indent=2))
