@@ -128,8 +128,11 @@ def build_index(specs: list[str], *, hasher: Hasher | None = None, phash_max: in
     for spec in specs:
         name, data_dir = parse_against(spec)
         bench = get_benchmark(name)
-        data_dir = data_dir if data_dir is not None else hub_data(bench)
-        loaded, skipped = present_tasks(bench, data_dir)
+        try:
+            data_dir = data_dir if data_dir is not None else hub_data(bench)
+            loaded, skipped = present_tasks(bench, data_dir)
+        except ValueError as e:  # eval's messages name --data-dir; here the folder is given as NAME=DIR
+            raise ValueError(f"{e} [for dedup: --against {name}=DIR]") from None
         counts, n_items = MediaCounts(), 0
         for task, items in loaded.items():
             for item in items:

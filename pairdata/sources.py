@@ -40,7 +40,12 @@ def source_files(src: Path) -> list[Path]:
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES) and not _hidden(p, src))
     if not files:
         raise ValueError(f"{src}: no {', '.join(SUFFIXES)} files in this folder")
-    return files
+    # One format per dataset: a parquet release's stray .json (dataset_info.json and the like) is metadata, not rows.
+    for family in (".parquet", (".jsonl", ".jsonl.gz"), (".json", ".json.gz")):
+        chosen = [p for p in files if p.name.endswith(family)]
+        if chosen:
+            return chosen
+    return files  # pragma: no cover - every suffix belongs to a family
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -85,7 +90,8 @@ def _json_line(line: str, path: Path, number: int) -> Iterator[Any]:
         try:
             yield json.loads(line)
         except json.JSONDecodeError as e:
-            raise SchemaError(f"{path}:{number}: not JSON ({e.msg})") from None
+            layout = " (a file must hold one record per line, or one JSON array of records)" if number == 1 else ""
+            raise SchemaError(f"{path}:{number}: not JSON ({e.msg}){layout}") from None
 
 
 def _json_array(f: TextIO, path: Path, buf: str) -> Iterator[Any]:

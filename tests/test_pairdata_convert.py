@@ -160,6 +160,7 @@ def test_open_image_preferences_binarized(tmp_path: Path) -> None:
     src.mkdir()
     write_parquet(src / "train-00000-of-00002.parquet", rows[:3])
     write_parquet(src / "train-00001-of-00002.parquet", rows[3:])  # a folder of shards, read in name order
+    (src / "dataset_info.json").write_text('{"features": {}}')  # metadata beside parquet shards is not read as rows
     out = tmp_path / "oip.jsonl"
     assert convert("open_image_preferences", src, out).written == 6
     pairs = read_pairs(out)

@@ -150,6 +150,8 @@ def test_dedup_refuses_to_overwrite_and_needs_a_benchmark(tmp_path: Path) -> Non
         dedup([train], [], tmp_path / "o")
     with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
         dedup([train], ["nope=x"], tmp_path / "o")
+    with pytest.raises(ValueError, match=r"genai-bench is not on the hub.*--against genai-bench=DIR"):
+        dedup([train], ["genai-bench"], tmp_path / "o")
 
 
 def test_cli_dedup_takes_benchmarks_as_the_issue_writes_them(tmp_path: Path) -> None:
