@@ -130,6 +130,15 @@ def test_gram_rr_parses_the_judging_prompt(tmp_path: Path, monkeypatch: pytest.M
     assert four.request.question == "2+2?" and better_text(four) == "4"
 
 
+def test_sources_are_streamed(tmp_path: Path) -> None:
+    """With --limit the reader stops early: a broken line further down is never parsed (nor the rest read)."""
+    src = tmp_path / "gram.jsonl"
+    src.write_text(json.dumps(GRAM_ROWS[0]) + "\n" + "{broken\n" * 1000, encoding="utf-8")
+    assert convert("gram_rr", src, tmp_path / "o.jsonl", limit=1).written == 1
+    with pytest.raises(SchemaError, match="gram.jsonl:2: not JSON"):
+        convert("gram_rr", src, tmp_path / "o.jsonl")
+
+
 def test_vision_feedback_mix_parquet_with_embedded_images(tmp_path: Path) -> None:
     convs = [{"from": "human", "value": "<image>\nWhat colour dominates?"},
              {"from": "gpt", "preference_values": ["Mostly green.", "A cat."]}]  # fmt: skip

@@ -152,9 +152,9 @@ def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit
 
 def _pairs(conv: Converter, src: Path, ctx: Context, seed: int, limit: int | None,
            summary: ConvertSummary) -> Iterator[LabelledPair]:  # fmt: skip
+    if limit is not None and limit < 1:
+        return
     for index, row in enumerate(iter_rows(src)):
-        if limit is not None and summary.written >= limit:
-            return
         summary.rows += 1
         require(row, conv.fields, conv.name)
         try:
@@ -168,6 +168,8 @@ def _pairs(conv: Converter, src: Path, ctx: Context, seed: int, limit: int | Non
         summary.written += 1
         summary.labels[pair.label] += 1
         yield pair
+        if limit is not None and summary.written >= limit:
+            return  # before the next row is read: --limit on a 21 GB file reads only what it needs
 
 
 def _first_error(e: ValidationError) -> str:
