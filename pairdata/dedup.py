@@ -15,7 +15,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class MediaCounts:
     remote: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 class Hasher:
@@ -74,8 +74,11 @@ class Hasher:
         self._cache: dict[str, ImageHash | str] = {}
 
     def __call__(self, ref: str | Image.Image, counts: MediaCounts) -> ImageHash | None:
-        if isinstance(ref, Image.Image):
-            h = hash_image(ref) or "uniform"
+        if isinstance(ref, Image.Image):  # decoded lazily by the loader: a broken embedded image fails only now
+            try:
+                h = hash_image(ref) or "uniform"
+            except (OSError, ValueError, Image.DecompressionBombError):
+                h = "unreadable"
         else:
             if ref not in self._cache:
                 self._cache[ref] = self._hash_ref(ref)
