@@ -1,14 +1,20 @@
 """Micro-batching in front of the judge, with a bounded queue and a verdict cache.
 
 Trainers send many single-pair requests at once (OpenRLHF and verl: one per rollout). Pairs from concurrent requests
-queue here; a worker takes up to `max_batch` of them, after waiting `batch_window_ms` for company, and judges them in
-one call, so throughput under concurrency approaches batched throughput. A full queue refuses new work (`Saturated`
--> 503 + Retry-After) instead of growing. Every accepted pair gets exactly one verdict (an error verdict if the
-judge call itself failed).
+queue here; a worker takes up to `max_batch` of them (and at most `max_batch_pixels` decoded image pixels), after
+waiting `batch_window_ms` for company, and judges them in one call, so throughput under concurrency approaches
+batched throughput. A full queue refuses new work (`Saturated` -> 503 + Retry-After) instead of growing. Every
+accepted pair gets exactly one verdict: an error verdict if the judge call failed, was stopped past the timeout, or
+the server shut down before judging it.
+
+A judge call still running at `call_timeout_s` is cancelled: everyone waiting for it has been answered by then, and a
+local engine would otherwise keep generating for nobody while later batches wait for it (the transformers backend
+stops at its next token; a remote request is closed).
 
 The cache is keyed by the request's full content (media by pixel hash) under the judge's configuration. When the
 judge debiases by judging both orders, a pair and its A/B mirror are the same work: both are keyed by one canonical
-orientation and the mirror's verdict is derived by relabelling.
+orientation and the mirror's verdict is derived by relabelling. Keys are computed off the event loop (hashing pixels
+is CPU work proportional to the images).
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -30,15 +39,22 @@ from rm.types import Finding, JudgeRequest, OrderResult, Verdict
 
 log = logging.getLogger(__name__)
 
+Offload = Callable[..., Awaitable[Any]]  # runs a blocking function off the event loop: (fn, *args) -> result
+
 
 class Saturated(Exception):
     """The queue is full (or the server is shutting down): answer 503 with Retry-After."""
 
 
-def content_key(request: JudgeRequest, judge_hash: str) -> str:
+def content_key(request: JudgeRequest, judge_hash: str, hashes: dict[int, str] | None = None) -> str:
+    """`hashes` memoises pixel hashes by image object, for images shared by many pairs of one request."""
+    memo = {} if hashes is None else hashes
+
     def media(value: object) -> object:
         if isinstance(value, Image.Image):
-            return hashlib.sha256(value.tobytes() + str(value.size).encode()).hexdigest()
+            if id(value) not in memo:
+                memo[id(value)] = hashlib.sha256(value.tobytes() + str(value.size).encode()).hexdigest()
+            return memo[id(value)]
         return value
 
     data = request.model_dump(exclude={"id"})
@@ -48,19 +64,31 @@ def content_key(request: JudgeRequest, judge_hash: str) -> str:
     return hashlib.sha256((judge_hash + json.dumps(data, sort_keys=True, default=str)).encode()).hexdigest()
 
 
+def pixels(request: JudgeRequest) -> int:
+    """Decoded image pixels a pair carries into a judge call."""
+    images = [*request.images, request.a.image, request.b.image]
+    return sum(x.width * x.height for x in images if isinstance(x, Image.Image))
+
+
 def mirrored(v: Verdict, request_id: str) -> Verdict:
     """The verdict for the A/B-swapped pair. Winner, p_a, orders and findings' `favors` are relabelled; the free
     texts (rationale, findings' text) quote the labels of the orientation that was judged."""
     order = {"AB": "BA", "BA": "AB"}
-    rekey = lambda d: {order[k[:2]] + k[2:]: x for k, x in d.items()}  # noqa: E731
-    flip_p = lambda p: None if p is None else 1.0 - p  # noqa: E731
+
+    def rekey(d: dict[str, Any]) -> dict[str, Any]:
+        return {order[k[:2]] + k[2:]: x for k, x in d.items()}
+
+    def flip_p(p: float | None) -> float | None:
+        return None if p is None else 1.0 - p
+
+    orders = [OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+              for o in reversed(v.orders)]  # fmt: skip
     return v.model_copy(
         update={
             "id": request_id,
             "winner": FLIP.get(v.winner, v.winner),  # type: ignore[arg-type]
             "p_a": flip_p(v.p_a),
-            "orders": [OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
-                       for o in reversed(v.orders)],  # fmt: skip
+            "orders": orders,
             "findings": [Finding(item=f.item, text=f.text, favors=FLIP.get(f.favors, f.favors)) for f in v.findings],  # type: ignore[arg-type]
             "raw": rekey(v.raw),
             "usage": rekey(v.usage),
@@ -73,6 +101,7 @@ class _Pending:
     request: JudgeRequest
     key: str
     future: asyncio.Future[Verdict]
+    pixels: int = 0
 
 
 class MicroBatcher:
@@ -87,10 +116,14 @@ class MicroBatcher:
         concurrent_batches: int,
         cache_size: int,
         call_timeout_s: float,
+        max_batch_pixels: int | None = None,
+        offload: Offload | None = None,
     ) -> None:
         """Settings come from ServerSettings (app/settings.py), which holds their defaults."""
         self.judge, self.metrics = judge, metrics
         self.max_batch, self.window_s, self.max_queue = max_batch, window_s, max_queue
+        self.max_batch_pixels = max_batch_pixels
+        self._offload: Offload = offload or asyncio.to_thread
         self._slots = asyncio.Semaphore(concurrent_batches)
         self._queue: deque[_Pending] = deque()
         self._inflight: dict[str, asyncio.Future[Verdict]] = {}
@@ -101,26 +134,49 @@ class MicroBatcher:
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._pending_batches: dict[asyncio.Task[None], list[_Pending]] = {}
         identity = json.dumps(verdict_identity(judge.config), sort_keys=True) + judge.method.sha256
         self._judge_hash = hashlib.sha256(identity.encode()).hexdigest()
         self._symmetric = judge.config.swap  # both orders judged: a pair and its mirror are the same work
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
-    async def close(self) -> None:
-        """Judge everything already accepted, then stop."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Judge everything already accepted, then stop. Past `timeout_s` (a wedged engine), stop anyway: running
+        calls are cancelled and every pair not judged yet gets an error verdict, so no waiter hangs."""
         self._closing = True
         self._wakeup.set()
-        if self._worker:
-            await self._worker
-        if self._batches:
-            await asyncio.gather(*self._batches)
+
+        async def drain() -> None:
+            if self._worker:
+                await self._worker
+            while self._batches:
+                await asyncio.gather(*self._batches)
+
+        try:
+            await asyncio.wait_for(drain(), timeout_s)
+        except TimeoutError:
+            log.error("shutdown: %d queued and %d running pairs not judged within %.0f s; answering them with errors",
+                      len(self._queue), sum(map(len, self._pending_batches.values())), timeout_s)  # fmt: skip
+            if self._worker:
+                self._worker.cancel()
+            for task in list(self._batches):
+                task.cancel()
+            unjudged = list(self._queue) + [p for batch in self._pending_batches.values() for p in batch]
+            self._queue.clear()
+            self._answer(unjudged, "the server shut down before judging this pair")
 
     async def submit(self, requests: list[JudgeRequest]) -> list[Verdict]:
         if self._closing:
             raise Saturated("the server is shutting down")
-        plans = [self._plan(req) for req in requests]
+        plans = await self._offload(self._plan_all, requests)
+        if self._closing:
+            raise Saturated("the server is shutting down")
         new = {key: (req, flip) for req, (key, flip) in zip(requests, plans) if key not in self._cache and key not in self._inflight}
         if len(self._queue) + len(new) > self.max_queue:
             self.metrics.rejected.inc()
@@ -128,7 +184,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for key, (req, flip) in new.items():
             self._inflight[key] = loop.create_future()
-            self._queue.append(_Pending(req.swapped() if flip else req, key, self._inflight[key]))
+            self._queue.append(_Pending(req.swapped() if flip else req, key, self._inflight[key], pixels(req)))
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
         # Each answer is taken now (cached verdict or the future that will carry it), before anything is awaited.
@@ -141,14 +197,29 @@ class MicroBatcher:
             out.append(mirrored(verdict, req.id) if flip else verdict.model_copy(update={"id": req.id}))
         return out
 
-    def _plan(self, req: JudgeRequest) -> tuple[str, bool]:
+    def _plan_all(self, requests: list[JudgeRequest]) -> list[tuple[str, bool]]:
+        hashes: dict[int, str] = {}
+        return [self._plan(req, hashes) for req in requests]
+
+    def _plan(self, req: JudgeRequest, hashes: dict[int, str] | None = None) -> tuple[str, bool]:
         """(cache key, whether to judge the mirror instead): with both orders judged, one canonical orientation."""
-        key = content_key(req, self._judge_hash)
+        key = content_key(req, self._judge_hash, hashes)
         if self._symmetric:
-            mirror_key = content_key(req.swapped(), self._judge_hash)
+            mirror_key = content_key(req.swapped(), self._judge_hash, hashes)
             if mirror_key < key:
                 return mirror_key, True
         return key, False
+
+    def _take_batch(self) -> list[_Pending]:
+        """Up to max_batch pairs and max_batch_pixels decoded pixels (always at least one pair)."""
+        batch, total = [self._queue.popleft()], 0
+        total = batch[0].pixels
+        while self._queue and len(batch) < self.max_batch:
+            if self.max_batch_pixels is not None and total + self._queue[0].pixels > self.max_batch_pixels:
+                break
+            batch.append(self._queue.popleft())
+            total += batch[-1].pixels
+        return batch
 
     async def _run(self) -> None:
         while True:
@@ -161,23 +232,42 @@ class MicroBatcher:
             if len(self._queue) < self.max_batch and not self._closing:
                 await asyncio.sleep(self.window_s)  # let concurrent requests join this batch
             await self._slots.acquire()
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            if not self._queue:  # answered by a shutdown meanwhile
+                self._slots.release()
+                continue
+            batch = self._take_batch()
             self.metrics.queue_depth.set(len(self._queue))
             task = asyncio.get_running_loop().create_task(self._judge(batch))
             self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            self._pending_batches[task] = batch
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._pending_batches.pop(task, None)
 
     async def _judge(self, batch: list[_Pending]) -> None:
         self.metrics.batch_size.observe(len(batch))
         call = asyncio.get_running_loop().create_task(self.judge.ajudge_batch([p.request for p in batch]))
-        # A call slower than the timeout gives its slot back so later batches are judged; it keeps running, and its
-        # verdicts still reach the cache (a retry of a timed-out request then answers at once).
-        done, _ = await asyncio.wait({call}, timeout=self._call_timeout_s)
-        self._slots.release()
-        if not done:
-            log.warning("a judge call of %d pairs is past %.0f s; its slot is released", len(batch), self._call_timeout_s)
+        started = time.monotonic()
         try:
-            verdicts = await call
+            done, _ = await asyncio.wait({call}, timeout=self._call_timeout_s)
+        except asyncio.CancelledError:  # shutdown gave up on this batch: stop the engine too
+            call.cancel()
+            raise
+        finally:
+            self._slots.release()
+        if not done:
+            log.warning("a judge call of %d pairs is past %g s; cancelling it", len(batch), self._call_timeout_s)
+            self.metrics.cancelled_calls.inc()
+            call.cancel()
+            await asyncio.wait({call})
+        if call.cancelled():
+            waited = time.monotonic() - started
+            self._answer(batch, f"judge call stopped after {waited:.0f} s, past the {self._call_timeout_s:g} s request timeout")
+            return
+        try:
+            verdicts = call.result()
         except Exception as e:  # a bug or an engine crash: every pair still gets its one answer
             log.exception("judge call failed for a batch of %d", len(batch))
             verdicts = [Verdict(id=p.request.id, judge=self.judge.config.judge, error=f"judge failed: {type(e).__name__}: {e}") for p in batch]
@@ -188,6 +278,15 @@ class MicroBatcher:
                 self._cache[p.key] = v
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-            self._inflight.pop(p.key, None)
-            if not p.future.done():
-                p.future.set_result(v)
+            self._settle(p, v)
+
+    def _answer(self, pending: list[_Pending], error: str) -> None:
+        for p in pending:
+            self.metrics.judge_errors.inc()
+            self._settle(p, Verdict(id=p.request.id, judge=self.judge.config.judge, error=error))
+
+    def _settle(self, p: _Pending, v: Verdict) -> None:
+        if self._inflight.get(p.key) is p.future:
+            del self._inflight[p.key]
+        if not p.future.done():
+            p.future.set_result(v)

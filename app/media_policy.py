@@ -1,26 +1,50 @@
-"""Which media a server request may name, and loading them under that policy.
+"""Which media a server request may name, and loading them under that policy and the request's budgets.
 
 Base64 data URLs are always accepted. Files (paths or file:// URLs) only inside the configured folders, checked
 after resolving symlinks and '..', so nothing outside can be reached. http(s) is off unless enabled, and then never
 to loopback, private, link-local or reserved addresses unless that is allowed too; redirects are not followed, so a
 public URL cannot bounce the server to an internal one.
+
+Loading is bounded three ways. Downloads hold one of `media_downloads` slots and must finish, waiting for a slot
+included, within `media_timeout_s` in all (not per read), and are cancelled with their request. Every image of a
+request is opened from its header first and the pixels it will have after downscaling to `max_pixels` are summed
+against `max_request_pixels` before any is decoded. Decoding runs in the server's work pool, shrinks each image to
+`max_pixels` while or right after decoding it, and hands memory back to the system after large ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import httpx
 from PIL import Image
 
+from app.errors import InputError
+from app.metrics import Metrics
+from app.pools import Slots, WorkPool
 from app.settings import ServerSettings
-from rm.media import MediaError, decode_image, describe, download, load_image, local_file
+from rm.media import (
+    MAX_DOWNLOAD_BYTES,
+    MediaError,
+    decode_image,
+    describe,
+    local_file,
+    open_image,
+    read_bytes,
+    target_size,
+)
 
 T = TypeVar("T")
+
+_TRIM_ABOVE_PIXELS = 4_000_000  # after decoding an image this large, give freed memory back to the system
 
 
 def _named(action: Callable[[], T], where: str) -> T:
@@ -34,36 +58,108 @@ def _named(action: Callable[[], T], where: str) -> T:
         raise MediaError(f"{where}: not a usable media reference ({type(e).__name__})") from e
 
 
+async def _named_async(action: Awaitable[T], where: str) -> T:
+    try:
+        return await action
+    except MediaError as e:
+        raise MediaError(f"{where}: {e}") from e
+    except (ValueError, UnicodeError, OSError) as e:
+        raise MediaError(f"{where}: not a usable media reference ({type(e).__name__})") from e
+
+
+async def all_or_none(jobs: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run jobs concurrently; on the first failure cancel the rest (downloads included) and raise that failure."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as eg:
+        first = eg.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc keeps freed image buffers in per-thread arenas, so a burst of big decodes stays resident for good; its
+    malloc_trim returns them. A no-op elsewhere."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return (lambda: trim(0)) if trim else (lambda: None)
+
+
+release_memory = _malloc_trim()
+
+
 class MediaPolicy:
-    def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: ServerSettings, metrics: Metrics, work: WorkPool) -> None:
+        self.settings, self.metrics, self.work = settings, metrics, work
         self.roots = [p.resolve() for p in settings.allowed_media_dirs]
+        self.downloads = Slots("downloads", settings.media_downloads, metrics)
+        # Name lookups block a thread; they get their own, so a slow resolver cannot occupy the work pool.
+        self.lookups = WorkPool("dns", settings.media_downloads, metrics)
+        self._client: httpx.AsyncClient | None = None
 
-    def image(self, ref: str, where: str) -> Image.Image:
-        """Decode an image named by a request; MediaError (-> 400) names the field."""
-        limit = self.settings.max_input_pixels
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self.lookups.shutdown()
 
-        def load() -> Image.Image:
-            if ref.startswith("data:"):
-                return load_image(ref, max_input_pixels=limit)
-            if ref.startswith(("http://", "https://")):
-                return decode_image(self._fetch(ref), describe(ref), max_input_pixels=limit)
-            return load_image(str(self.local_path(ref)), max_input_pixels=limit)
+    # ------------------------------------------------------------------------------------------ images
 
-        return _named(load, where)
+    async def images(self, refs: dict[str, str]) -> dict[str, Image.Image]:
+        """Decode every distinct image reference of one request (ref -> the field that names it in errors) under the
+        policy and the request's pixel budget. MediaError (-> 400) names the field; over the budget is a 413."""
+        if not refs:
+            return {}
+        data = await all_or_none([_named_async(self._bytes(ref), where) for ref, where in refs.items()])
+        found = dict(zip(refs, data))
+        await self.work.run(self._check_budget, found, refs)
+        decoded = await all_or_none([self.work.run(self._decode, found[ref], ref, where) for ref, where in refs.items()])
+        return dict(zip(refs, decoded))
 
-    def video(self, ref: str, where: str) -> str:
+    async def _bytes(self, ref: str) -> bytes:
+        if ref.startswith("data:"):
+            return await self.work.run(read_bytes, ref)  # base64 of up to the body limit: CPU, off the event loop
+        if ref.startswith(("http://", "https://")):
+            return await self._download(ref)
+        return await self.work.run(read_bytes, str(self.local_path(ref)))  # refused before any file is touched
+
+    def _check_budget(self, found: dict[str, bytes], refs: dict[str, str]) -> None:
+        """Headers only: the pixels each image will have once downscaled, summed before anything is decoded."""
+        s, total = self.settings, 0
+        for ref, data in found.items():
+            img = _named(lambda data=data, ref=ref: open_image(data, describe(ref), s.max_input_pixels), refs[ref])
+            w, h = target_size(*img.size, s.max_pixels)
+            total += w * h
+        if total > s.max_request_pixels:
+            raise InputError(
+                f"the request's {len(found)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
+                f"the limit is {s.max_request_pixels}", "images", 413)  # fmt: skip
+
+    def _decode(self, data: bytes, ref: str, where: str) -> Image.Image:
+        s, source = self.settings, describe(ref)
+
+        def decode() -> tuple[Image.Image, int]:
+            w, h = open_image(data, source, s.max_input_pixels).size
+            return decode_image(data, source, max_input_pixels=s.max_input_pixels, max_pixels=s.max_pixels), w * h
+
+        img, full = _named(decode, where)
+        if full >= _TRIM_ABOVE_PIXELS:
+            release_memory()
+        return img
+
+    # ------------------------------------------------------------------------------------------ videos, files, hosts
+
+    async def video(self, ref: str, where: str) -> str:
         """Check a video reference against the policy; the engine decodes it."""
-
-        def check() -> str:
-            if ref.startswith("data:"):
-                return ref
-            if ref.startswith(("http://", "https://")):
-                self._check_host(ref)
-                return ref
-            return str(self.local_path(ref))
-
-        return _named(check, where)
+        if ref.startswith(("http://", "https://")):
+            await _named_async(self._check_host(ref), where)
+            return ref
+        if ref.startswith("data:"):
+            return ref
+        return str(_named(lambda: self.local_path(ref), where))
 
     def local_path(self, ref: str) -> Path:
         resolved = local_file(ref).resolve()
@@ -72,20 +168,51 @@ class MediaPolicy:
             raise MediaError(f"{describe(ref)}: local files are refused: {hint}")
         return resolved
 
-    def _check_host(self, url: str) -> None:
+    async def _check_host(self, url: str) -> None:
         if not self.settings.allow_http_media:
             raise MediaError(f"{describe(url)}: http(s) media is disabled on this server (--allow-http-media)")
         host = urlparse(url).hostname or ""
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+            infos = await self.lookups.run(socket.getaddrinfo, host, None)
         except socket.gaierror as e:
             raise MediaError(f"{describe(url)}: cannot resolve {host!r}") from e
-        for address in addresses:
+        for address in {info[4][0] for info in infos}:
             ip = ipaddress.ip_address(address.split("%")[0])
             # not is_global covers loopback, private, link-local, reserved and shared (100.64/10, cloud metadata) space
             if not ip.is_global and not self.settings.allow_private_addresses:
                 raise MediaError(f"{describe(url)}: {host} resolves to an internal address ({ip}); refused")
 
-    def _fetch(self, url: str) -> bytes:
-        self._check_host(url)
-        return download(url, follow_redirects=False)  # a public URL must not bounce the server to an internal one
+    async def _download(self, url: str) -> bytes:
+        """The body of an http(s) image: one slot, one total deadline (waiting for the slot included), no redirects;
+        cancelled, connection closed, as soon as its request is."""
+        limit = self.settings.media_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                await self.downloads.acquire()
+                try:
+                    await self._check_host(url)
+                    return await self._get(url)
+                finally:
+                    self.downloads.release()
+        except TimeoutError:
+            self.metrics.download_timeouts.inc()
+            raise MediaError(f"{describe(url)}: download did not finish within {limit:g} s") from None
+
+    async def _get(self, url: str) -> bytes:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.settings.media_timeout_s,
+                                             limits=httpx.Limits(max_connections=self.settings.media_downloads))  # fmt: skip
+        try:
+            async with self._client.stream("GET", url) as r:
+                if r.is_redirect:  # a public URL must not bounce the server to an internal one
+                    raise MediaError(f"{describe(url)}: redirects are not followed")
+                r.raise_for_status()
+                chunks, size = [], 0
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise MediaError(f"{describe(url)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise MediaError(f"{describe(url)}: download failed ({e})") from e

@@ -43,6 +43,18 @@ class ChatMessage(_Lenient):
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart] | None = None
 
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> ChatMessage:
+        parts = self.content if isinstance(self.content, list) else []
+        texts = [self.content if isinstance(self.content, str) else ""] + [p.text or "" for p in parts]
+        texts += [m.url for p in parts for m in (p.image_url, p.video_url) if m is not None]
+        try:
+            for text in texts:
+                text.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates: no tokenizer takes them
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from e
+        return self
+
 
 class ChatCompletionRequest(_Lenient):
     model: str
@@ -51,7 +63,7 @@ class ChatCompletionRequest(_Lenient):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="A 64-bit integer, as engines take it.")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")

@@ -1,29 +1,39 @@
 """The HTTP app: reward routes for RL trainers, OpenAI-compatible routes, health and metrics, over one judge.
 
-Handlers are thin: validate at the edge (schema, limits, media policy), submit pairs to the micro-batcher, shape
-the answer. Every error has one JSON shape, `{"error": {"message", "type", "param", "code"}}`; input errors are
-4xx, a full queue is 503 with Retry-After, and /get_reward answers 200 with neutral rewards whenever the judge
-could not decide, because OpenRLHF retries HTTP errors and then silently drops the sample.
+Handlers are thin: read the body, then in the server's work pool parse it, check it against the limits and build the
+pairs; load media under the policy and budgets; submit the pairs to the micro-batcher; shape the answer. The event
+loop only moves bytes and futures, so no request, however large or malformed, stalls the others or /health.
+
+Every error has one JSON shape, `{"error": {"message", "type", "param", "code"}}`; input errors are 4xx, a full queue
+is 503 with Retry-After, anything unexpected a counted JSON 500, and /get_reward answers 200 with neutral rewards
+whenever the judge could not decide, because OpenRLHF retries HTTP errors and then silently drops the sample.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import email.message
 import json
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batcher import MicroBatcher, Saturated
-from app.media_policy import MediaPolicy
+from app.edge import BodyLimit, DrainingServer, Edge, configure_access_log, server_config
+from app.errors import InputError, error_response
+from app.limits import TokenCounter, judge_conversation
+from app.media_policy import MediaPolicy, all_or_none
 from app.metrics import Metrics
+from app.pools import WorkPool
 from app.protocol import ChatCompletionRequest, ChatMessage, completion_response
 from app.reward_protocol import GetRewardRequest, JudgeAPIRequest, RewardsRequest
 from app.rewards import (
@@ -39,154 +49,342 @@ from app.settings import ServerSettings
 from rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
 from rm.config import SamplingConfig
 from rm.judge import Judge
-from rm.media import MediaError, load_image
+from rm.media import MediaError
 from rm.types import JudgeRequest, Verdict
 
 ROUTES = ("/get_reward", "/v1/judge", "/v1/rewards", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+M = TypeVar("M", bound=BaseModel)
+
+__all__ = ["InputError", "ServerState", "build_app", "error_response", "run_server"]
 
 
-class InputError(ValueError):
-    """A request that breaks a limit or the media policy: 400 (or the given status), naming the field."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param, self.status = param, status
+# ---------------------------------------------------------------------------------------------------- bodies
 
 
-def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
-    body = {"error": {"message": message, "type": type_, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def _json_content_type(value: str | None) -> bool:
+    """As FastAPI decides: no content type, application/json or application/*+json (any charset)."""
+    if not value:
+        return True
+    message = email.message.Message()
+    message["content-type"] = value
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def to_conversation(messages: list[ChatMessage], max_input_pixels: int) -> Conversation:
-    """Wire messages -> Conversation. Images must be base64 data URLs: this route fetches nothing by itself."""
-    conv: Conversation = []
-    for i, m in enumerate(messages):
-        if m.content is None or isinstance(m.content, str):
-            conv.append(Message.text(m.role, m.content or ""))
-            continue
-        parts: list[Any] = []
-        for j, p in enumerate(m.content):
-            where = f"messages[{i}].content[{j}]"
-            if p.type == "text":
-                parts.append(TextPart(p.text or ""))
-                continue
-            url = (p.image_url or p.video_url).url  # type: ignore[union-attr]
-            if not url.startswith("data:"):
-                raise MediaError(f"{where}: only base64 data URLs are accepted")
-            if p.type == "video_url":
-                parts.append(VideoPart(url))
-            else:
-                try:
-                    parts.append(ImagePart(load_image(url, max_input_pixels=max_input_pixels)))
-                except MediaError as e:
-                    raise MediaError(f"{where}: {e}") from e
-        conv.append(Message(m.role, tuple(parts)))
-    return conv
+def parse_body(raw: bytes, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
+    """JSON bytes -> a validated model, with `precheck` (cheap size limits) between the two, so a body of 20,000
+    items is refused before 20,000 are validated. Malformed JSON, however deep, is a 400."""
+    if not raw:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "a JSON body is required"}])
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON ({type(e).__name__})"}]) from e
+    if precheck is not None:
+        precheck(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from e
+    except RecursionError as e:
+        raise RequestValidationError([{"type": "too_deep", "loc": ("body",), "msg": "nested too deeply"}]) from e
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _count(field_name: str, limit: int, what: str) -> Callable[[Any], None]:
+    def check(data: Any) -> None:
+        items = data.get(field_name) if isinstance(data, dict) else None
+        if isinstance(items, list) and len(items) > limit:
+            raise InputError(f"{len(items)} {what} in one request; the limit is {limit}", field_name, 413)
+
+    return check
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over the limit, by Content-Length or while streaming, before parsing them."""
+# ---------------------------------------------------------------------------------------------------- media
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = error_response(413, f"request body is over {self.max_bytes} bytes", param="body")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen = 0
+def media_refs(requests: list[tuple[JudgeRequest, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The distinct image and video references of a request's pairs, each with the first field naming it (errors
+    name a field; a group's shared image is loaded once)."""
+    images: dict[str, str] = {}
+    videos: dict[str, str] = {}
+    for req, where in requests:
+        for i, x in enumerate(req.images):
+            if isinstance(x, str):
+                images.setdefault(x, f"{where}.images[{i}]")
+        for i, v in enumerate(req.videos):
+            videos.setdefault(v, f"{where}.videos[{i}]")
+        for side in ("a", "b"):
+            c = getattr(req, side)
+            if isinstance(c.image, str):
+                images.setdefault(c.image, f"{where}.{side}.image")
+            elif c.video is not None:
+                videos.setdefault(c.video, f"{where}.{side}.video")
+    return images, videos
 
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _BodyTooLarge
-            return message
 
-        # Read the body first (the app would buffer it anyway), so an oversize chunked body is a 413, not a parse error.
-        messages = []
-        while True:
-            try:
-                message = await counted()
-            except _BodyTooLarge:
-                return await too_large(scope, receive, send)
-            messages.append(message)
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-        replay = iter(messages)
+def _media_count(req: JudgeRequest) -> int:
+    return len(req.images) + len(req.videos) + sum(c.kind != "text" for c in (req.a, req.b))
 
-        async def replayed() -> dict:
-            return next(replay, None) or await receive()
 
-        await self.app(scope, replayed, send)
+def _substitute(req: JudgeRequest, images: dict[str, Any], videos: dict[str, str]) -> JudgeRequest:
+    """The request with its references replaced by what the policy loaded: PIL images, so the judge fetches nothing."""
+    update: dict[str, Any] = {"images": [images.get(x, x) if isinstance(x, str) else x for x in req.images],
+                              "videos": [videos.get(v, v) for v in req.videos]}  # fmt: skip
+    for side in ("a", "b"):
+        c = getattr(req, side)
+        if isinstance(c.image, str):
+            update[side] = c.model_copy(update={"image": images[c.image]})
+        elif c.video is not None:
+            update[side] = c.model_copy(update={"video": videos[c.video]})
+    return req.model_copy(update=update)
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class RewardsPlan:
+    """A /v1/rewards request turned into pairs: (i, j) rollouts (j None: the reference), their judge requests (None:
+    decided without the judge) and fixed outcomes, and each group's pair indices."""
+
+    pairs: list[tuple[int, int | None]]
+    requests: list[JudgeRequest | None]
+    fixed: list[float | None]
+    groups: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (members, indices into pairs)
 
 
 class ServerState:
-    """What handlers share: the judge, its batcher, the media policy, metrics and settings."""
+    """What handlers share: the judge, its batchers, the pools, the media policy, metrics and settings."""
 
     def __init__(self, judge: Judge, settings: ServerSettings) -> None:
         self.judge, self.settings = judge, settings
         self.metrics = Metrics()
-        self.policy = MediaPolicy(settings)
+        self.work = WorkPool("work", settings.work_threads, self.metrics)
+        self.policy = MediaPolicy(settings, self.metrics, self.work)
+        self.tokens = TokenCounter(judge.backend)
         # Rewards are always debiased: each pair in both orders, whatever the judge was started with.
         self.reward_judge = judge if judge.config.swap else Judge(judge.config.model_copy(update={"swap": True}), backend=judge.backend)
         self.batcher = self._batcher(judge)
         self.chat_inflight = 0  # OpenAI-route generations running; bounded like the judge queue
         self.reward_batcher = self.batcher if self.reward_judge is judge else self._batcher(self.reward_judge)
+        self.shutdown_deadline: float | None = None  # set on SIGTERM by run_server's DrainingServer
 
     def _batcher(self, judge: Judge) -> MicroBatcher:
         s = self.settings
         return MicroBatcher(judge, self.metrics, max_batch=s.max_batch, window_s=s.batch_window_ms / 1000,
                             max_queue=s.max_queue, concurrent_batches=s.concurrent_batches, cache_size=s.cache_size,
-                            call_timeout_s=s.request_timeout_s)  # fmt: skip
+                            call_timeout_s=s.request_timeout_s, max_batch_pixels=s.max_batch_pixels,
+                            offload=self.work.run)  # fmt: skip
 
     def batchers(self) -> list[MicroBatcher]:
         return list(dict.fromkeys([self.batcher, self.reward_batcher]))
 
-    def resolve(self, req: JudgeRequest, where: str) -> JudgeRequest:
-        """Media of a wire request loaded under the policy; PIL images from here on, so the judge fetches nothing."""
-        images = [self.policy.image(x, f"{where}.images[{i}]") if isinstance(x, str) else x for i, x in enumerate(req.images)]
-        videos = [self.policy.video(v, f"{where}.videos[{i}]") for i, v in enumerate(req.videos)]
-        sides = {}
-        for side in ("a", "b"):
-            c = getattr(req, side)
-            if isinstance(c.image, str):
-                sides[side] = c.model_copy(update={"image": self.policy.image(c.image, f"{where}.{side}.image")})
-            elif c.video is not None:
-                sides[side] = c.model_copy(update={"video": self.policy.video(c.video, f"{where}.{side}.video")})
-        return req.model_copy(update={"images": images, "videos": videos, **sides})
+    async def close(self) -> None:
+        """Drain the batchers within what is left of the drain timeout, then release pools and connections."""
+        deadline = self.shutdown_deadline or time.monotonic() + self.settings.drain_s
+        for b in self.batchers():
+            await b.close(max(0.5, deadline - time.monotonic()))
+        await self.policy.close()
+        self.work.shutdown()
 
-    def check_counts(self, pairs: int, images: int) -> None:
+    def health(self) -> dict[str, Any]:
+        pools = {p.name: p.snapshot() for p in (self.work, self.policy.downloads)}
+        queued = sum(b.queued for b in self.batchers())
+        saturated = [name for name, p in pools.items() if p["busy"] >= p["size"]]
+        if queued >= self.settings.max_queue:
+            saturated.append("queue")
+        return {"status": "saturated" if saturated else "ok", "saturated": saturated, "pools": pools,
+                "queue": {"pairs": queued, "limit": self.settings.max_queue}}  # fmt: skip
+
+    async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
+        if not _json_content_type(request.headers.get("content-type")):
+            raise InputError("the body must be JSON (Content-Type: application/json)", "content-type", 415)
+        raw = await request.body()
+        return await self.work.run(parse_body, raw, model, precheck)
+
+    def check_counts(self, pairs: int, media: int) -> None:
         s = self.settings
         if pairs > s.max_pairs_per_request:
             raise InputError(f"{pairs} pairs in one request; the limit is {s.max_pairs_per_request}", "requests", 413)
-        if images > s.max_images_per_request:
-            raise InputError(f"{images} images in one request; the limit is {s.max_images_per_request}", "images", 413)
+        if media > s.max_images_per_request:
+            raise InputError(f"{media} images in one request; the limit is {s.max_images_per_request}", "images", 413)
+
+    def check_pairs(self, requests: list[tuple[JudgeRequest, str]]) -> None:
+        """Counts (pairs, media they show the judge) and each pair's prompt tokens as the judge will template it."""
+        self.check_counts(len(requests), sum(_media_count(r) for r, _ in requests))
+        limit = self.settings.max_input_tokens
+        for req, where in requests:
+            self.tokens.check(judge_conversation(self.judge.method, req), limit, where)
+
+    async def resolve(self, requests: list[tuple[JudgeRequest, str]]) -> list[JudgeRequest]:
+        images, videos = media_refs(requests)
+        loaded = await self.policy.images(images)
+        checked = await all_or_none([self.policy.video(v, where) for v, where in videos.items()])
+        return [_substitute(r, loaded, dict(zip(videos, checked))) for r, _ in requests]
 
     async def judge_all(self, requests: list[tuple[JudgeRequest, str]], rewards: bool = False) -> list[Verdict]:
-        """Load each request's media (named by its field for errors) and judge them, all within the request timeout.
-        Media load in a worker thread: a slow download or a big decode never stalls the event loop."""
+        """Check, load media for and judge a request's pairs, all within the request timeout (cancelling downloads
+        and the judge call, if it comes to that)."""
         batcher = self.reward_batcher if rewards else self.batcher
 
         async def run() -> list[Verdict]:
-            resolved = await asyncio.to_thread(lambda: [self.resolve(r, where) for r, where in requests])
-            return await batcher.submit(resolved)
+            await self.work.run(self.check_pairs, requests)
+            return await batcher.submit(await self.resolve(requests))
 
         return await asyncio.wait_for(run(), timeout=self.settings.request_timeout_s)
 
 
-def _media_count(req: JudgeRequest) -> int:
-    return len(req.images) + len(req.videos) + sum(c.kind != "text" for c in (req.a, req.b))
+# ---------------------------------------------------------------------------------------------------- routes' logic
+
+
+def _label(raw: str | dict | None, i: int) -> dict[str, Any]:
+    """OpenRLHF's `labels[i]`: a JSON object (or its string) with at least `reference`."""
+    if raw is None:
+        raise InputError("labels are required: each a JSON object with 'reference' (and 'images')", "labels")
+    try:
+        label = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as e:
+        raise InputError(f"labels[{i}] is not JSON: {e.msg}", f"labels[{i}]") from e
+    except RecursionError as e:  # nested deeper than the parser goes
+        raise InputError(f"labels[{i}] is nested too deeply", f"labels[{i}]") from e
+    if not isinstance(label, dict) or not str(label.get("reference") or "").strip():
+        raise InputError(f"labels[{i}] must be a JSON object with a non-empty 'reference'", f"labels[{i}]")
+    if not isinstance(label.get("images", []), list) or not all(isinstance(x, str) for x in label.get("images", [])):
+        raise InputError(f"labels[{i}].images must be a list of strings", f"labels[{i}].images")
+    for key in ("question", "task_type"):
+        if label.get(key) is not None and not isinstance(label[key], str):
+            raise InputError(f"labels[{i}].{key} must be a string", f"labels[{i}].{key}")
+    return label
+
+
+def reward_requests(body: GetRewardRequest) -> list[JudgeRequest | None]:
+    """/get_reward's samples as pairs (response vs reference); None for an empty response, which loses unjudged."""
+    requests: list[JudgeRequest | None] = []
+    for i, query in enumerate(body.query):
+        label = _label(body.labels[i] if body.labels else None, i)
+        prompt = body.prompts[i] if body.prompts else None
+        images = label.get("images") or []
+        response = response_from_query(query, prompt)
+        try:
+            req = JudgeRequest(
+                id=str(i),
+                task_type=label.get("task_type") or ("image_understanding" if images else "text"),
+                question=label.get("question") or question_from_prompt(prompt or query),
+                images=images,
+                a=response or "-",
+                b=label["reference"],
+            )
+        except ValueError as e:
+            raise InputError(f"labels[{i}]: {e}", f"labels[{i}]") from e
+        requests.append(req if response else None)
+    return requests
+
+
+def rewards_plan(body: RewardsRequest, settings: ServerSettings) -> RewardsPlan:
+    """/v1/rewards' rollouts as pairs. Every pair counts against the pair limit, decided ones included, and the
+    work is linear in the pairs."""
+    items = body.items
+    limit = settings.max_pairs_per_request
+    groups: list[tuple[list[int], list[int]]] = []
+    if body.mode == "reference":
+        pairs: list[tuple[int, int | None]] = [(i, None) for i in range(len(items))]
+    else:
+        members: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            members.setdefault(item.group_id or "", []).append(i)
+        # G(G-1)/2 pairs per group: checked before any is built, so a huge group is refused at once
+        total = sum(len(m) * (len(m) - 1) // 2 for m in members.values())
+        if total > limit:
+            raise InputError(f"{total} pairs in one request; the limit is {limit}", "items", 413)
+        pairs = []
+        for group in members.values():
+            start = len(pairs)
+            pairs += [(a, b) for x, a in enumerate(group) for b in group[x + 1 :]]
+            groups.append((group, list(range(start, len(pairs)))))
+    if len(pairs) > limit:
+        raise InputError(f"{len(pairs)} pairs in one request; the limit is {limit}", "items", 413)
+    requests: list[JudgeRequest | None] = []  # None: an empty side, decided without the judge
+    fixed: list[float | None] = []
+    for k, (i, j) in enumerate(pairs):
+        item = items[i]
+        other = item.reference if j is None else items[j].response
+        first_empty, second_empty = not item.response.strip(), not (other or "").strip()
+        fixed.append(0.5 if first_empty and second_empty else 0.0 if first_empty else 1.0 if second_empty else None)
+        # A prompt that is only an image (captioning) has no question text; ask neutrally, as /get_reward does.
+        question = item.question if item.question.strip() or not item.images else IMAGE_ONLY_QUESTION
+        try:
+            req = JudgeRequest(id=str(k), task_type=item.task_type or ("image_understanding" if item.images else "text"),
+                               question=question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
+        except ValueError as e:
+            raise InputError(f"items[{i}]: {e}", f"items[{i}]") from e
+        requests.append(None if fixed[-1] is not None else req)
+    return RewardsPlan(pairs, requests, fixed, groups)
+
+
+def rewards_answer(plan: RewardsPlan, body: RewardsRequest, probs: list[float | None]) -> dict[str, Any]:
+    """Rewards, validity and per-rollout counts from the pairs' outcomes, in one pass over the pairs."""
+    n = len(body.items)
+    comparisons, parsed = [0] * n, [0] * n
+    for (i, j), p in zip(plan.pairs, probs):
+        for k in (i, j):
+            if k is not None:
+                comparisons[k] += 1
+                parsed[k] += p is not None
+    if body.mode == "reference":
+        values: list[float | None] = list(probs)
+        neutral = NEUTRAL
+    else:
+        # Each group is scored on its own comparisons only, so a group's rewards never depend on its neighbours.
+        scorer = bradley_terry if body.group_scoring == "bradley_terry" else win_rates
+        values = [None] * n
+        for members, indices in plan.groups:
+            local = {g: k for k, g in enumerate(members)}
+            outcomes = [(local[plan.pairs[x][0]], local[plan.pairs[x][1]], probs[x]) for x in indices]  # type: ignore[index]
+            for g, v in zip(members, scorer(len(members), outcomes)):
+                values[g] = v
+        neutral = 0.0 if body.group_scoring == "bradley_terry" else NEUTRAL
+    return {
+        "rewards": [neutral if v is None else v for v in values],
+        "valid": [v is not None for v in values],
+        "details": [{"comparisons": c, "parsed": p} for c, p in zip(comparisons, parsed)],
+    }
+
+
+def _image_refs(messages: list[ChatMessage]) -> dict[str, str]:
+    """The chat request's images (data URLs only: this route fetches nothing by itself), each with its field."""
+    refs: dict[str, str] = {}
+    for i, m in enumerate(messages):
+        for j, p in enumerate(m.content if isinstance(m.content, list) else []):
+            if p.type == "text":
+                continue
+            url = (p.image_url or p.video_url).url  # type: ignore[union-attr]
+            if not url.startswith("data:"):
+                raise MediaError(f"messages[{i}].content[{j}]: only base64 data URLs are accepted")
+            if p.type == "image_url":
+                refs.setdefault(url, f"messages[{i}].content[{j}]")
+    return refs
+
+
+def to_conversation(messages: list[ChatMessage], images: dict[str, Any] | None = None) -> Conversation:
+    """Wire messages -> Conversation; images from `images` (decoded by the policy), or placeholders for counting."""
+    conv: Conversation = []
+    for m in messages:
+        if m.content is None or isinstance(m.content, str):
+            conv.append(Message.text(m.role, m.content or ""))
+            continue
+        parts: list[Any] = []
+        for p in m.content:
+            if p.type == "text":
+                parts.append(TextPart(p.text or ""))
+            elif p.type == "video_url":
+                parts.append(VideoPart(p.video_url.url))  # type: ignore[union-attr]
+            else:
+                parts.append(ImagePart(images[p.image_url.url] if images else None))  # type: ignore[union-attr,arg-type]
+        conv.append(Message(m.role, tuple(parts)))
+    return conv
+
+
+# ---------------------------------------------------------------------------------------------------- the app
 
 
 def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
@@ -201,28 +399,12 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         for b in state.batchers():
             b.start()
         yield
-        for b in state.batchers():  # uvicorn has stopped accepting; judge what was accepted, then stop
-            await b.close()
+        await state.close()  # uvicorn has stopped accepting; judge what was accepted (within the drain), then stop
 
     app = FastAPI(title="deltarubric reward server", version="0.1.0", lifespan=lifespan)
     app.state.server = state
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-
-    @app.middleware("http")
-    async def auth_and_metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
-        path = request.url.path
-        route = path if path in ROUTES else "other"
-        t0 = time.perf_counter()
-        if settings.api_key and path != "/health":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-                response: Response = error_response(401, "missing or wrong bearer token", type_="authentication_error")
-                state.metrics.requests.labels(route, "401").inc()
-                return response
-        response = await call_next(request)
-        state.metrics.requests.labels(route, str(response.status_code)).inc()
-        state.metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
+    app.add_middleware(Edge, metrics=state.metrics, routes=ROUTES, api_key=settings.api_key, access_log=settings.access_log)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -246,50 +428,38 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     async def _saturated(_: Request, exc: Saturated) -> JSONResponse:
         return error_response(503, f"server busy: {exc}; retry shortly", type_="overloaded", headers={"Retry-After": "1"})
 
-    @app.exception_handler(asyncio.TimeoutError)
-    async def _timeout(_: Request, exc: asyncio.TimeoutError) -> JSONResponse:
-        return error_response(504, f"no verdict within {settings.request_timeout_s} s", type_="timeout")
+    @app.exception_handler(TimeoutError)
+    async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
+        return error_response(504, f"no answer within {settings.request_timeout_s:g} s", type_="timeout")
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+    async def health() -> dict[str, Any]:
+        """`status` is "saturated" while a pool (work threads, downloads) or the queue is full; 200 either way, so
+        a liveness probe does not restart a server that is merely busy."""
+        return state.health()
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/judge")
-    async def judge_route(body: JudgeAPIRequest) -> dict[str, Any]:
-        state.check_counts(len(body.requests), sum(map(_media_count, body.requests)))
+    @app.post("/v1/judge", openapi_extra=_schema(JudgeAPIRequest))
+    async def judge_route(request: Request) -> dict[str, Any]:
+        body = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"))
+        request.state.pairs = len(body.requests)
         verdicts = await state.judge_all([(r, f"requests[{i}]") for i, r in enumerate(body.requests)])
         return {"results": [v.model_dump() for v in verdicts], "model": model_name}
 
-    @app.post("/get_reward")
-    async def get_reward(body: GetRewardRequest) -> dict[str, Any]:
-        requests: list[JudgeRequest | None] = []  # None: an empty response, which loses without a judge call
-        for i, query in enumerate(body.query):
-            label = _label(body.labels[i] if body.labels else None, i)
-            prompt = body.prompts[i] if body.prompts else None
-            images = label.get("images") or []
-            response = response_from_query(query, prompt)
-            try:
-                req = JudgeRequest(
-                    id=str(i),
-                    task_type=label.get("task_type") or ("image_understanding" if images else "text"),
-                    question=label.get("question") or question_from_prompt(prompt or query),
-                    images=images,
-                    a=response or "-",
-                    b=label["reference"],
-                )
-            except ValueError as e:
-                raise InputError(f"labels[{i}]: {e}", f"labels[{i}]") from e
-            requests.append(req if response else None)
+    @app.post("/get_reward", openapi_extra=_schema(GetRewardRequest))
+    async def get_reward(request: Request) -> dict[str, Any]:
+        body = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"))
+        requests = await state.work.run(reward_requests, body)
         judged = [r for r in requests if r is not None]
-        state.check_counts(len(judged), sum(map(_media_count, judged)))
+        request.state.pairs = len(judged)
         try:
             found = iter(await state.judge_all([(r, f"labels[{r.id}]") for r in judged], rewards=True) if judged else [])
             timed_out = 0.0
-        except asyncio.TimeoutError:
+        except TimeoutError:
             found, timed_out = iter([None] * len(judged)), 1.0  # answer in time with neutral rewards, flagged
         verdicts: list[Verdict | None] = [next(found) if r is not None else None for r in requests]
         probs = [0.0 if r is None else (p_first_wins(v) if v else None) for r, v in zip(requests, verdicts)]
@@ -305,105 +475,87 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             },
         }
 
-    @app.post("/v1/rewards")
-    async def rewards_route(body: RewardsRequest) -> dict[str, Any]:
-        items = body.items
-        if body.mode == "reference":
-            pairs = [(i, None) for i in range(len(items))]
-        else:
-            groups: dict[str, list[int]] = {}
-            for i, item in enumerate(items):
-                groups.setdefault(item.group_id or "", []).append(i)
-            # G(G-1)/2 pairs per group: checked before any is built, so a huge group is refused at once
-            state.check_counts(sum(len(m) * (len(m) - 1) // 2 for m in groups.values()), 0)
-            pairs = [(a, b) for members in groups.values() for x, a in enumerate(members) for b in members[x + 1 :]]
-        requests: list[JudgeRequest | None] = []  # None: an empty side, decided without the judge
-        fixed: list[float | None] = []
-        for k, (i, j) in enumerate(pairs):
-            item = items[i]
-            other = item.reference if j is None else items[j].response
-            first_empty, second_empty = not item.response.strip(), not (other or "").strip()
-            fixed.append(0.5 if first_empty and second_empty else 0.0 if first_empty else 1.0 if second_empty else None)
-            # A prompt that is only an image (captioning) has no question text; ask neutrally, as /get_reward does.
-            question = item.question if item.question.strip() or not item.images else IMAGE_ONLY_QUESTION
-            try:
-                req = JudgeRequest(id=str(k), task_type=item.task_type or ("image_understanding" if item.images else "text"),
-                                   question=question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
-            except ValueError as e:
-                raise InputError(f"items[{i}]: {e}", f"items[{i}]") from e
-            requests.append(None if fixed[-1] is not None else req)
-        judged = [(r, f"items[{i}]") for r, (i, _) in zip(requests, pairs) if r is not None]
-        state.check_counts(len(judged), sum(_media_count(r) for r, _ in judged))
+    @app.post("/v1/rewards", openapi_extra=_schema(RewardsRequest))
+    async def rewards_route(request: Request) -> dict[str, Any]:
+        body = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"))
+        plan = await state.work.run(rewards_plan, body, settings)
+        judged = [(r, f"items[{i}]") for r, (i, _) in zip(plan.requests, plan.pairs) if r is not None]
+        request.state.pairs = len(judged)
         verdicts = iter(await state.judge_all(judged, rewards=True) if judged else [])
-        probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(requests, fixed)]
-        if body.mode == "reference":
-            values: list[float | None] = probs
-            neutral = NEUTRAL
-        else:
-            # Each group is scored on its own comparisons only, so a group's rewards never depend on its neighbours.
-            scorer = bradley_terry if body.group_scoring == "bradley_terry" else win_rates
-            values = [None] * len(items)
-            for members in groups.values():
-                local = {g: k for k, g in enumerate(members)}
-                outcomes = [(local[i], local[j], p) for (i, j), p in zip(pairs, probs) if i in local]
-                for g, v in zip(members, scorer(len(members), outcomes)):  # type: ignore[arg-type]
-                    values[g] = v
-            neutral = 0.0 if body.group_scoring == "bradley_terry" else NEUTRAL
-        details = [{"comparisons": sum(i in pair for pair in pairs), "parsed": sum(p is not None for pair, p in zip(pairs, probs) if i in pair)}
-                   for i in range(len(items))]  # fmt: skip
-        return {"rewards": [neutral if v is None else v for v in values], "valid": [v is not None for v in values], "details": details}
+        probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
+        return await state.work.run(rewards_answer, plan, body, probs)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         card = {"id": model_name, "object": "model", "created": created, "owned_by": "deltarubric"}
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatCompletionRequest) -> Any:
+    @app.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
+    async def chat(request: Request) -> Any:
+        req = await state.parse(request, ChatCompletionRequest)
         if req.model != model_name:
             return error_response(404, f"model {req.model!r} is not served here; use {model_name!r}", param="model")
-        media = sum(p.type != "text" for m in req.messages if isinstance(m.content, list) for p in m.content)
-        state.check_counts(1, media)
+        asked = req.max_completion_tokens or req.max_tokens
+        cap = settings.max_completion_tokens
+        if asked is not None and asked > cap:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            return error_response(400, f"{param} is {asked}; this server allows at most {cap} (--max-completion-tokens)", param=param)
+        refs = _image_refs(req.messages)
+        media = [p.type for m in req.messages if isinstance(m.content, list) for p in m.content if p.type != "text"]
+        state.check_counts(1, len(media))
+        videos = media.count("video_url")
+        if videos and not backend.supports_video:
+            return error_response(400, f"video input is not supported by the {backend.name!r} backend here", param="messages")
         if state.chat_inflight >= settings.max_queue:
             state.metrics.rejected.inc()
             raise Saturated(f"{state.chat_inflight} chat completions in flight")
-        conv = await asyncio.to_thread(to_conversation, req.messages, settings.max_input_pixels)
-        if not backend.supports_video and any(isinstance(p, VideoPart) for m in conv for p in m.content):
-            return error_response(400, f"video input is not supported by the {backend.name!r} backend here", param="messages")
         sampling = SamplingConfig(
             temperature=0.0 if req.temperature is None else req.temperature,
             top_p=req.top_p or 1.0,
-            max_tokens=req.max_completion_tokens or req.max_tokens or 1024,
+            max_tokens=asked or min(1024, cap),
             seed=req.seed or 0,
             # logprobs=true alone still needs the chosen token's logprob, which comes with the top list
             top_logprobs=max(req.top_logprobs or 0, 1) if req.logprobs else 0,
         )
         state.chat_inflight += 1
         try:
-            (gen,) = await asyncio.wait_for(backend.agenerate([conv], sampling), settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise
-        except Exception as e:  # an engine crash is still answered in the one error shape
-            return error_response(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error")
+            gen = await asyncio.wait_for(_generate(req.messages, refs, sampling), settings.request_timeout_s)
         finally:
             state.chat_inflight -= 1
+        if isinstance(gen, Response):
+            return gen
         if gen.error:
             return error_response(500, f"generation failed: {gen.error}", type_="server_error")
         return completion_response(model_name, gen, (req.top_logprobs or 0) if req.logprobs else None)
 
+    async def _generate(messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig) -> Any:
+        """Tokens checked on the text (before decoding any image), images decoded under the budgets, then one
+        generation; a timeout cancels it (a local engine stops at its next token)."""
+        await state.work.run(state.tokens.check, to_conversation(messages), settings.max_input_tokens, "messages")
+        conv = to_conversation(messages, await state.policy.images(refs))
+        try:
+            (gen,) = await backend.agenerate([conv], sampling)
+        except Exception as e:  # noqa: BLE001  (an engine crash is still answered in the one error shape)
+            return error_response(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error")
+        return gen
+
     return app
 
 
-def _label(raw: str | dict | None, i: int) -> dict[str, Any]:
-    """OpenRLHF's `labels[i]`: a JSON object (or its string) with at least `reference`."""
-    if raw is None:
-        raise InputError("labels are required: each a JSON object with 'reference' (and 'images')", "labels")
-    try:
-        label = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as e:
-        raise InputError(f"labels[{i}] is not JSON: {e.msg}", f"labels[{i}]") from e
-    if not isinstance(label, dict) or not str(label.get("reference") or "").strip():
-        raise InputError(f"labels[{i}] must be a JSON object with a non-empty 'reference'", f"labels[{i}]")
-    if not isinstance(label.get("images", []), list) or not all(isinstance(x, str) for x in label.get("images", [])):
-        raise InputError(f"labels[{i}].images must be a list of strings", f"labels[{i}].images")
-    return label
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body's schema for /docs: routes read their bodies themselves, off the event loop."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+def run_server(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve `app` (from build_app) with uvicorn: header deadline, access log, and a shutdown bounded by the drain
+    timeout however the backend behaves."""
+    state: ServerState = app.state.server
+    s = state.settings
+    configure_access_log(s.access_log)
+    config = server_config(app, host=host, port=port, header_timeout_s=s.header_timeout_s, drain_s=s.drain_s)
+
+    def on_deadline(deadline: float) -> None:
+        state.shutdown_deadline = deadline
+
+    DrainingServer(config, s.drain_s, on_deadline).run()

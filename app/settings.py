@@ -1,4 +1,7 @@
-"""Server settings: limits, media policy, batching, auth. One typed object, shown by `deltarubric serve --help`."""
+"""Server settings: limits, media policy, batching, auth. One typed object, shown by `deltarubric serve --help`.
+
+Every limit here is listed, with its flag and default, in docs/server.md ("Limits").
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from rm.media import DEFAULT_MAX_INPUT_PIXELS
+
+# Qwen3-VL's image processor shrinks anything larger to this (16384 patches of 32x32) anyway, so decoding to it
+# changes no verdict and keeps a burst of huge images from holding gigabytes.
+DEFAULT_MAX_PIXELS = 16_777_216
 
 
 class ServerSettings(BaseModel):
@@ -23,10 +30,27 @@ class ServerSettings(BaseModel):
     cache_size: int = Field(4096, ge=0, description="Verdicts remembered by request content; 0 turns it off.")
     # limits on input
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_items_per_request: int = Field(256, ge=1, description="Rollouts (or queries) per request, judged or not.")
     max_pairs_per_request: int = Field(256, ge=1)
-    max_images_per_request: int = Field(64, ge=0)
-    max_input_pixels: int = Field(DEFAULT_MAX_INPUT_PIXELS, ge=1)
+    max_images_per_request: int = Field(64, ge=0, description="Images and videos shown to the judge per request.")
+    max_input_pixels: int = Field(DEFAULT_MAX_INPUT_PIXELS, ge=1, description="Per image, from its header.")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Per image: larger ones are downscaled while decoding.")
+    max_request_pixels: int = Field(64 * 1024 * 1024, ge=1, description="Decoded pixels per request (after downscaling).")
+    max_batch_pixels: int = Field(128 * 1024 * 1024, ge=1, description="Decoded pixels per judge call.")
+    max_input_tokens: int = Field(32768, ge=1, description="Text tokens of a prompt after the chat template.")
+    max_completion_tokens: int = Field(4096, ge=1, le=32768, description="Largest max_tokens a chat request may ask.")
     # where media may come from: data URLs always; files only under these folders; http(s) only if allowed
     allowed_media_dirs: list[Path] = Field(default_factory=list)
     allow_http_media: bool = False
     allow_private_addresses: bool = Field(False, description="Let http(s) media resolve to loopback/private hosts.")
+    media_timeout_s: float = Field(30.0, gt=0, description="Whole download of one http(s) image, waiting included.")
+    media_downloads: int = Field(8, ge=1, description="http(s) downloads at once (their own pool).")
+    work_threads: int = Field(4, ge=1, description="Threads for parsing, decoding, hashing and tokenizing.")
+    # connections and shutdown
+    header_timeout_s: float = Field(10.0, gt=0, description="A connection must send its request headers by then.")
+    drain_timeout_s: float | None = Field(None, gt=0, description="On SIGTERM: answer what was accepted by then, then exit; default: the request timeout.")
+    access_log: bool = Field(True, description="One line per request: method, route, status, latency, pairs.")
+
+    @property
+    def drain_s(self) -> float:
+        return self.drain_timeout_s or self.request_timeout_s

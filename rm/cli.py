@@ -165,30 +165,43 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)] = _SERVER["request_timeout_s"],
     cache_size: Annotated[int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)] = _SERVER["cache_size"],
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = _SERVER["max_body_bytes"],
+    max_items_per_request: Annotated[int, typer.Option(help="Rollouts or queries per request, judged or not.", rich_help_panel=_S)] = _SERVER["max_items_per_request"],
     max_pairs_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_pairs_per_request"],
     max_images_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_images_per_request"],
+    max_request_pixels: Annotated[int, typer.Option(help="Decoded image pixels per request (after downscaling to --max-pixels, default 16777216).", rich_help_panel=_S)] = _SERVER["max_request_pixels"],
+    max_batch_pixels: Annotated[int, typer.Option(help="Decoded image pixels per judge call.", rich_help_panel=_S)] = _SERVER["max_batch_pixels"],
+    max_input_tokens: Annotated[int, typer.Option(help="Prompt text tokens after the chat template.", rich_help_panel=_S)] = _SERVER["max_input_tokens"],
+    max_completion_tokens: Annotated[int, typer.Option(help="Largest max_tokens a chat completion may ask for.", rich_help_panel=_S)] = _SERVER["max_completion_tokens"],
     allow_media_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder whose files requests may name; repeatable.", rich_help_panel=_S)] = None,
     allow_http_media: Annotated[bool, typer.Option(help="Fetch http(s) media named in requests.", rich_help_panel=_S)] = False,
     allow_private_addresses: Annotated[bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)] = False,
+    media_timeout: Annotated[float, typer.Option(help="Seconds for a whole http(s) image download, waiting for a slot included.", rich_help_panel=_S)] = _SERVER["media_timeout_s"],
+    media_downloads: Annotated[int, typer.Option(help="http(s) downloads at once.", rich_help_panel=_S)] = _SERVER["media_downloads"],
+    work_threads: Annotated[int, typer.Option(help="Threads for parsing, decoding and tokenizing.", rich_help_panel=_S)] = _SERVER["work_threads"],
+    header_timeout: Annotated[float, typer.Option(help="Seconds a connection has to send its request headers.", rich_help_panel=_S)] = _SERVER["header_timeout_s"],
+    drain_timeout: Annotated[Optional[float], typer.Option(help="On SIGTERM, seconds to answer accepted requests before exiting; default: --request-timeout.", rich_help_panel=_S)] = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One stderr line per request (method, route, status, latency, pairs).", rich_help_panel=_S)] = True,
 ) -> None:
     """Serve the judge to RL trainers: /get_reward (OpenRLHF), /v1/judge, /v1/rewards, OpenAI-compatible
     /v1/chat/completions and /v1/models, /health and /metrics. See docs/server.md."""
-    import uvicorn
-
-    from app.server import build_app
+    from app.server import build_app, run_server
     from rm.judge import Judge
 
     settings = ServerSettings(
         served_model_name=served_model_name or config.model, api_key=auth_token, max_batch=max_batch,
         batch_window_ms=batch_window_ms, max_queue=max_queue, concurrent_batches=concurrent_batches,
         request_timeout_s=request_timeout, cache_size=cache_size, max_body_bytes=max_body_bytes,
-        max_pairs_per_request=max_pairs_per_request, max_images_per_request=max_images_per_request,
-        max_input_pixels=config.max_input_pixels, allowed_media_dirs=allow_media_dir or [],
-        allow_http_media=allow_http_media, allow_private_addresses=allow_private_addresses,
+        max_items_per_request=max_items_per_request, max_pairs_per_request=max_pairs_per_request,
+        max_images_per_request=max_images_per_request, max_input_pixels=config.max_input_pixels,
+        max_pixels=config.max_pixels or _SERVER["max_pixels"], max_request_pixels=max_request_pixels,
+        max_batch_pixels=max_batch_pixels, max_input_tokens=max_input_tokens, max_completion_tokens=max_completion_tokens,
+        allowed_media_dirs=allow_media_dir or [], allow_http_media=allow_http_media,
+        allow_private_addresses=allow_private_addresses, media_timeout_s=media_timeout, media_downloads=media_downloads,
+        work_threads=work_threads, header_timeout_s=header_timeout, drain_timeout_s=drain_timeout, access_log=access_log,
     )  # fmt: skip
-    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to the request timeout), then the app
-    # drains its queue: every accepted request is answered.
-    uvicorn.run(build_app(Judge(config), settings), host=host, port=port, timeout_graceful_shutdown=int(request_timeout))
+    # On SIGTERM uvicorn stops accepting, in-flight requests finish and the queue drains, all within the drain
+    # timeout; a backend that never returns cannot hold the process past it (see app/edge.py).
+    run_server(build_app(Judge(config), settings), host=host, port=port)
 
 
 _D = "Demo"

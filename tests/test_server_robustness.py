@@ -534,10 +534,12 @@ class SlowOnMarker(Referee):
     def __init__(self, slow_s: float) -> None:
         super().__init__()
         self.slow_s = slow_s
+        self.finished_slow = 0  # slow calls that ran to the end
 
     async def before(self, conversations: Sequence[Conversation]) -> None:
         if any("SLOW" in all_text(c) for c in conversations):
             await asyncio.sleep(self.slow_s)
+            self.finished_slow += 1
 
 
 def test_backend_slower_than_the_request_timeout():
@@ -573,11 +575,10 @@ def test_backend_slower_than_the_request_timeout():
         assert r.status_code == 200
         assert r.json()["rewards"] == pytest.approx([expected_reward(8), expected_reward(9)])
         assert r.json()["extra_logs"]["judge_timeout"] == [0.0, 0.0]
-        # ...and the verdict that arrived after its request had given up is not lost: a retry gets it at once.
-        t0 = time.monotonic()
-        r = client.post("/get_reward", json=body)
-        assert time.monotonic() - t0 < 0.5
-        assert r.json()["rewards"] == pytest.approx([GOOD_P]) and r.json()["extra_logs"]["judge_timeout"] == [0.0]
+        # ...and no judge call outlived its requests: each slow one was cancelled at the timeout, not finished for
+        # nobody (a local engine would otherwise stay busy), and nothing it might have said was cached.
+        assert metric(metric_samples(server.url), "deltarubric_cancelled_judge_calls_total") == 3
+        assert backend.finished_slow == 0
 
 
 class HangsOnce(Referee):

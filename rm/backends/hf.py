@@ -14,7 +14,6 @@ from rm.config import SamplingConfig
 from rm.hf_compat import load_processor, video_supported
 from rm.types import Usage
 
-
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -1,0 +1,85 @@
+"""Input-token limits: what a prompt costs after the chat template, counted with the backend's own tokenizer.
+
+Only text is counted here; images are bounded by the pixel limits. A judge request is counted as the judge will send
+it: the method's system prompt and every stage's user turn, rendered by rm.prompting (the judge's own renderer).
+Text too long to possibly fit (more characters than the limit times the longest token) is refused without being
+tokenized, so a hostile megabyte costs no tokenizer time. Backends without a local tokenizer (`openai`: the engine
+behind counts for itself) are estimated at one token per four UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PIL import Image
+
+from app.errors import InputError
+from rm.backends import Backend, Conversation, ImagePart, TextPart, VideoPart
+from rm.prompting import PreparedRequest, system_messages, user_turn
+from rm.types import JudgeRequest
+from rubrics.prompts import Method
+
+_BYTES_PER_TOKEN_ESTIMATE = 4
+_PLACEHOLDER = ImagePart(Image.new("RGB", (1, 1)))  # media are left out of the count; this only fills their slot
+
+
+def _tokenizer_of(backend: Backend) -> tuple[Any, Any]:
+    """(object with apply_chat_template, tokenizer) of a local backend, or (None, None)."""
+    processor = getattr(backend, "processor", None)  # transformers
+    if processor is not None:
+        return processor, getattr(processor, "tokenizer", processor)
+    llm = getattr(backend, "llm", None)  # vllm
+    if llm is not None and hasattr(llm, "get_tokenizer"):
+        tokenizer = llm.get_tokenizer()
+        return tokenizer, tokenizer
+    return None, None
+
+
+class TokenCounter:
+    def __init__(self, backend: Backend) -> None:
+        self.template, self.tokenizer = _tokenizer_of(backend)
+        self._max_chars_per_token: int | None = None
+
+    @property
+    def max_chars_per_token(self) -> int:
+        """Characters in the longest vocabulary entry: no text of more than limit x this fits in `limit` tokens."""
+        if self._max_chars_per_token is None:
+            vocab = self.tokenizer.get_vocab() if self.tokenizer is not None else {}
+            self._max_chars_per_token = max((len(t) for t in vocab), default=_BYTES_PER_TOKEN_ESTIMATE)
+        return self._max_chars_per_token
+
+    def excess(self, conv: Conversation, limit: int) -> str | None:
+        """None when the conversation's text fits in `limit` tokens after the chat template, else how many it is."""
+        texts = [p.text for m in conv for p in m.content if isinstance(p, TextPart)]
+        if self.tokenizer is None:
+            n = math.ceil(sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / _BYTES_PER_TOKEN_ESTIMATE)
+            return f"about {n} tokens (estimated)" if n > limit else None
+        chars = sum(map(len, texts))
+        if chars > limit * self.max_chars_per_token:
+            return f"over {chars // self.max_chars_per_token} tokens ({chars} characters)"
+        messages = [{"role": m.role, "content": [{"type": "text", "text": p.text} for p in m.content if isinstance(p, TextPart)]}
+                    for m in conv]  # fmt: skip
+        try:
+            text = self.template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        except (TypeError, ValueError) as e:  # text the tokenizer cannot take (validated earlier; kept as a 400)
+            raise InputError(f"the text cannot be tokenized ({type(e).__name__})") from e
+        return f"{n} tokens" if n > limit else None
+
+    def check(self, conv: Conversation, limit: int, where: str) -> None:
+        excess = self.excess(conv, limit)
+        if excess:
+            raise InputError(f"{where}: the prompt is {excess} after the chat template; the limit is {limit} "
+                             "(--max-input-tokens)", where, 413)  # fmt: skip
+
+
+def judge_conversation(method: Method, req: JudgeRequest) -> Conversation:
+    """The text the judge sends for `req`, A shown first: the system prompt and every stage's user turn (later
+    stages' checklists come from the model's own bounded replies and are left empty here)."""
+    if req.task_type not in method.task_types:
+        return []  # the judge refuses it with an error verdict, without a model call
+    context = [_PLACEHOLDER for _ in req.images] + [VideoPart(v) for v in req.videos]
+    candidates = {side: c.text if c.text is not None else _PLACEHOLDER for side, c in (("a", req.a), ("b", req.b))}
+    prepared = PreparedRequest(req, context, candidates)  # type: ignore[arg-type]
+    return system_messages(method) + [user_turn(method, stage, prepared, "AB", []) for stage in method.stages]
