@@ -72,7 +72,7 @@ def split_warm(train_file: Path, warm_pairs: int, out: Path) -> tuple[Path, Path
     stripped = []
     for line in lines[warm_pairs:]:
         row = json.loads(line)
-        for k in ("checklist", "rationale", "caption"):
+        for k in ("checklist", "findings", "rationale", "caption"):
             row.pop(k, None)
         stripped.append(json.dumps(row))
     rest.write_text("\n".join(stripped) + "\n")

@@ -1,7 +1,7 @@
 """Labelled preference pairs: the one file format for training a judge and for evaluating it on your own data.
 
 A JSONL file, one pair per line: the fields of `JudgeRequest` plus `label` ("A" or "B", the better candidate), and
-optionally warm-start targets (`caption`, `checklist`, `rationale`). Media paths are relative to the file. Example:
+optionally warm-start targets (`caption`, `checklist`, `findings`, `rationale`). Media paths are relative to the file. Example:
 
     {"id": "p0", "question": "What colour is the square?", "images": ["img/0.png"],
      "a": "It is red.", "b": "It is blue.", "label": "B", "checklist": ["Is the square blue?"]}
@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rm.types import JudgeRequest
 
 Label = Literal["A", "B"]
-TARGET_FIELDS = ("caption", "checklist", "rationale")
+TARGET_FIELDS = ("caption", "checklist", "findings", "rationale")
 
 
 class PairFileError(ValueError):
@@ -37,7 +37,16 @@ class LabelledPair(BaseModel):
     label: Label
     caption: str | None = Field(None, description="A description of the visual input (captions stage, warm starts).")
     checklist: list[str] = Field(default_factory=list, description="A gold checklist (DeltaRubric warm start).")
+    findings: list[str] = Field(default_factory=list, description=(
+        "Per checklist item, what the visual input shows and which candidate that favours, ending 'Favors: A|B' "
+        "(warm start: a trace that checks before it decides)."))  # fmt: skip
     rationale: str | None = Field(None, description="A gold justification (warm start).")
+
+    @model_validator(mode="after")
+    def _findings_match_checklist(self) -> LabelledPair:
+        if self.findings and len(self.findings) != len(self.checklist):
+            raise ValueError(f"findings: one per checklist item ({len(self.checklist)}), got {len(self.findings)}")
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """The file form (media as given, relative paths stay relative)."""

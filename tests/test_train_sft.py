@@ -83,3 +83,26 @@ def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPai
     # Lines without an id get one from their line number, so files need no ids.
     (tmp_path / "noid.jsonl").write_text('{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "A"}\n' * 2)
     assert [p.request.id for p in read_pairs(tmp_path / "noid.jsonl")] == ["noid-1", "noid-2"]
+
+
+def test_gold_findings_follow_their_items_relabelled_for_the_order(tmp_path: Path, pairs: list[LabelledPair]) -> None:
+    """With `findings`, each item is followed by what the image shows and who agrees, in the labels the model saw."""
+    with_findings = [
+        p.model_copy(update={"findings": [f"In the image, the square is red. Response A agrees. Response B does not. Favors: {p.label}"] * 2})
+        for p in pairs
+    ]  # fmt: skip
+    for judge in ("direct", "deltarubric"):
+        examples = sft_examples(with_findings, judge, "traces")[(judge == "deltarubric") :: 1 + (judge == "deltarubric")]
+        assert len(examples) == len(pairs)
+        for pair, example in zip(pairs, examples):
+            order = order_for(0, pair.request.id, 0, 0)
+            winner = pair.label if order == "AB" else {"A": "B", "B": "A"}[pair.label]
+            target = _text(example["completion"][0])
+            agree = "A" if order == "AB" else "B"  # the finding says A agrees, in the caller's labels
+            assert f"1. Is the square red? In the image, the square is red. Response {agree} agrees." in target
+            parsed = parse_verdict(target)
+            assert parsed.winner == winner and [f for _, f in parsed.findings] == [winner, winner]
+    row = {**with_findings[0].to_json(), "findings": ["only one"]}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(PairFileError, match=r"bad.jsonl:1: .*findings: one per checklist item \(2\), got 1"):
+        read_pairs(tmp_path / "bad.jsonl", check_media=False)

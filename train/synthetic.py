@@ -27,7 +27,7 @@ from rm.pairs import LabelledPair, read_pairs, write_pairs
 from rm.types import JudgeRequest
 from rubrics.parsing import _LEAK_RE
 
-VERSION = 1
+VERSION = 2  # 2: gold findings per checklist item
 SIZE, CELL, SHAPE = 64, 32, 22  # one 32x32 cell = one merged vision token (patch 16 x merge 2)
 CELLS = ("top left", "top right", "bottom left", "bottom right")
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
@@ -202,9 +202,13 @@ def _make_pair(rng: random.Random, index: int, kind: str, image: str) -> tuple[L
     texts = {right: _answer(real, keys, qkey, rng), wrong: _answer(other, keys, qkey, rng)}
     rationale = (f"Response {wrong} says {_phrase(facts(other)[planted])}, but in the image "
                  f"{_phrase(facts(real)[planted])}; Response {right} is right.")  # fmt: skip
+    checklist = _checklist(planted, (s1, s2), rng)
+    # Every item asks about the planted slot, so each finding reads that slot off the image, then matches the answers.
+    agrees = {right: "agrees", wrong: "does not"}
+    finding = f"In the image, {_phrase(facts(real)[planted])}. Response A {agrees['A']}. Response B {agrees['B']}. Favors: {right}"
     request = JudgeRequest(id=f"syn-{index:06d}", question=_question(qkey), images=[image], a=texts["A"], b=texts["B"])
-    pair = LabelledPair(request=request, label=right, caption=caption(real),
-                        checklist=_checklist(planted, (s1, s2), rng), rationale=rationale)  # fmt: skip
+    pair = LabelledPair(request=request, label=right, caption=caption(real), checklist=checklist,
+                        findings=[finding] * len(checklist), rationale=rationale)  # fmt: skip
     return pair, real
 
 
@@ -261,7 +265,8 @@ def scene_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     for i in range(n):
         pair, _ = _make_pair(rng, i, KINDS[i % len(KINDS)], "images/x.png")
         r = pair.request
-        lines += [r.question, r.a.text or "", r.b.text or "", pair.caption or "", *pair.checklist, pair.rationale or ""]
+        lines += [r.question, r.a.text or "", r.b.text or "", pair.caption or "", *pair.checklist, *pair.findings,
+                  pair.rationale or ""]
     return lines
 
 
