@@ -160,9 +160,9 @@ def test_one_planted_error_and_the_right_answer_is_true_of_the_pixels(data) -> N
         # One finding per item: the planted slot as the pixels show it, then which answer agrees (check, then decide).
         assert len(pair.findings) == len(pair.checklist)
         for f in pair.findings:
-            m = re.fullmatch(r"In the image, (.+)\. Response A (agrees|does not)\. Response B (agrees|does not)\. Favors: ([AB])", f)
+            m = re.fullmatch(r"In the image, (.+)\. That is what Response ([AB]) says\. Favors: ([AB])", f)
             assert m and claim_true(m[1][0].upper() + m[1][1:], scene), (pair.request.id, scene, f)
-            assert m[4] == pair.label and (m[2] == "agrees") == (pair.label == "A") != (m[3] == "agrees")
+            assert m[2] == m[3] == pair.label and m[1] in (right.text or "").lower()
         q = pair.request.question
         kind, subject = next((k, m[1]) for k, pat in QUESTIONS.items() if (m := re.fullmatch(pat, q)))
         if kind != "describe":  # the first claim answers the question; the error is there or in a later claim

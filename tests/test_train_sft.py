@@ -88,7 +88,7 @@ def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPai
 def test_gold_findings_follow_their_items_relabelled_for_the_order(tmp_path: Path, pairs: list[LabelledPair]) -> None:
     """With `findings`, each item is followed by what the image shows and who agrees, in the labels the model saw."""
     with_findings = [
-        p.model_copy(update={"findings": [f"In the image, the square is red. Response A agrees. Response B does not. Favors: {p.label}"] * 2})
+        p.model_copy(update={"findings": [f"In the image, the square is red. That is what Response A says. Favors: {p.label}"] * 2})
         for p in pairs
     ]  # fmt: skip
     for judge in ("direct", "deltarubric"):
@@ -99,7 +99,7 @@ def test_gold_findings_follow_their_items_relabelled_for_the_order(tmp_path: Pat
             winner = pair.label if order == "AB" else {"A": "B", "B": "A"}[pair.label]
             target = _text(example["completion"][0])
             agree = "A" if order == "AB" else "B"  # the finding says A agrees, in the caller's labels
-            assert f"1. Is the square red? In the image, the square is red. Response {agree} agrees." in target
+            assert f"1. Is the square red? In the image, the square is red. That is what Response {agree} says." in target
             parsed = parse_verdict(target)
             assert parsed.winner == winner and [f for _, f in parsed.findings] == [winner, winner]
     row = {**with_findings[0].to_json(), "findings": ["only one"]}

@@ -203,9 +203,9 @@ def _make_pair(rng: random.Random, index: int, kind: str, image: str) -> tuple[L
     rationale = (f"Response {wrong} says {_phrase(facts(other)[planted])}, but in the image "
                  f"{_phrase(facts(real)[planted])}; Response {right} is right.")  # fmt: skip
     checklist = _checklist(planted, (s1, s2), rng)
-    # Every item asks about the planted slot, so each finding reads that slot off the image, then matches the answers.
-    agrees = {right: "agrees", wrong: "does not"}
-    finding = f"In the image, {_phrase(facts(real)[planted])}. Response A {agrees['A']}. Response B {agrees['B']}. Favors: {right}"
+    # Every item asks about the planted slot, so each finding reads that slot off the image, then names the answer
+    # that says so. One label per finding: relabelling for the shown order (A<->B) keeps the sentence's form.
+    finding = f"In the image, {_phrase(facts(real)[planted])}. That is what Response {right} says. Favors: {right}"
     request = JudgeRequest(id=f"syn-{index:06d}", question=_question(qkey), images=[image], a=texts["A"], b=texts["B"])
     pair = LabelledPair(request=request, label=right, caption=caption(real), checklist=checklist,
                         findings=[finding] * len(checklist), rationale=rationale)  # fmt: skip
