@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 Offload = Callable[..., Awaitable[Any]]  # runs a blocking function off the event loop: (fn, *args) -> result
 
 
+SHUT_DOWN = "the server shut down before judging this pair"
+
+
 class Saturated(Exception):
     """The queue is full (or the server is shutting down): answer 503 with Retry-After."""
 
@@ -158,18 +161,23 @@ class MicroBatcher:
             while self._batches:
                 await asyncio.gather(*self._batches)
 
+        draining = asyncio.get_running_loop().create_task(drain())
         try:
-            await asyncio.wait_for(drain(), timeout_s)
+            await asyncio.wait_for(asyncio.shield(draining), timeout_s)
+            return
         except TimeoutError:
-            log.error("shutdown: %d queued and %d running pairs not judged within %.0f s; answering them with errors",
-                      len(self._queue), sum(map(len, self._pending_batches.values())), timeout_s)  # fmt: skip
-            if self._worker:
-                self._worker.cancel()
-            for task in list(self._batches):
-                task.cancel()
-            unjudged = list(self._queue) + [p for batch in self._pending_batches.values() for p in batch]
-            self._queue.clear()
-            self._answer(unjudged, "the server shut down before judging this pair")
+            pass
+        running = sum(map(len, self._pending_batches.values()))
+        log.error("shutdown: %d queued and %d running pairs not judged within %.3g s; answering them with errors",
+                  len(self._queue), running, timeout_s)  # fmt: skip
+        draining.cancel()
+        if self._worker:
+            self._worker.cancel()
+        for task in list(self._batches):
+            task.cancel()  # each answers its own pairs as it stops (see _judge)
+        self._answer(list(self._queue), SHUT_DOWN)
+        self._queue.clear()
+        await asyncio.gather(draining, *self._batches, return_exceptions=True)
 
     async def submit(self, requests: list[JudgeRequest]) -> list[Verdict]:
         if self._closing:
@@ -252,8 +260,9 @@ class MicroBatcher:
         started = time.monotonic()
         try:
             done, _ = await asyncio.wait({call}, timeout=self._call_timeout_s)
-        except asyncio.CancelledError:  # shutdown gave up on this batch: stop the engine too
+        except asyncio.CancelledError:  # shutdown gave up on this batch: stop the engine too, answer the pairs
             call.cancel()
+            self._answer(batch, SHUT_DOWN)
             raise
         finally:
             self._slots.release()

@@ -171,12 +171,15 @@ class Edge:
             if status is not None:  # the answer has started: nothing else can be sent
                 raise
             await error_response(500, "internal server error (logged on the server)", type_="server_error")(scope, receive, sending)
-        except asyncio.CancelledError:  # the drain timeout passed with this request unanswered: say so, then go
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running at the drain timeout: answer 503 rather than drop the connection
+            # (the task then ends normally; uvicorn only cancelled it to end it).
             if status is None:
                 gone = error_response(503, "the server is shutting down; retry", type_="overloaded", headers={"Retry-After": "1"})
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(gone(scope, receive, sending), 1.0)
-            raise
+            if status is None:
+                raise
         finally:
             if status is not None:  # None: never answered (the client had gone)
                 elapsed = time.perf_counter() - t0

@@ -21,6 +21,8 @@ from rm.types import JudgeRequest
 from rubrics.prompts import Method
 
 _BYTES_PER_TOKEN_ESTIMATE = 4
+# Qwen-VL's media placeholders: typed into text they make the processor expect media that never come (an engine error).
+QWEN_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")
 _PLACEHOLDER = ImagePart(Image.new("RGB", (1, 1)))  # media are left out of the count; this only fills their slot
 
 
@@ -40,6 +42,17 @@ class TokenCounter:
     def __init__(self, backend: Backend) -> None:
         self.template, self.tokenizer = _tokenizer_of(backend)
         self._max_chars_per_token: int | None = None
+        own = (getattr(self.template, "image_token", None), getattr(self.template, "video_token", None))
+        self.placeholders = tuple(dict.fromkeys([*QWEN_PLACEHOLDERS, *(t for t in own if isinstance(t, str) and t)]))
+
+    def check_placeholders(self, conv: Conversation, where: str) -> None:
+        """Media placeholder tokens typed as text: refused (400) rather than failing in the engine (500)."""
+        for i, m in enumerate(conv):
+            for p in m.content:
+                found = next((t for t in self.placeholders if isinstance(p, TextPart) and t in p.text), None)
+                if found:
+                    raise InputError(f"{where}[{i}]: the text contains {found}, the model's media placeholder; send media "
+                                     "as image_url/video_url parts", f"{where}[{i}]")  # fmt: skip
 
     @property
     def max_chars_per_token(self) -> int:

@@ -531,7 +531,9 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     async def _generate(messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig) -> Any:
         """Tokens checked on the text (before decoding any image), images decoded under the budgets, then one
         generation; a timeout cancels it (a local engine stops at its next token)."""
-        await state.work.run(state.tokens.check, to_conversation(messages), settings.max_input_tokens, "messages")
+        text = to_conversation(messages)
+        state.tokens.check_placeholders(text, "messages")
+        await state.work.run(state.tokens.check, text, settings.max_input_tokens, "messages")
         conv = to_conversation(messages, await state.policy.images(refs))
         try:
             (gen,) = await backend.agenerate([conv], sampling)

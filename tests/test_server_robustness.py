@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import httpx
@@ -97,7 +97,7 @@ def reward_body(indices: Sequence[int], good: Callable[[int], bool] = lambda i: 
 
 
 GOOD_P = 0.9  # the referee's confidence in the letter it picks: rewards are 0.9 (GOOD) and 0.1 (BAD) exactly
-_PAIR = re.compile(r"\[Response A\]\n(.*?)\n\[End of Response A\].*?\[Response B\]\n(.*?)\n\[End of Response B\]", re.S)
+_PAIR = re.compile(r"\[Response A\]\n(.*?)\n\[End of Response A\].*?\[Response B\]\n(.*?)\n\[End of Response B\]", re.DOTALL)
 
 
 def referee(conv: Conversation) -> str:
@@ -475,7 +475,7 @@ def test_backend_crash_on_a_batch_gives_neutral_rewards_and_error_verdicts_then_
         (verdict,) = client.post("/v1/judge", json=judge_body([pair])).json()["results"]
         assert verdict["winner"] == "A" and verdict["error"] is None
         text = client.get("/metrics").text
-    assert re.search(r"^deltarubric_judge_errors_total 2\.0$", text, re.M)
+    assert re.search(r"^deltarubric_judge_errors_total 2\.0$", text, re.MULTILINE)
 
 
 def poison_aware(conv: Conversation) -> str | Exception:
@@ -637,7 +637,7 @@ def test_graceful_shutdown_answers_every_request_in_flight():
     results: list[Any] = []
     with server:
         bodies = [reward_body([i]) for i in range(n)]
-        burst = lambda: post_all(server.url, "/get_reward", bodies, connections=n, timeout_s=20)  # noqa: E731
+        burst = lambda: post_all(server.url, "/get_reward", bodies, connections=n, timeout_s=20)
         sender = threading.Thread(target=lambda: results.append(asyncio.run(burst())))
         sender.start()
         batcher = app.state.server.reward_batcher
@@ -949,3 +949,481 @@ def test_group_mode_pair_limit_is_checked_before_building_pairs(monkeypatch):
     assert r.status_code == 413
     limit = ServerSettings().max_pairs_per_request
     assert len(built) <= limit, f"{len(built)} pairs built to refuse a request over the {limit}-pair limit"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. Hostile input (issue 11): no request can freeze, wedge or exhaust the server. One regression per defect, each
+#    against a real server on loopback; freeze and starvation cases check that /health and a small request keep
+#    answering within a second while the bad request is in flight.
+
+
+def keep_answering(url: str, busy: Callable[[], bool], *, rounds: int = 300, timeout_s: float = 60.0) -> list[dict]:
+    """While `busy()`: GET /health and POST a small text pair (new each round, so it is judged, not cached); each
+    must answer within a second. Returns the /health bodies seen. Bounded in rounds and time."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        for k in range(rounds):
+            if not busy() or time.monotonic() > deadline:
+                break
+            t0 = time.monotonic()
+            health = client.get("/health")
+            t1 = time.monotonic()
+            small = client.post("/v1/judge", json=judge_body([(f"Answer #{k}: GOOD", f"Answer #{k}: BAD")]))
+            t2 = time.monotonic()
+            assert health.status_code == 200 and t1 - t0 < 1.0, f"/health took {t1 - t0:.2f} s"
+            assert small.status_code == 200 and t2 - t1 < 1.0, f"a small request took {t2 - t1:.2f} s: {small.text[:200]}"
+            seen.append(health.json())
+    assert seen, "the bad requests were over before the server could be checked"
+    return seen
+
+
+def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freezes_the_server():
+    """20,000 rollouts with empty responses (1.5 MB) froze every route, /health included, for 40 s: empty responses
+    count as decided, so they escaped the pair limit, and `details` did items x pairs work on the event loop."""
+    n = 20_000
+    reference = json.dumps({"items": [{"question": "q", "response": "", "reference": "r"}] * n}).encode()
+    groups = json.dumps({"mode": "group", "items": [{"group_id": str(i), "question": "q", "response": ""} for i in range(n)]}).encode()
+    queries = json.dumps({"query": ["<|im_start|>assistant\n"] * n, "labels": ['{"reference": "r"}'] * n}).encode()
+    attacks = [("/v1/rewards", reference), ("/v1/rewards", groups), ("/get_reward", queries)] * 2
+
+    with LoopbackServer(scripted_app(Referee(), batch_window_ms=0)) as server:
+
+        def attack() -> list[httpx.Response]:
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                return [client.post(path, content=body, headers=JSON_HEADERS) for path, body in attacks]
+
+        sender, replies = in_background(attack)
+        try:
+            keep_answering(server.url, sender.is_alive)
+        finally:
+            sender.join(timeout=150)
+        # The largest request the limits allow is answered, every rollout with its own counts.
+        most = [{"question": "q", "response": "", "reference": "r"}] * 256
+        allowed = httpx.post(server.url + "/v1/rewards", json={"items": most}, timeout=30)
+    (replies,) = replies
+    for r in replies:
+        assert r.status_code == 413, r.text[:200]
+        assert re.search(r"^20000 (items|queries) in one request; the limit is 256$", r.json()["error"]["message"])
+    assert allowed.status_code == 200
+    assert allowed.json()["rewards"] == [0.0] * 256 and allowed.json()["details"] == [{"comparisons": 1, "parsed": 1}] * 256
+
+
+def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
+    """The scoring step on its own: one pass over the pairs (the old `details` scanned every pair for every item)."""
+    from app.reward_protocol import RewardsRequest
+    from app.server import rewards_answer, rewards_plan
+
+    items = [{"group_id": f"g{i // 3}", "question": "q", "response": f"r{i}"} for i in range(192)]  # 64 groups of 3
+    body = RewardsRequest.model_validate({"mode": "group", "items": items})
+    plan = rewards_plan(body, ServerSettings())
+    seen = []
+
+    class CountingPairs(list):
+        def __iter__(self):
+            seen.append(1)
+            return super().__iter__()
+
+    plan.pairs = CountingPairs(plan.pairs)
+    answer = rewards_answer(plan, body, [0.75] * len(plan.pairs))
+    assert len(seen) <= 2  # a constant number of passes, not one per item
+    assert answer["details"] == [{"comparisons": 2, "parsed": 2}] * 192
+    assert answer["rewards"][:3] == pytest.approx([0.75, 0.5, 0.25])  # P(first wins) = 0.75 in every pair
+
+
+def test_issue11_2_prompts_over_the_token_limit_are_refused_with_the_numbers(tiny_backend):
+    """A 1 MB question kept the local backend busy for over 15 minutes. Prompts are counted after the chat template
+    with the model's own tokenizer; text that cannot fit is refused without being tokenized at all."""
+    from tests.conftest import tiny_app
+
+    huge = "word " * 200_000  # 1 MB
+    long = "word " * 5_000  # tokenized: the count is exact
+    with LoopbackServer(tiny_app(tiny_backend, max_input_tokens=4096)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        for text, count in ((huge, r"over \d+ tokens \(\d+ characters\)"), (long, r"\d+ tokens")):
+            label = {"reference": "r", "question": text}
+            refused = {
+                "/v1/judge": {"requests": [{"task_type": "text", "question": text, "a": "x", "b": "y"}]},
+                "/get_reward": {"query": ["<|im_start|>assistant\nx"], "labels": [json.dumps(label)]},
+                "/v1/rewards": {"items": [{"question": "q", "response": text, "reference": "r"}]},
+                "/v1/chat/completions": {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": text}]},
+            }
+            for path, body in refused.items():
+                r = client.post(path, json=body)
+                assert r.status_code == 413, (path, r.status_code, r.text[:200])
+                message = r.json()["error"]["message"]
+                assert re.search(f"the prompt is {count} after the chat template; the limit is 4096", message), message
+                if count == r"\d+ tokens":
+                    assert int(re.search(r"is (\d+) tokens", message).group(1)) > 4096
+        # max_tokens is capped, with the numbers
+        r = client.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and "max_tokens is 5000; this server allows at most 4096" in r.json()["error"]["message"]
+        # what fits is served
+        r = client.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "word " * 200}]})
+        assert r.status_code == 200, r.text[:200]
+
+
+def test_issue11_2_a_timed_out_local_generation_stops_and_frees_the_backend(tiny_backend):
+    """A generation past the request timeout ran on, so every later request timed out too: now the request's
+    cancellation reaches the engine (a stopping criterion checks it at every token) and the backend is free again."""
+    judge = Judge(JudgeConfig(model="tiny", judge="direct", sampling={"max_tokens": 3000}), backend=tiny_backend)
+    settings = ServerSettings(served_model_name="tiny", request_timeout_s=1.0, max_completion_tokens=3000, batch_window_ms=0)
+    engine = tiny_backend._lock  # held while the model generates
+    small = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    with LoopbackServer(build_app(judge, settings)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        # ~3000 tokens take the tiny model on a CPU far longer than the 1 s timeout
+        long = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me everything."}], "max_tokens": 3000}
+        assert client.post("/v1/chat/completions", json=long).status_code == 504
+        wait_until(lambda: not engine.locked(), 5, "the timed-out chat generation to stop")
+        assert client.post("/v1/chat/completions", json=small).status_code == 200
+        # a judge call past the timeout (the batcher's) is stopped the same way
+        assert client.post("/v1/judge", json=judge_body([("Answer #1: one", "Answer #1: two")])).status_code == 504
+        wait_until(lambda: not engine.locked(), 5, "the timed-out judge call to stop")
+        assert client.post("/v1/chat/completions", json=small).status_code == 200
+        samples = metric_samples(server.url)
+    assert metric(samples, "deltarubric_cancelled_judge_calls_total") == 1
+
+
+WEDGED_SERVER = """
+import sys, time
+from app.server import build_app, run_server
+from app.settings import ServerSettings
+from rm.backends.base import Generation, ThreadedBackend
+from rm.config import JudgeConfig
+from rm.judge import Judge
+
+class Wedged(ThreadedBackend):
+    name = "wedged"
+
+    def generate_blocking(self, conversations, sampling):  # a hung engine: never returns in time, ignores cancelling
+        time.sleep(300)
+        return [Generation() for _ in conversations]
+
+settings = ServerSettings(request_timeout_s=60, drain_timeout_s=2, access_log=False)
+app = build_app(Judge(JudgeConfig(model="x", judge="direct"), backend=Wedged()), settings)
+run_server(app, host="127.0.0.1", port=int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_issue11_2_shutdown_finishes_within_the_drain_timeout_even_with_a_wedged_backend(sig):
+    """SIGTERM hung until SIGKILL while the backend was busy: the drain waited for it forever. Now requests still in
+    flight at the drain timeout are answered 503 and the process exits whatever the engine thread does (after
+    SIGINT, Python would wait for that thread at exit: a watchdog ends the process)."""
+    import signal
+    import subprocess
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", WEDGED_SERVER, str(port)], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: _healthy(url) or proc.poll() is not None, 60, "the server to start")
+        assert proc.poll() is None, proc.stderr.read()
+        sender, replies = in_background(lambda: httpx.post(url + "/v1/judge", json=judge_body([("a", "b")]), timeout=60))
+        wait_until(lambda: metric(metric_samples(url), "deltarubric_batch_size_count") == 1, 10, "the judge call to start")
+        proc.send_signal(getattr(signal, sig))
+        try:
+            proc.wait(timeout=30)  # the drain timeout is 2 s and the request timeout 60 s: only a bounded drain ends here
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not exit after SIGTERM")
+        sender.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (reply,) = replies
+    assert reply.status_code == 503 and reply.json()["error"]["type"] == "overloaded"  # answered, not dropped
+    assert "1 running pairs not judged within 0.5 s; answering them with errors" in proc.stderr.read()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def png_url(size: tuple[int, int], colour: tuple[int, int, int], fmt: str = "PNG") -> str:
+    """A solid image of any size: a few kB as PNG however many pixels it claims."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def images_pair(urls: Sequence[str], k: int = 0) -> dict[str, Any]:
+    return {"requests": [{"id": f"img{k}", "question": f"Which fits #{k}?", "images": list(urls),
+                          "a": f"Answer #{k}: GOOD", "b": f"Answer #{k}: BAD"}]}  # fmt: skip
+
+
+def test_issue11_3_decoded_pixels_are_budgeted_per_request_before_any_decoding(monkeypatch):
+    """16 plain 7000x7000 PNGs in one 3.4 MB request took the server to 9.7 GB. Each image now counts with the size
+    it will have once downscaled to max_pixels, summed from the headers before anything is decoded; JPEGs are
+    decoded straight at the reduced size."""
+    from PIL import ImageFile
+
+    loaded: list[tuple[str, tuple[int, int]]] = []
+    real_load = ImageFile.ImageFile.load
+
+    def recording(self):  # what was really decoded, at what size (after any decode-time scaling)
+        decoding = bool(self.tile)  # later calls on a loaded image decode nothing
+        out = real_load(self)
+        if decoding:
+            loaded.append((self.format, self.size))
+        return out
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    pngs = [png_url((2000, 2000), (10 * k, 100, 200)) for k in range(5)]  # 4 Mpx each, 1 Mpx once downscaled
+    backend = Referee()
+    app = scripted_app(backend, max_pixels=1_000_000, max_request_pixels=4_000_000, batch_window_ms=0)
+    with LoopbackServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        over = client.post("/v1/judge", json=images_pair(pngs, 1))
+        assert over.status_code == 413, over.text[:300]
+        message = over.json()["error"]["message"]
+        assert "5 images decode to 5000000 pixels" in message and "the limit is 4000000" in message
+        assert loaded == []  # refused from the headers alone
+        within = client.post("/v1/judge", json=images_pair(pngs[:4], 2))
+        assert within.status_code == 200 and within.json()["results"][0]["winner"] == "A"
+        jpeg = client.post("/v1/judge", json=images_pair([png_url((4000, 4000), (1, 2, 3), "JPEG")], 3))
+        assert jpeg.status_code == 200
+    assert sorted(loaded) == [("JPEG", (1000, 1000))] + [("PNG", (2000, 2000))] * 4  # the JPEG never at 4000x4000
+    shown = [p.image for conv in backend.calls[-2] + backend.calls[-1] for m in conv for p in m.content if hasattr(p, "image")]
+    assert shown and all(img.width * img.height <= 1_000_000 for img in shown)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_issue11_3_memory_returns_to_baseline_after_a_burst_of_large_images():
+    """4.4 GB stayed held after the burst. Images are shrunk as they are decoded, a few at a time in the work pool,
+    and memory freed after large decodes goes back to the system."""
+    import ctypes
+    import gc
+
+    urls = [png_url((3000, 3000), (k, 255 - k, 7 * k % 256)) for k in range(16)]  # 9 Mpx each, 16 distinct
+    bodies = [images_pair(urls[4 * k : 4 * k + 4], k) for k in range(4)]
+    app = scripted_app(Referee(), max_pixels=250_000, batch_window_ms=0)
+    with LoopbackServer(app) as server:
+        httpx.post(server.url + "/v1/judge", json=images_pair([IMAGE], 99), timeout=30)  # warm the code paths
+        gc.collect()
+        ctypes.CDLL(None).malloc_trim(0)
+        baseline = peak = _rss()
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.wait(0.01):
+                peak = max(peak, _rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        replies = asyncio.run(post_all(server.url, "/v1/judge", bodies, connections=4, timeout_s=60))
+        done.set()
+        sampler.join(timeout=5)
+        gc.collect()
+        after = _rss()
+    assert [r.status for r in replies] == [200] * 4
+    mb = 1024 * 1024
+    # 16 images of 27 MB each as RGB: holding them at once would be 430 MB, and glibc kept such bursts resident.
+    assert (peak - baseline) / mb < 300, f"peak {(peak - baseline) / mb:.0f} MB over the baseline"
+    assert (after - baseline) / mb < 60, f"{(after - baseline) / mb:.0f} MB still held after the burst"
+
+
+class SlowImageHost:
+    """An HTTP server on 127.0.0.1 that answers every GET with an image's headers, then one byte every `every_s`
+    for at most `max_s`; it counts connections and how many the client closed."""
+
+    def __init__(self, every_s: float = 0.3, max_s: float = 20.0) -> None:
+        import socket
+
+        self.every_s, self.max_s = every_s, max_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.opened = self.hung_up = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def __enter__(self) -> Self:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.opened += 1
+            t = threading.Thread(target=self._trickle, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _trickle(self, conn: Any) -> None:
+        with conn:
+            conn.settimeout(5)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                head += conn.recv(4096) or b"\r\n\r\n"
+            deadline = time.monotonic() + self.max_s
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000000\r\n\r\n")
+                while not self.stop.is_set() and time.monotonic() < deadline:
+                    conn.sendall(b"\x89")
+                    time.sleep(self.every_s)
+            except OSError:
+                self.hung_up += 1
+
+
+def test_issue11_4_slow_image_hosts_cannot_starve_other_requests():
+    """Six downloads sending 1 byte every 5 s made every other request 504 for 120 s while /health said ok: the
+    30 s timeout was per read, the thread ran on after its request timed out, and downloads shared the default
+    pool with decoding and the backend. Now: one total deadline, their own slots, cancelled, saturation reported."""
+    settings = {"allow_http_media": True, "allow_private_addresses": True, "media_timeout_s": 1.5, "media_downloads": 2,
+                "request_timeout_s": 20, "batch_window_ms": 0}
+    with SlowImageHost() as host, LoopbackServer(scripted_app(Referee(), **settings)) as server:
+        bodies = [images_pair([f"{host.url}/cat{k}.png"], k) for k in range(6)]
+        sender, replies = in_background(lambda: asyncio.run(post_all(server.url, "/v1/judge", bodies, connections=6, timeout_s=30)))
+        try:
+            seen = keep_answering(server.url, sender.is_alive)
+        finally:
+            sender.join(timeout=40)
+        # every download the server started was cancelled (connection closed) at its deadline, none left running
+        wait_until(lambda: host.hung_up == host.opened, 10, "the slow downloads to be closed by the server")
+        samples = metric_samples(server.url)
+        health = httpx.get(server.url + "/health", timeout=5).json()
+    (replies,) = replies
+    assert [r.status for r in replies] == [400] * 6
+    assert all("did not finish within 1.5 s" in r.body["error"]["message"] for r in replies)
+    assert 1 <= host.opened <= 6  # at most two at a time; those still waiting for a slot at their deadline never connect
+    assert any(h["status"] == "saturated" and h["pools"]["downloads"] == {"size": 2, "busy": 2, "waiting": 4} for h in seen)
+    assert metric(samples, "deltarubric_media_download_timeouts_total") == 6
+    assert metric(samples, "deltarubric_pool_size", pool="downloads") == 2
+    assert metric(samples, "deltarubric_pool_busy", pool="downloads") == 0 and health["status"] == "ok"
+
+
+NESTED_LABEL = json.dumps({"query": ["<|im_start|>assistant\nx"], "labels": ["[" * 5000 + "]" * 5000]})
+CHAT = '{"model": "tiny", "max_tokens": 2, "temperature": 0.7, %s, "messages": [{"role": "user", "content": %s}]}'
+
+
+@pytest.mark.parametrize(
+    "path, raw",
+    [
+        pytest.param("/get_reward", NESTED_LABEL, id="label-nested-5000-deep"),
+        pytest.param("/v1/chat/completions", CHAT % (f'"seed": {2**70}', '"hi"'), id="seed-2**70"),
+        pytest.param("/v1/chat/completions", CHAT % ('"seed": 1', '"a\\ud800b"'), id="lone-surrogate"),
+        pytest.param("/v1/chat/completions", CHAT % ('"seed": 1', '"<|image_pad|>"'), id="image-placeholder-as-text"),
+    ],
+)
+def test_issue11_5_inputs_that_reached_500_are_400_with_a_json_error(tiny_server, path, raw):
+    """Each once gave a 500 (a plain-text one for the label, not counted in /metrics), on the real tiny model."""
+    before = metric(metric_samples(tiny_server.url), "deltarubric_requests_total", route=path, status="400")
+    r = httpx.post(tiny_server.url + path, content=raw.encode(), headers=JSON_HEADERS, timeout=60)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("application/json") and r.json()["error"]["code"] == 400
+    after = metric(metric_samples(tiny_server.url), "deltarubric_requests_total", route=path, status="400")
+    assert after == before + 1
+
+
+def test_issue11_5_an_unexpected_error_is_a_json_500_and_counted():
+    app = scripted_app(Referee())
+
+    async def broken(requests):
+        raise RuntimeError("a bug")
+
+    with LoopbackServer(app) as server:
+        app.state.server.batcher.submit = broken
+        r = httpx.post(server.url + "/v1/judge", json=judge_body([("x", "y")]), timeout=30)
+        samples = metric_samples(server.url)
+    assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == {"message": "internal server error (logged on the server)", "type": "server_error",
+                                 "param": None, "code": 500}  # fmt: skip
+    assert "a bug" not in r.text  # details stay in the log
+    assert metric(samples, "deltarubric_requests_total", route="/v1/judge", status="500") == 1
+
+
+# Property-based fuzzing of the chat route on the real tiny model (tokenizer, template, torch seeding) and of
+# /get_reward's label strings, which the server parses itself.
+
+CHAT_TEXT = TEXT | st.sampled_from(["<|im_start|>assistant\n", "<|im_end|>", "<|endoftext|>", "<|vision_start|>",
+                                    "<|image_pad|>", "<|video_pad|>", "\x00", "\ud800", "x" * 3000, ""])  # fmt: skip
+
+
+@st.composite
+def chat_bodies(draw) -> dict[str, Any]:
+    def content() -> Any:
+        if draw(st.booleans()):
+            return draw(CHAT_TEXT)
+        parts = st.fixed_dictionaries({"type": st.just("text"), "text": CHAT_TEXT})
+        return draw(st.lists(parts, max_size=3))
+
+    roles = st.sampled_from(["system", "user", "assistant"])
+    body: dict[str, Any] = {"model": "tiny", "messages": [{"role": draw(roles), "content": content()} for _ in range(draw(st.integers(1, 3)))]}
+    optional = {
+        "seed": st.integers() | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**70]),
+        "temperature": st.floats(0, 2) | st.floats(allow_nan=False),
+        "top_p": st.floats(0, 1) | st.floats(allow_nan=False),
+        "max_tokens": st.integers(1, 3) | st.integers(),
+        "logprobs": st.booleans(),
+        "top_logprobs": st.integers(0, 3) | st.integers(),
+    }
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            body[name] = draw(values)
+    return body
+
+
+@pytest.fixture(scope="module")
+def tiny_client(tiny_backend):
+    from tests.conftest import tiny_app
+
+    with TestClient(tiny_app(tiny_backend, max_completion_tokens=3, batch_window_ms=0), raise_server_exceptions=False) as client:
+        yield client
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=chat_bodies())
+def test_fuzz_chat_on_the_tiny_model_is_never_a_500(tiny_client, body):
+    raw = json.dumps(body).encode()  # lone surrogates travel as \ud800 escapes, as a JSON client sends them
+    r = post_raw(tiny_client, "/v1/chat/completions", raw)
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        assert r.json()["choices"][0]["finish_reason"] in ("stop", "length")
+    else:
+        assert r.json()["error"]["code"] == r.status_code
+
+
+NESTED = st.builds(lambda n, opener, closer: opener * n + closer * n, st.integers(1, 20_000),
+                   st.sampled_from(["[", '{"a":', '[{"r":']), st.sampled_from(["]", "}", "}]"]))  # fmt: skip
+LABEL_OBJECTS = st.fixed_dictionaries(
+    {"reference": TEXT | INTERESTING},
+    optional={"images": JSON | st.lists(INTERESTING, max_size=2), "question": JSON | TEXT, "task_type": JSON | INTERESTING},
+)
+LABEL_STRINGS = TEXT | JSON.map(json.dumps) | NESTED | LABEL_OBJECTS.map(json.dumps)
+
+
+@FUZZ
+@given(labels=st.lists(LABEL_STRINGS, min_size=1, max_size=3))
+def test_fuzz_label_strings_are_never_a_500(fuzz_client, labels):
+    body = {"query": [query_text(i, True) for i in range(len(labels))], "labels": labels}
+    check_answer("/get_reward", body, post_raw(fuzz_client, "/get_reward", json.dumps(body).encode()))

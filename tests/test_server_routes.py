@@ -6,10 +6,14 @@ import asyncio
 import base64
 import io
 import json
-from pathlib import Path
+import logging
+import re
+import threading
+import time
 
 import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -264,10 +268,18 @@ def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
     """`deltarubric serve` as a user runs it, then /get_reward and /metrics over HTTP."""
     from tests.conftest import served
 
-    with served("-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "6") as url:
+    limits = ("--max-input-tokens", "1500", "--max-completion-tokens", "8", "--max-request-pixels", "1000", "--no-access-log")
+    with served("-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "6", *limits) as url:
         r = httpx.post(url + "/get_reward", json=get_reward_body(["Two cats."]), timeout=60)
         assert r.status_code == 200 and len(r.json()["rewards"]) == 1
         assert "deltarubric_batch_size" in httpx.get(url + "/metrics").text
+        # the limit flags reach the server
+        r = httpx.post(url + "/get_reward", json=get_reward_body(["cats " * 3000]), timeout=60)
+        assert r.status_code == 413 and "the limit is 1500 (--max-input-tokens)" in r.json()["error"]["message"]
+        chat = {"model": str(tiny_model_dir), "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}
+        assert "at most 8" in httpx.post(url + "/v1/chat/completions", json=chat, timeout=60).json()["error"]["message"]
+        r = httpx.post(url + "/v1/judge", json=one_pair(png_data_url(size=(40, 30))), timeout=60)
+        assert r.status_code == 413 and "the limit is 1000" in r.json()["error"]["message"]
 
 
 def test_group_rewards_do_not_depend_on_other_groups():
@@ -316,3 +328,106 @@ def test_chat_route_counts_images_against_the_limit():
     with client:
         r = client.post("/v1/chat/completions", json={"model": "judge", "messages": [{"role": "user", "content": [image, image]}]})
     assert r.status_code == 413 and "images" in r.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------------- issue 11, "Also"
+
+
+def test_only_accepted_image_formats_are_decoded(monkeypatch):
+    """EPS bytes once reached Pillow's EPS plugin, which runs Ghostscript; only PNG, JPEG, WebP, GIF and BMP open."""
+    from PIL import EpsImagePlugin
+
+    ghostscript = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: ghostscript.append(1))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nshowpage\n%%EOF\n"
+    client, _ = make_client()
+    with client:
+        r = client.post("/v1/judge", json=one_pair("data:image/png;base64," + base64.b64encode(eps).decode()))
+        for fmt in ("JPEG", "WEBP", "GIF", "BMP"):  # the accepted ones still load
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 12), (1, 2, 3)).save(buf, format=fmt)
+            ok = client.post("/v1/judge", json=one_pair("data:image/x;base64," + base64.b64encode(buf.getvalue()).decode()))
+            assert ok.status_code == 200, (fmt, ok.text[:200])
+    assert r.status_code == 400 and "not a readable image" in r.json()["error"]["message"]
+    assert ghostscript == []
+
+
+def test_connections_that_never_finish_their_headers_are_closed():
+    """300 of 300 slow-header connections were still held after 15 s; now each has `header_timeout_s`."""
+    import socket
+
+    from app.edge import server_config
+
+    client, _ = make_client()
+    server = LoopbackServer(client.app)  # its port and start-up wait, with the server `deltarubric serve` runs
+    server.server = uvicorn.Server(server_config(client.app, host="127.0.0.1", port=server.port, header_timeout_s=0.5,
+                                                 drain_s=5, log_level="warning"))  # fmt: skip
+    server.thread = threading.Thread(target=server.server.run, daemon=True)
+    with server:
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(20)]
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        open_ = set(range(len(socks)))
+        for _ in range(50):  # trickle one header line every 0.1 s, for 5 s at most
+            for k in list(open_):
+                try:
+                    socks[k].sendall(b"X-Slow: 1\r\n")
+                    socks[k].settimeout(0.01)
+                    if socks[k].recv(1) == b"":
+                        open_.discard(k)
+                except (TimeoutError, BlockingIOError):
+                    pass
+                except OSError:  # reset by the server
+                    open_.discard(k)
+            if not open_:
+                break
+            time.sleep(0.1)
+        health = httpx.get(server.url + "/health", timeout=5)  # a well-behaved client is served meanwhile
+        for s in socks:
+            s.close()
+    assert open_ == set(), f"{len(open_)} of {len(socks)} slow-header connections still open"
+    assert health.status_code == 200
+
+
+def test_health_answers_head_and_reports_pools_and_queue():
+    client, _ = make_client(work_threads=3, media_downloads=5, max_queue=7)
+    with client:
+        head = client.head("/health")
+        body = client.get("/health").json()
+        metrics = client.get("/metrics").text
+    assert head.status_code == 200 and head.content == b""
+    assert body == {"status": "ok", "saturated": [], "queue": {"pairs": 0, "limit": 7},
+                    "pools": {"work": {"size": 3, "busy": 0, "waiting": 0}, "downloads": {"size": 5, "busy": 0, "waiting": 0}}}  # fmt: skip
+    assert 'deltarubric_pool_size{pool="downloads"} 5.0' in metrics and 'deltarubric_pool_busy{pool="work"} 0.0' in metrics
+
+
+def test_access_log_has_one_line_per_request_and_never_bodies_or_tokens(caplog):
+    client, _ = make_client(api_key="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    with caplog.at_level(logging.INFO, logger="deltarubric.access"), client:
+        client.post("/get_reward", json=get_reward_body(["Two cats.", ""]), headers=auth)
+        client.post("/v1/judge", json={"requests": []}, headers=auth)
+        client.get("/private/path?token=abc")
+    lines = [r.getMessage() for r in caplog.records if r.name == "deltarubric.access"]
+    assert len(lines) == 3
+    assert re.fullmatch(r'testclient "POST /get_reward" 200 \d+\.\d{3}s pairs=1', lines[0]), lines[0]  # the empty one is not judged
+    assert re.fullmatch(r'testclient "POST /v1/judge" 400 \d+\.\d{3}s pairs=-', lines[1]), lines[1]
+    assert re.fullmatch(r'testclient "GET other" 401 \d+\.\d{3}s pairs=-', lines[2]), lines[2]
+    assert not any(secret in "\n".join(lines) for secret in ("s3cret", "cats", "Three dogs", "private", "token"))
+    caplog.clear()
+    quiet, _ = make_client(access_log=False)
+    with caplog.at_level(logging.INFO, logger="deltarubric.access"), quiet:
+        quiet.get("/health")
+    assert [r for r in caplog.records if r.name == "deltarubric.access"] == []
+
+
+def test_judge_calls_hold_at_most_max_batch_pixels():
+    backend = ScriptedBackend(cat_lover, confidence=0.9)
+    judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
+    image = png_data_url(size=(40, 20))  # 800 pixels
+    pairs = [{"id": str(k), "question": f"How many cats? ({k})", "images": [image], "a": {"text": "x"}, "b": {"text": "y"}}
+             for k in range(5)]  # fmt: skip
+    with TestClient(build_app(judge, ServerSettings(max_batch_pixels=1600, batch_window_ms=50))) as client:
+        r = client.post("/v1/judge", json={"requests": pairs})
+    assert r.status_code == 200 and [v["id"] for v in r.json()["results"]] == ["0", "1", "2", "3", "4"]
+    assert sorted(len(call) for call in backend.calls) == [1, 2, 2]  # 2 pairs of 800 pixels per call at most
