@@ -107,13 +107,16 @@ def main() -> None:
     cmd = [sys.executable, "-m", "rm.cli", "serve", "-m", args.model, "--judge", args.judge, "--device", args.device,
            "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--batch-size", str(args.max_batch),
            "--cache-size", "0", "--max-queue", "100000", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # access log included
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600  # loading a full-size model can take minutes
     while True:
         try:
             if httpx.get(url + "/health").status_code == 200:
                 break
         except httpx.ConnectError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start: {' '.join(cmd)}") from None
             time.sleep(0.2)
     asyncio.run(drive(url, bodies[:8], 8))  # warm-up
     results = []

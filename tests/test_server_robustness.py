@@ -1004,10 +1004,8 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
                 return [client.post(path, content=body, headers=JSON_HEADERS) for path, body in attacks]
 
         sender, replies = in_background(attack)
-        try:
-            keep_answering(server.url, sender.is_alive)
-        finally:
-            sender.join(timeout=150)
+        keep_answering(server.url, sender.is_alive)
+        sender.join(timeout=150)
         # The largest request the limits allow is answered, every rollout with its own counts.
         most = [{"question": "q", "response": "", "reference": "r"}] * 256
         allowed = httpx.post(server.url + "/v1/rewards", json={"items": most}, timeout=30)
@@ -1304,10 +1302,8 @@ def test_issue11_4_slow_image_hosts_cannot_starve_other_requests():
     with SlowImageHost() as host, LoopbackServer(scripted_app(Referee(), **settings)) as server:
         bodies = [images_pair([f"{host.url}/cat{k}.png"], k) for k in range(6)]
         sender, replies = in_background(lambda: asyncio.run(post_all(server.url, "/v1/judge", bodies, connections=6, timeout_s=30)))
-        try:
-            seen = keep_answering(server.url, sender.is_alive)
-        finally:
-            sender.join(timeout=40)
+        seen = keep_answering(server.url, sender.is_alive)
+        sender.join(timeout=40)
         # every download the server started was cancelled (connection closed) at its deadline, none left running
         wait_until(lambda: host.hung_up == host.opened, 10, "the slow downloads to be closed by the server")
         samples = metric_samples(server.url)
