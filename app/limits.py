@@ -9,6 +9,7 @@ behind counts for itself) are estimated at one token per four UTF-8 bytes.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -26,24 +27,31 @@ QWEN_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>")
 _PLACEHOLDER = ImagePart(Image.new("RGB", (1, 1)))  # media are left out of the count; this only fills their slot
 
 
-def _tokenizer_of(backend: Backend) -> tuple[Any, Any]:
-    """(object with apply_chat_template, tokenizer) of a local backend, or (None, None)."""
+def _tokenizer_of(backend: Backend) -> tuple[Any, str | None, tuple[str, ...]]:
+    """A private copy of a local backend's tokenizer, its chat template and its media placeholder tokens; (None, None,
+    ()) without a local tokenizer. A copy, because the engine's own is reconfigured (padding) by every generate call,
+    and a fast tokenizer reconfigured from another thread mid-call fails ("Already borrowed") or mis-pads a batch."""
     processor = getattr(backend, "processor", None)  # transformers
-    if processor is not None:
-        return processor, getattr(processor, "tokenizer", processor)
     llm = getattr(backend, "llm", None)  # vllm
-    if llm is not None and hasattr(llm, "get_tokenizer"):
+    tokenizer = getattr(processor, "tokenizer", None) if processor is not None else None
+    if tokenizer is None and llm is not None and hasattr(llm, "get_tokenizer"):
         tokenizer = llm.get_tokenizer()
-        return tokenizer, tokenizer
-    return None, None
+    if tokenizer is None:
+        return None, None, ()
+    try:
+        own = copy.deepcopy(tokenizer)
+    except Exception:  # noqa: BLE001  (an exotic tokenizer: fall back to the estimate rather than share it)
+        return None, None, ()
+    template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+    placeholders = tuple(t for t in (getattr(processor, "image_token", None), getattr(processor, "video_token", None)) if isinstance(t, str) and t)
+    return own, template, placeholders
 
 
 class TokenCounter:
     def __init__(self, backend: Backend) -> None:
-        self.template, self.tokenizer = _tokenizer_of(backend)
+        self.tokenizer, self.chat_template, own = _tokenizer_of(backend)
+        self.placeholders = tuple(dict.fromkeys([*QWEN_PLACEHOLDERS, *own]))
         self._max_chars_per_token: int | None = None
-        own = (getattr(self.template, "image_token", None), getattr(self.template, "video_token", None))
-        self.placeholders = tuple(dict.fromkeys([*QWEN_PLACEHOLDERS, *(t for t in own if isinstance(t, str) and t)]))
 
     def check_placeholders(self, conv: Conversation, where: str) -> None:
         """Media placeholder tokens typed as text: refused (400) rather than failing in the engine (500)."""
@@ -74,7 +82,8 @@ class TokenCounter:
         messages = [{"role": m.role, "content": [{"type": "text", "text": p.text} for p in m.content if isinstance(p, TextPart)]}
                     for m in conv]  # fmt: skip
         try:
-            text = self.template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                      add_generation_prompt=True)  # fmt: skip
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         except (TypeError, ValueError) as e:  # text the tokenizer cannot take (validated earlier; kept as a 400)
             raise InputError(f"the text cannot be tokenized ({type(e).__name__})") from e

@@ -6,7 +6,9 @@
   answers 503 + Retry-After and everything it accepted 200.
 - Faults: a backend that raises, fails some conversations, or is slower than `request_timeout_s`.
 - Graceful shutdown: requests in flight when uvicorn is told to exit are all answered.
-- Property-based fuzzing of every JSON route: never a 500.
+- Property-based fuzzing of every JSON route, of the chat route on the tiny model and of label strings: never a 500.
+- Hostile input (issue 11): huge, slow, deep or oversized requests are refused or bounded while /health and small
+  requests keep answering within a second; timed-out generations stop; shutdown ends within the drain timeout.
 
 Every server listens on 127.0.0.1 only; every request loop is bounded in count and time.
 Needs (besides the project): hypothesis, httpx, aiohttp, and `pip install "openrlhf==0.11.2" --no-deps`.
