@@ -110,6 +110,12 @@ class JudgeValidation(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step == 0:
             self.run(0)  # the starting point of every curve
+        elif self.trainer.accelerator.is_main_process:
+            # Resumed: rows past the checkpoint came from the interrupted run and are about to be measured again.
+            path = Path(args.output_dir) / "validation.jsonl"
+            if path.exists():
+                keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= state.global_step]
+                path.write_text("".join(x + "\n" for x in keep))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.every and state.global_step % self.every == 0:
