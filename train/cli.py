@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Train a judge: GRPO (DeltaRubric multi-role or one-step), SFT warm starts, a synthetic testbed.",
+app = typer.Typer(help="Train a judge: GRPO (DeltaRubric multi-role or one-step), SFT warm starts, MSRL's stages, a synthetic testbed.",
                   no_args_is_help=True)  # fmt: skip
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 log = logging.getLogger(__name__)
@@ -160,6 +160,33 @@ def sft(ctx: typer.Context) -> None:
     model, processor = load_model(judge_args, config)
     trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))
     run(trainer, processor, config, judge_args, val, default_eval_steps=50)
+
+
+@app.command(context_settings=_PASS, add_help_option=False)
+def msrl(ctx: typer.Context) -> None:
+    """MSRL's staged transfer: text SFT, text GRPO, caption GRPO, CMKD SFT, multimodal GRPO (docs/training.md).
+
+    Example: deltarubric train msrl --config recipes/msrl_qwen3vl_8b.yaml --out ckpt/msrl-8b; later
+    deltarubric train msrl --resume ckpt/msrl-8b --stages caption,cmkd. --KEY VALUE sets a field for every stage,
+    --STAGE.KEY VALUE for one (all: deltarubric train msrl --help)
+    """
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    _require_train_extra()
+    from train.msrl import main
+
+    main(list(ctx.args))
+
+
+@app.command()
+def views(
+    src: Annotated[Path, typer.Argument(help="Labelled-pair JSONL whose pairs carry a `caption`.")],
+    out: Annotated[Path, typer.Option(help="Folder to write caption.jsonl and text.jsonl into.")],
+) -> None:
+    """Write MSRL's other views of image pairs: the caption view (image replaced by its caption, stage 2a) and the
+    text view (the scene told as prose, a text preference pair: stage 1 on the testbed)."""
+    from train.views import write_views
+
+    print(json.dumps(write_views(src, out)))
 
 
 @app.command("make-synthetic")

@@ -81,3 +81,65 @@ class JudgeSFTConfig(SFTConfig):
                           "'captions': describe the image (a captioning stage before judging)."},
     )  # fmt: skip
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})
+
+
+# -- MSRL's staged transfer (`deltarubric train msrl`, train/msrl.py) -----------------------------------------------
+@dataclass
+class MSRLGRPOConfig(JudgeGRPOConfig):
+    """A GRPO stage of MSRL (text, caption, multimodal). Defaults: the authors' committed scripts
+    (shared/docs/methods.md §2.4): 8 generations, temperature 1.0, lr 1e-6, beta 0, clip 0.2/0.28, no std scaling."""
+
+    judge: str = field(default="msrl", metadata={"help": "MSRL stages train the msrl judge's output format."})
+    num_generations: int | None = field(default=8, metadata={"help": "Rollouts per pair."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "The authors' GRPO learning rate."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient (the authors: none)."})
+    epsilon: float = field(default=0.2, metadata={"help": "Lower clip."})
+    epsilon_high: float | None = field(default=0.28, metadata={"help": "Upper clip (clip-higher)."})
+    scale_rewards: str = field(default="none", metadata={"help": "The authors divide by no std: 'none'."})
+    task_reward: str = field(
+        default="authors",
+        metadata={"help": "Task-type reward (caption and multimodal stages): 'authors' returns 0.2 on a match and is "
+                          "weighted 0.2 again (0.04 effective, as the committed plugin); 'plain' returns 1.0 (0.2 "
+                          "effective, as the paper's table reads)."},
+    )  # fmt: skip
+    replay_data: str | None = field(
+        default=None, metadata={"help": "Caption stage: stage-1 text pairs replayed beside the caption pairs."}
+    )
+    replay_ratio: float = field(
+        default=5.0, metadata={"help": "Caption stage: new (caption) pairs per replayed text pair (the authors: 5)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.task_reward not in ("authors", "plain"):
+            raise ValueError("task_reward must be 'authors' (0.2 x weight 0.2) or 'plain' (1.0 x weight 0.2)")
+        if self.replay_ratio <= 0:
+            raise ValueError("replay_ratio (new : old) must be positive")
+        super().__post_init__()
+
+
+@dataclass
+class MSRLSFTConfig(JudgeSFTConfig):
+    """An SFT stage of MSRL: text SFT (1a) and cross-modal knowledge distillation (2b, CMKD)."""
+
+    judge: str = field(default="msrl", metadata={"help": "MSRL stages train the msrl judge's output format."})
+    cmkd_samples: int = field(default=8, metadata={"help": "CMKD: chains sampled per caption pair (k)."})
+    cmkd_temperature: float = field(default=1.0, metadata={"help": "CMKD: sampling temperature."})
+    cmkd_max_tokens: int = field(default=1024, metadata={"help": "CMKD: max new tokens per chain."})
+    cmkd_batch_size: int = field(default=16, metadata={"help": "CMKD: conversations per generation batch."})
+    cmkd_swap: bool = field(
+        default=False,
+        metadata={"help": "CMKD: keep a pair only if the majority of its chains in the swapped A/B order also name "
+                          "the gold candidate (consistent under swap)."},
+    )  # fmt: skip
+    cmkd_caption: bool = field(
+        default=True, metadata={"help": "CMKD: the target writes the pair's caption in <caption> before <think>."}
+    )
+    cmkd_min_kept: int = field(
+        default=1,
+        metadata={"help": "CMKD: fail when fewer pairs keep a chain; 0 lets an empty CMKD pass its start model on."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.cmkd_samples < 1:
+            raise ValueError("cmkd_samples must be >= 1")
+        super().__post_init__()

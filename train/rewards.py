@@ -128,6 +128,27 @@ def checklist_format(completions: Sequence[Any], role: Sequence[str], generated:
     return out
 
 
+def task_name(name: str | None) -> str:
+    """A task type normalised as the authors' plugin does (case, '_'/'-'/spaces alike), written with '_'."""
+    return "_".join((name or "").lower().replace("-", " ").replace("_", " ").split())
+
+
+def task_type_correct(completions: Sequence[Any], task_type: Sequence[str], role: Sequence[str] | None = None,
+                      generated: Sequence[str | None] | None = None, **_: Any) -> Reward:  # fmt: skip
+    """MSRL's task reward: 1.0 when <type> names the pair's task type (gold from the `task_type` column: for a
+    caption view, the task of the pair it was made from), else 0.0. Weighted 0.2 in MSRL's recipes."""
+    texts, roles = _texts(completions, generated), _roles(len(completions), role)
+    return [
+        None if r == "planner" else float(bool(t := task_name(parse_msrl(text).task_type)) and t == task_name(task_type[i]))
+        for i, (text, r) in enumerate(zip(texts, roles))
+    ]
+
+
+def task_type_authors(completions: Sequence[Any], task_type: Sequence[str], **kwargs: Any) -> Reward:
+    """The authors' plugin (`msrl_task_reward`): 0.2 on a match, which their recipes weight 0.2 again (0.04)."""
+    return [None if r is None else 0.2 * r for r in task_type_correct(completions, task_type, **kwargs)]
+
+
 def rewards_for(judge: str) -> list[Any]:
     """The reward functions a judge trains with, in the order their weights are given."""
     if judge == "deltarubric":
