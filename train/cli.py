@@ -1,4 +1,4 @@
-"""`deltarubric train grpo|sft|make-synthetic`: train a judge on labelled pairs.
+"""`deltarubric train grpo|sft|msrl|views|make-synthetic`: train a judge on labelled pairs.
 
 `grpo` and `sft` take TRL's own flags (every field of `JudgeGRPOConfig` / `JudgeSFTConfig` and `JudgeArguments`,
 with `--config recipe.yaml` for a file of them), so everything TRL documents works here. `--out` is short for

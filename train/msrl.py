@@ -86,14 +86,14 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     """An MSRL recipe: `model`, `common` and one section per stage; anything else is refused, naming it."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")
+        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")  # noqa: TRY004 (the CLI prints ValueErrors as user errors)
     unknown = set(recipe) - {"model", "common", *NAMES}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a recipe holds model, common and the stages {list(NAMES)}")
     for name in ("common", *NAMES):
         section = recipe.get(name) or {}
         if not isinstance(section, dict):
-            raise ValueError(f"{path}: '{name}' must be a mapping of settings")
+            raise ValueError(f"{path}: '{name}' must be a mapping of settings")  # noqa: TRY004
         if {"model", "output_dir"} & set(section):
             raise ValueError(f"{path}: '{name}' sets model/output_dir; each stage starts from the previous stage's model "
                              "and writes OUT/<stage> (set the base with the top-level `model`)")  # fmt: skip
@@ -151,6 +151,8 @@ def parse_cli(argv: list[str]) -> Invocation:
         raise ValueError("give --config RECIPE.yaml (recipes/msrl_*.yaml)")
     if own.get("model"):
         recipe["model"] = own["model"]
+    elif not recipe.get("model") and saved.is_file():
+        recipe["model"] = load_recipe(saved).get("model")  # the run's base, given with --model when it began
     if recipe.get("model") and Path(recipe["model"]).exists():
         recipe["model"] = str(Path(recipe["model"]).resolve())  # records and OUT/msrl.yaml name it: from anywhere
     stages = [s.strip() for s in (own.get("stages") or ",".join(NAMES)).split(",") if s.strip()]
@@ -162,13 +164,14 @@ def parse_cli(argv: list[str]) -> Invocation:
     return Invocation(recipe, Path(out), stages, flags, write_recipe=bool(own.get("config") or own.get("model")))
 
 
-def _route(settings: dict[str, Any] | list[str], stage: Stage, stages: list[str], what: str) -> Any:
+def _route(settings: dict[str, Any] | list[str], stage: Stage, what: str) -> Any:
     """The part of shared settings (recipe `common` or flags for every stage) that `stage` has a field for.
-    A setting no planned stage has is a typo: refused, naming it."""
+    A setting that no kind of stage has is a typo: refused, naming it."""
+
     def known(key: str, kind: str) -> bool:
         return key.replace("-", "_") in _fields(kind)
 
-    kinds = {BY_NAME[s].kind for s in stages}
+    kinds = ("sft", "grpo")
     if isinstance(settings, dict):
         for key in settings:
             if not any(known(key, k) for k in kinds):
@@ -193,11 +196,11 @@ def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> 
     from train.cli import parse_train_args
 
     settings = {"freeze_vision": stage.freeze_vision,
-                **_route(inv.recipe.get("common") or {}, stage, inv.stages, "recipe 'common'"),
+                **_route(inv.recipe.get("common") or {}, stage, "recipe 'common'"),
                 **inv.recipe.get(stage.name, {})}  # fmt: skip
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    argv = ["--config", str(config_file), *_route(inv.flags.get(None, []), stage, inv.stages, "flag"),
+    argv = ["--config", str(config_file), *_route(inv.flags.get(None, []), stage, "flag"),
             *inv.flags.get(stage.name, []), "--model", model, "--output_dir", str(inv.out / stage.name)]  # fmt: skip
     try:
         judge_args, config = parse_train_args(MSRLSFTConfig if stage.kind == "sft" else MSRLGRPOConfig, argv)
