@@ -170,7 +170,8 @@ class Edge:
             log.exception("unhandled error on %s %s", scope["method"], route)
             if status is not None:  # the answer has started: nothing else can be sent
                 raise
-            await error_response(500, "internal server error (logged on the server)", type_="server_error")(scope, receive, sending)
+            failed = error_response(500, "internal server error (logged on the server)", type_="server_error")
+            await failed(scope, receive, sending)
         except asyncio.CancelledError:
             # uvicorn cancels what is still running at the drain timeout: answer 503 rather than drop the connection
             # (the task then ends normally; uvicorn only cancelled it to end it).
@@ -210,7 +211,8 @@ class DrainingServer(uvicorn.Server):
     deadline (the app's shutdown uses what is left of it) and starts a watchdog that ends the process at the deadline
     plus `grace_s` if something (an engine thread that never returns) still holds it."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float, on_deadline: Callable[[float], None], grace_s: float = 5.0) -> None:
+    def __init__(self, config: uvicorn.Config, drain_s: float, on_deadline: Callable[[float], None],
+                 grace_s: float = 5.0) -> None:  # fmt: skip
         super().__init__(config)
         self.drain_s, self.grace_s, self.on_deadline = drain_s, grace_s, on_deadline
         self._watchdog: threading.Thread | None = None
@@ -219,7 +221,8 @@ class DrainingServer(uvicorn.Server):
         if self._watchdog is None:
             deadline = time.monotonic() + self.drain_s
             self.on_deadline(deadline)
-            self._watchdog = threading.Thread(target=_exit_at, args=(deadline + self.grace_s,), daemon=True, name="deltarubric-watchdog")
+            self._watchdog = threading.Thread(target=_exit_at, args=(deadline + self.grace_s,), daemon=True,
+                                              name="deltarubric-watchdog")  # fmt: skip
             self._watchdog.start()
         super().handle_exit(sig, frame)
 

@@ -43,7 +43,8 @@ def _tokenizer_of(backend: Backend) -> tuple[Any, str | None, tuple[str, ...]]:
     except Exception:  # noqa: BLE001  (an exotic tokenizer: fall back to the estimate rather than share it)
         return None, None, ()
     template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
-    placeholders = tuple(t for t in (getattr(processor, "image_token", None), getattr(processor, "video_token", None)) if isinstance(t, str) and t)
+    tokens = (getattr(processor, "image_token", None), getattr(processor, "video_token", None))
+    placeholders = tuple(t for t in tokens if isinstance(t, str) and t)
     return own, template, placeholders
 
 

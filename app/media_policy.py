@@ -8,8 +8,8 @@ public URL cannot bounce the server to an internal one.
 Loading is bounded three ways. Downloads hold one of `media_downloads` slots and must finish, waiting for a slot
 included, within `media_timeout_s` in all (not per read), and are cancelled with their request. Every image of a
 request is opened from its header first and the pixels it will have after downscaling to `max_pixels` are summed
-against `max_request_pixels` before any is decoded. Decoding runs in the server's work pool, shrinks each image to
-`max_pixels` while or right after decoding it, and hands memory back to the system after large ones.
+against `max_request_pixels` before any is decoded. Decoding runs in its own `decode_threads` threads, shrinks each
+image to `max_pixels` while or right after decoding it, and hands memory back to the system after large ones.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import ctypes.util
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -45,6 +46,28 @@ from rm.media import (
 T = TypeVar("T")
 
 _TRIM_ABOVE_PIXELS = 4_000_000  # after decoding an image this large, give freed memory back to the system
+# Work this small runs on the event loop: a thread hop costs more (decoding 250k pixels takes about a millisecond).
+_INLINE_BYTES = 64 * 1024
+_INLINE_PIXELS = 250_000
+
+
+class _ByteBudget:
+    """Bytes one request's downloads may hold in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.left = limit, limit
+
+    def take(self, n: int, url: str) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise MediaError(f"{describe(url)}: the request's downloads exceed {self.limit} bytes (--max-body-bytes)")
+
+
+@dataclass(frozen=True)
+class _Probe:
+    data: bytes
+    full_pixels: int  # as stored
+    pixels: int  # once downscaled to max_pixels: what counts against the request's budget
 
 
 def _named(action: Callable[[], T], where: str) -> T:
@@ -92,8 +115,11 @@ release_memory = _malloc_trim()
 
 
 class MediaPolicy:
-    def __init__(self, settings: ServerSettings, metrics: Metrics, work: WorkPool) -> None:
-        self.settings, self.metrics, self.work = settings, metrics, work
+    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        # Media get threads of their own: a burst of big images then never delays parsing small requests, and at most
+        # `decode_threads` images are ever held at full size.
+        self.decode = WorkPool("decode", settings.decode_threads, metrics)
         self.roots = [p.resolve() for p in settings.allowed_media_dirs]
         self.downloads = Slots("downloads", settings.media_downloads, metrics)
         # Name lookups block a thread; they get their own, so a slow resolver cannot occupy the work pool.
@@ -105,6 +131,7 @@ class MediaPolicy:
             await self._client.aclose()
             self._client = None
         self.lookups.shutdown()
+        self.decode.shutdown()
 
     # ------------------------------------------------------------------------------------------ images
 
@@ -113,40 +140,39 @@ class MediaPolicy:
         policy and the request's pixel budget. MediaError (-> 400) names the field; over the budget is a 413."""
         if not refs:
             return {}
-        data = await all_or_none([_named_async(self._bytes(ref), where) for ref, where in refs.items()])
-        found = dict(zip(refs, data))
-        await self.work.run(self._check_budget, found, refs)
-        decoded = await all_or_none([self.work.run(self._decode, found[ref], ref, where) for ref, where in refs.items()])
-        return dict(zip(refs, decoded))
-
-    async def _bytes(self, ref: str) -> bytes:
-        if ref.startswith("data:"):
-            return await self.work.run(read_bytes, ref)  # base64 of up to the body limit: CPU, off the event loop
-        if ref.startswith(("http://", "https://")):
-            return await self._download(ref)
-        return await self.work.run(read_bytes, str(self.local_path(ref)))  # refused before any file is touched
-
-    def _check_budget(self, found: dict[str, bytes], refs: dict[str, str]) -> None:
-        """Headers only: the pixels each image will have once downscaled, summed before anything is decoded."""
-        s, total = self.settings, 0
-        for ref, data in found.items():
-            img = _named(lambda data=data, ref=ref: open_image(data, describe(ref), s.max_input_pixels), refs[ref])
-            w, h = target_size(*img.size, s.max_pixels)
-            total += w * h
+        # Downloaded bytes are held until every header is read: together they count against the body limit.
+        downloads = _ByteBudget(self.settings.max_body_bytes)
+        probes = await all_or_none([_named_async(self._probe(ref, downloads), where) for ref, where in refs.items()])
+        total = sum(p.pixels for p in probes)
+        s = self.settings
         if total > s.max_request_pixels:
             raise InputError(
-                f"the request's {len(found)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
+                f"the request's {len(probes)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
                 f"the limit is {s.max_request_pixels}", "images", 413)  # fmt: skip
+        decoded = await all_or_none([self._decode(p, ref, where) for p, (ref, where) in zip(probes, refs.items())])
+        return dict(zip(refs, decoded))
 
-    def _decode(self, data: bytes, ref: str, where: str) -> Image.Image:
-        s, source = self.settings, describe(ref)
+    async def _probe(self, ref: str, downloads: _ByteBudget) -> _Probe:
+        """The bytes behind a reference and, from the image's header alone, its size now and once downscaled."""
+        if ref.startswith("data:"):  # base64 of up to the body limit: CPU, off the event loop unless small
+            data = read_bytes(ref) if len(ref) <= _INLINE_BYTES else await self.decode.run(read_bytes, ref)
+        elif ref.startswith(("http://", "https://")):
+            data = await self._download(ref, downloads)
+        else:
+            data = await self.decode.run(read_bytes, str(self.local_path(ref)))  # refused before any file is read
+        w, h = open_image(data, describe(ref), self.settings.max_input_pixels).size  # a header read: cheap
+        tw, th = target_size(w, h, self.settings.max_pixels)
+        return _Probe(data, w * h, tw * th)
 
-        def decode() -> tuple[Image.Image, int]:
-            w, h = open_image(data, source, s.max_input_pixels).size
-            return decode_image(data, source, max_input_pixels=s.max_input_pixels, max_pixels=s.max_pixels), w * h
+    async def _decode(self, probe: _Probe, ref: str, where: str) -> Image.Image:
+        if probe.full_pixels <= _INLINE_PIXELS:  # a thread hop would cost more than decoding it
+            return self._decode_now(probe, ref, where)
+        return await self.decode.run(self._decode_now, probe, ref, where)
 
-        img, full = _named(decode, where)
-        if full >= _TRIM_ABOVE_PIXELS:
+    def _decode_now(self, probe: _Probe, ref: str, where: str) -> Image.Image:
+        s = self.settings
+        img = _named(lambda: decode_image(probe.data, describe(ref), max_input_pixels=s.max_input_pixels, max_pixels=s.max_pixels), where)
+        if probe.full_pixels >= _TRIM_ABOVE_PIXELS:
             release_memory()
         return img
 
@@ -182,7 +208,7 @@ class MediaPolicy:
             if not ip.is_global and not self.settings.allow_private_addresses:
                 raise MediaError(f"{describe(url)}: {host} resolves to an internal address ({ip}); refused")
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: str, budget: _ByteBudget) -> bytes:
         """The body of an http(s) image: one slot, one total deadline (waiting for the slot included), no redirects;
         cancelled, connection closed, as soon as its request is."""
         limit = self.settings.media_timeout_s
@@ -191,14 +217,14 @@ class MediaPolicy:
                 await self.downloads.acquire()
                 try:
                     await self._check_host(url)
-                    return await self._get(url)
+                    return await self._get(url, budget)
                 finally:
                     self.downloads.release()
         except TimeoutError:
             self.metrics.download_timeouts.inc()
             raise MediaError(f"{describe(url)}: download did not finish within {limit:g} s") from None
 
-    async def _get(self, url: str) -> bytes:
+    async def _get(self, url: str, budget: _ByteBudget) -> bytes:
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.settings.media_timeout_s,
                                              limits=httpx.Limits(max_connections=self.settings.media_downloads))  # fmt: skip
@@ -212,6 +238,7 @@ class MediaPolicy:
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
                         raise MediaError(f"{describe(url)}: larger than {MAX_DOWNLOAD_BYTES} bytes")
+                    budget.take(len(chunk), url)
                     chunks.append(chunk)
                 return b"".join(chunks)
         except (httpx.HTTPError, httpx.InvalidURL) as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -22,9 +23,11 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batcher import MicroBatcher, Saturated
@@ -52,8 +55,12 @@ from rm.judge import Judge
 from rm.media import MediaError
 from rm.types import JudgeRequest, Verdict
 
+GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
+INLINE_BODY_BYTES = 64 * 1024  # parsed and checked on the event loop: about a millisecond, less than a thread hop
+LARGE_BODY_BYTES = 1 << 20  # parsing more takes long enough to count against `large_bodies`
 ROUTES = ("/get_reward", "/v1/judge", "/v1/rewards", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 __all__ = ["InputError", "ServerState", "build_app", "error_response", "run_server"]
 
@@ -69,6 +76,11 @@ def _json_content_type(value: str | None) -> bool:
     message["content-type"] = value
     subtype = message.get_content_subtype()
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _parse_and_build(raw: bytes, model: type[M], precheck: Callable[[Any], None] | None, build: Callable[[M], Any] | None) -> Any:
+    body = parse_body(raw, model, precheck)
+    return body if build is None else build(body)
 
 
 def parse_body(raw: bytes, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
@@ -160,7 +172,9 @@ class ServerState:
         self.judge, self.settings = judge, settings
         self.metrics = Metrics()
         self.work = WorkPool("work", settings.work_threads, self.metrics)
-        self.policy = MediaPolicy(settings, self.metrics, self.work)
+        # Large bodies take at most half the work threads, so small requests always find one.
+        self.large_bodies = asyncio.Semaphore(max(1, settings.work_threads // 2))
+        self.policy = MediaPolicy(settings, self.metrics)
         self.tokens = TokenCounter(judge.backend)
         # Rewards are always debiased: each pair in both orders, whatever the judge was started with.
         self.reward_judge = judge if judge.config.swap else Judge(judge.config.model_copy(update={"swap": True}), backend=judge.backend)
@@ -188,7 +202,7 @@ class ServerState:
         self.work.shutdown()
 
     def health(self) -> dict[str, Any]:
-        pools = {p.name: p.snapshot() for p in (self.work, self.policy.downloads)}
+        pools = {p.name: p.snapshot() for p in (self.work, self.policy.decode, self.policy.downloads)}
         queued = sum(b.queued for b in self.batchers())
         saturated = [name for name, p in pools.items() if p["busy"] >= p["size"]]
         if queued >= self.settings.max_queue:
@@ -196,11 +210,24 @@ class ServerState:
         return {"status": "saturated" if saturated else "ok", "saturated": saturated, "pools": pools,
                 "queue": {"pairs": queued, "limit": self.settings.max_queue}}  # fmt: skip
 
-    async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
+    async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None,
+                    build: Callable[[M], Any] | None = None) -> Any:  # fmt: skip
+        """The body, validated and passed through `build` (pairs built, limits checked) in one step: on the event loop
+        for small bodies (a thread hop would cost more), else in the work pool; large ones in at most half of it."""
         if not _json_content_type(request.headers.get("content-type")):
             raise InputError("the body must be JSON (Content-Type: application/json)", "content-type", 415)
         raw = await request.body()
-        return await self.work.run(parse_body, raw, model, precheck)
+        job = functools.partial(_parse_and_build, raw, model, precheck, build)
+        if len(raw) <= INLINE_BODY_BYTES:
+            return job()
+        if len(raw) < LARGE_BODY_BYTES:
+            return await self.work.run(job)
+        async with self.large_bodies:
+            return await self.work.run(job)
+
+    async def cpu(self, inline: bool, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` here when `inline` (small work), else in the work pool."""
+        return fn(*args) if inline else await self.work.run(fn, *args)
 
     def check_counts(self, pairs: int, media: int) -> None:
         s = self.settings
@@ -223,12 +250,11 @@ class ServerState:
         return [_substitute(r, loaded, dict(zip(videos, checked))) for r, _ in requests]
 
     async def judge_all(self, requests: list[tuple[JudgeRequest, str]], rewards: bool = False) -> list[Verdict]:
-        """Check, load media for and judge a request's pairs, all within the request timeout (cancelling downloads
-        and the judge call, if it comes to that)."""
+        """Load media for and judge a request's pairs (checked by `check_pairs` already), within the request timeout
+        (cancelling downloads and the judge call, if it comes to that)."""
         batcher = self.reward_batcher if rewards else self.batcher
 
         async def run() -> list[Verdict]:
-            await self.work.run(self.check_pairs, requests)
             return await batcher.submit(await self.resolve(requests))
 
         return await asyncio.wait_for(run(), timeout=self.settings.request_timeout_s)
@@ -445,15 +471,24 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/judge", openapi_extra=_schema(JudgeAPIRequest))
     async def judge_route(request: Request) -> dict[str, Any]:
-        body = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"))
-        request.state.pairs = len(body.requests)
-        verdicts = await state.judge_all([(r, f"requests[{i}]") for i, r in enumerate(body.requests)])
+        def build(body: JudgeAPIRequest) -> list[tuple[JudgeRequest, str]]:
+            pairs = [(r, f"requests[{i}]") for i, r in enumerate(body.requests)]
+            state.check_pairs(pairs)
+            return pairs
+
+        pairs = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"), build)
+        request.state.pairs = len(pairs)
+        verdicts = await state.judge_all(pairs)
         return {"results": [v.model_dump() for v in verdicts], "model": model_name}
 
     @app.post("/get_reward", openapi_extra=_schema(GetRewardRequest))
     async def get_reward(request: Request) -> dict[str, Any]:
-        body = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"))
-        requests = await state.work.run(reward_requests, body)
+        def build(body: GetRewardRequest) -> list[JudgeRequest | None]:
+            requests = reward_requests(body)
+            state.check_pairs([(r, f"labels[{r.id}]") for r in requests if r is not None])
+            return requests
+
+        requests = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"), build)
         judged = [r for r in requests if r is not None]
         request.state.pairs = len(judged)
         try:
@@ -477,13 +512,17 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/rewards", openapi_extra=_schema(RewardsRequest))
     async def rewards_route(request: Request) -> dict[str, Any]:
-        body = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"))
-        plan = await state.work.run(rewards_plan, body, settings)
-        judged = [(r, f"items[{i}]") for r, (i, _) in zip(plan.requests, plan.pairs) if r is not None]
+        def build(body: RewardsRequest) -> tuple[RewardsRequest, RewardsPlan, list[tuple[JudgeRequest, str]]]:
+            plan = rewards_plan(body, settings)
+            judged = [(r, f"items[{i}]") for r, (i, _) in zip(plan.requests, plan.pairs) if r is not None]
+            state.check_pairs(judged)
+            return body, plan, judged
+
+        body, plan, judged = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"), build)
         request.state.pairs = len(judged)
         verdicts = iter(await state.judge_all(judged, rewards=True) if judged else [])
         probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
-        return await state.work.run(rewards_answer, plan, body, probs)
+        return await state.cpu(len(plan.pairs) <= 32, rewards_answer, plan, body, probs)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -510,7 +549,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             state.metrics.rejected.inc()
             raise Saturated(f"{state.chat_inflight} chat completions in flight")
         sampling = SamplingConfig(
-            temperature=0.0 if req.temperature is None else req.temperature,
+            # As vLLM does: a temperature this close to 0 is greedy (dividing logits by 1e-45 makes them inf, then NaN).
+            temperature=0.0 if req.temperature is None or req.temperature < GREEDY_BELOW else req.temperature,
             top_p=req.top_p or 1.0,
             max_tokens=asked or min(1024, cap),
             seed=req.seed or 0,
@@ -533,7 +573,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         generation; a timeout cancels it (a local engine stops at its next token)."""
         text = to_conversation(messages)
         state.tokens.check_placeholders(text, "messages")
-        await state.work.run(state.tokens.check, text, settings.max_input_tokens, "messages")
+        size = sum(len(p.text) for m in text for p in m.content if isinstance(p, TextPart))
+        await state.cpu(size <= INLINE_BODY_BYTES, state.tokens.check, text, settings.max_input_tokens, "messages")
         conv = to_conversation(messages, await state.policy.images(refs))
         try:
             (gen,) = await backend.agenerate([conv], sampling)
@@ -541,12 +582,30 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             return error_response(500, f"generation failed: {type(e).__name__}: {e}", type_="server_error")
         return gen
 
+    _with_body_schemas(app)
     return app
 
 
+_BODIES = (JudgeAPIRequest, GetRewardRequest, RewardsRequest, ChatCompletionRequest)
+
+
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The request body's schema for /docs: routes read their bodies themselves, off the event loop."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+    """The request body for /docs: routes read their bodies themselves (off the event loop), so FastAPI cannot see
+    them; the schemas go into the document's components (`_with_body_schemas`)."""
+    body = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    return {"requestBody": {"required": True, "content": {"application/json": body}}}
+
+
+def _with_body_schemas(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            _, defs = models_json_schema([(m, "validation") for m in _BODIES], ref_template="#/components/schemas/{model}")
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def run_server(app: FastAPI, *, host: str, port: int) -> None:

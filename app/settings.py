@@ -45,10 +45,12 @@ class ServerSettings(BaseModel):
     allow_private_addresses: bool = Field(False, description="Let http(s) media resolve to loopback/private hosts.")
     media_timeout_s: float = Field(30.0, gt=0, description="Whole download of one http(s) image, waiting included.")
     media_downloads: int = Field(8, ge=1, description="http(s) downloads at once (their own pool).")
-    work_threads: int = Field(4, ge=1, description="Threads for parsing, decoding, hashing and tokenizing.")
+    work_threads: int = Field(4, ge=1, description="Threads for parsing, checking, hashing and tokenizing.")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding images: at most this many at full size at once.")
     # connections and shutdown
     header_timeout_s: float = Field(10.0, gt=0, description="A connection must send its request headers by then.")
-    drain_timeout_s: float | None = Field(None, gt=0, description="On SIGTERM: answer what was accepted by then, then exit; default: the request timeout.")
+    drain_timeout_s: float | None = Field(None, gt=0, description="On SIGTERM: answer what was accepted by then, then "
+                                          "exit; default: the request timeout.")  # fmt: skip
     access_log: bool = Field(True, description="One line per request: method, route, status, latency, pairs.")
 
     @property

@@ -177,7 +177,8 @@ def serve(
     allow_private_addresses: Annotated[bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)] = False,
     media_timeout: Annotated[float, typer.Option(help="Seconds for a whole http(s) image download, waiting for a slot included.", rich_help_panel=_S)] = _SERVER["media_timeout_s"],
     media_downloads: Annotated[int, typer.Option(help="http(s) downloads at once.", rich_help_panel=_S)] = _SERVER["media_downloads"],
-    work_threads: Annotated[int, typer.Option(help="Threads for parsing, decoding and tokenizing.", rich_help_panel=_S)] = _SERVER["work_threads"],
+    work_threads: Annotated[int, typer.Option(help="Threads for parsing, checking and tokenizing requests.", rich_help_panel=_S)] = _SERVER["work_threads"],
+    decode_threads: Annotated[int, typer.Option(help="Threads decoding images (at most this many at full size at once).", rich_help_panel=_S)] = _SERVER["decode_threads"],
     header_timeout: Annotated[float, typer.Option(help="Seconds a connection has to send its request headers.", rich_help_panel=_S)] = _SERVER["header_timeout_s"],
     drain_timeout: Annotated[Optional[float], typer.Option(help="On SIGTERM, seconds to answer accepted requests before exiting; default: --request-timeout.", rich_help_panel=_S)] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One stderr line per request (method, route, status, latency, pairs).", rich_help_panel=_S)] = True,
@@ -197,7 +198,8 @@ def serve(
         max_batch_pixels=max_batch_pixels, max_input_tokens=max_input_tokens, max_completion_tokens=max_completion_tokens,
         allowed_media_dirs=allow_media_dir or [], allow_http_media=allow_http_media,
         allow_private_addresses=allow_private_addresses, media_timeout_s=media_timeout, media_downloads=media_downloads,
-        work_threads=work_threads, header_timeout_s=header_timeout, drain_timeout_s=drain_timeout, access_log=access_log,
+        work_threads=work_threads, decode_threads=decode_threads, header_timeout_s=header_timeout,
+        drain_timeout_s=drain_timeout, access_log=access_log,
     )  # fmt: skip
     # On SIGTERM uvicorn stops accepting, in-flight requests finish and the queue drains, all within the drain
     # timeout; a backend that never returns cannot hold the process past it (see app/edge.py).

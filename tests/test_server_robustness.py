@@ -1343,6 +1343,17 @@ def test_issue11_5_inputs_that_reached_500_are_400_with_a_json_error(tiny_server
     assert after == before + 1
 
 
+def test_a_tiny_temperature_is_greedy_not_a_500(tiny_server):
+    """Found by the chat fuzzing below: temperature 1e-45 made the logits inf and sampling failed (500). As in vLLM,
+    a temperature under 1e-5 is greedy."""
+    body = {"model": "tiny", "max_tokens": 2, "temperature": 1e-45, "messages": [{"role": "user", "content": "="}]}
+    greedy = body | {"temperature": 0}
+    r = httpx.post(tiny_server.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    again = httpx.post(tiny_server.url + "/v1/chat/completions", json=greedy, timeout=60)
+    assert r.json()["choices"][0]["message"] == again.json()["choices"][0]["message"]
+
+
 def test_issue11_5_an_unexpected_error_is_a_json_500_and_counted():
     app = scripted_app(Referee())
 
@@ -1379,7 +1390,7 @@ def chat_bodies(draw) -> dict[str, Any]:
     body: dict[str, Any] = {"model": "tiny", "messages": [{"role": draw(roles), "content": content()} for _ in range(draw(st.integers(1, 3)))]}
     optional = {
         "seed": st.integers() | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**70]),
-        "temperature": st.floats(0, 2) | st.floats(allow_nan=False),
+        "temperature": st.floats(0, 2) | st.floats(allow_nan=False) | st.sampled_from([1e-45, 1e-8, 5e-6]),
         "top_p": st.floats(0, 1) | st.floats(allow_nan=False),
         "max_tokens": st.integers(1, 3) | st.integers(),
         "logprobs": st.booleans(),

@@ -390,14 +390,15 @@ def test_connections_that_never_finish_their_headers_are_closed():
 
 
 def test_health_answers_head_and_reports_pools_and_queue():
-    client, _ = make_client(work_threads=3, media_downloads=5, max_queue=7)
+    client, _ = make_client(work_threads=3, decode_threads=1, media_downloads=5, max_queue=7)
     with client:
         head = client.head("/health")
         body = client.get("/health").json()
         metrics = client.get("/metrics").text
     assert head.status_code == 200 and head.content == b""
     assert body == {"status": "ok", "saturated": [], "queue": {"pairs": 0, "limit": 7},
-                    "pools": {"work": {"size": 3, "busy": 0, "waiting": 0}, "downloads": {"size": 5, "busy": 0, "waiting": 0}}}  # fmt: skip
+                    "pools": {"work": {"size": 3, "busy": 0, "waiting": 0}, "decode": {"size": 1, "busy": 0, "waiting": 0},
+                              "downloads": {"size": 5, "busy": 0, "waiting": 0}}}  # fmt: skip
     assert 'deltarubric_pool_size{pool="downloads"} 5.0' in metrics and 'deltarubric_pool_busy{pool="work"} 0.0' in metrics
 
 
