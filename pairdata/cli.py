@@ -37,14 +37,26 @@ def convert(
     out: Annotated[Path, typer.Option(help="The pair file to write (JSONL); embedded images go to images/ beside it.")],
     seed: Annotated[int, typer.Option(help="Seeds each pair's A/B order (drawn from the seed and the pair's id).")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many pairs.")] = None,
+    id_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Ids are PREFIX-<row index>; default: the converter's name. Give each split its own "
+            "(e.g. helpsteer3-val) when converting them separately, or their ids collide."
+        ),
+    ] = None,
 ) -> None:
     """Convert a public preference dataset into the labelled-pair JSONL that `train` and `eval run pairs` read."""
     from pairdata.converters import convert as run_convert
     from pairdata.converters import get_converter
 
     get_converter(name)  # an unknown name fails before the source is opened
-    summary = run_convert(name, src, out, seed=seed, limit=limit)
+    summary = run_convert(name, src, out, seed=seed, limit=limit, id_prefix=id_prefix)
     print(json.dumps(summary.to_json(), indent=2))
+    if not summary.written:  # an empty pair file is no result: most likely the wrong converter or a broken download
+        out.unlink(missing_ok=True)
+        top = "; ".join(f"{reason} ({n})" for reason, n in summary.skipped.most_common(3))
+        why = f"skipped: {top}" if top else "the source has no rows"
+        raise ValueError(f"no pairs written from {summary.rows} rows of {src} ({why}); {out} not written")
 
 
 def _split_benchmarks(files: list[Path], against: list[str]) -> tuple[list[Path], list[str]]:

@@ -131,6 +131,10 @@ def build_index(specs: list[str], *, hasher: Hasher | None = None, phash_max: in
     for spec in specs:
         name, data_dir = parse_against(spec)
         bench = get_benchmark(name)
+        if data_dir is not None and not data_dir.exists():
+            # Some loaders fall back to the metadata shipped in data/ when the folder is absent: a typo would then
+            # check against text only and report a clean result.
+            raise FileNotFoundError(f"--against {spec}: {data_dir} does not exist")
         try:
             data_dir = data_dir if data_dir is not None else hub_data(bench)
             loaded, skipped = present_tasks(bench, data_dir)

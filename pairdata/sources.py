@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any, TextIO
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 _CHUNK = 1 << 20  # characters read at a time from a JSON array
+_PEEK = 1 << 12  # characters read to tell JSON Lines from a JSON array
+_LOOKAHEAD = 16  # past a decode error: a cut element's error is this close to the buffer's end
 _PARQUET_BATCH = 64  # rows per parquet batch: rows with embedded images are large
 
 
@@ -69,29 +72,37 @@ def _open_text(path: Path) -> TextIO:
 
 
 def _json_rows(path: Path) -> Iterator[Any]:
-    """JSON Lines, or a JSON array (the GRAM datasets are documented as arrays): both streamed."""
+    """JSON Lines, or a JSON array (the GRAM datasets are documented as arrays): both streamed. The layout is told from
+    the first non-blank character of a small chunk: reading the first line instead would load a one-line array (what
+    `json.dump` writes) whole."""
     with _open_text(path) as f:
-        number, line = 0, ""
-        for number, line in enumerate(f, 1):
+        head = f.read(_PEEK)
+        while head and not head.strip():  # leading blank lines: keep their newlines, they count for line numbers
+            more = f.read(_PEEK)
+            if not more:
+                return
+            head += more
+        if not head:
+            return
+        body = head.lstrip()
+        if body.startswith("["):
+            yield from _json_array(f, path, body[1:])
+            return
+        if not head.endswith("\n"):
+            head += f.readline()  # complete the line the chunk cut, so the lines below are whole
+        first = True
+        for number, line in enumerate(itertools.chain(io.StringIO(head), f), 1):
             if line.strip():
-                break
-        if not line.strip():
-            return
-        if line.lstrip().startswith("["):
-            yield from _json_array(f, path, line.lstrip()[1:])
-            return
-        yield from _json_line(line, path, number)
-        for n, rest in enumerate(f, number + 1):
-            yield from _json_line(rest, path, n)
+                yield from _json_line(line, path, number, first)
+                first = False
 
 
-def _json_line(line: str, path: Path, number: int) -> Iterator[Any]:
-    if line.strip():
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            layout = " (a file must hold one record per line, or one JSON array of records)" if number == 1 else ""
-            raise SchemaError(f"{path}:{number}: not JSON ({e.msg}){layout}") from None
+def _json_line(line: str, path: Path, number: int, first: bool) -> Iterator[Any]:
+    try:
+        yield json.loads(line)
+    except json.JSONDecodeError as e:
+        layout = " (a file must hold one record per line, or one JSON array of records)" if first else ""
+        raise SchemaError(f"{path}:{number}: not JSON ({e.msg}){layout}") from None
 
 
 def _json_array(f: TextIO, path: Path, buf: str) -> Iterator[Any]:
@@ -107,8 +118,11 @@ def _json_array(f: TextIO, path: Path, buf: str) -> Iterator[Any]:
         try:
             value, end = decoder.raw_decode(buf, pos)
         except json.JSONDecodeError as e:
-            more = f.read(_CHUNK)
-            if not more:  # the element is incomplete and the file has ended
+            # Read at least as much as is pending: an element of many chunks is then decoded O(log size) times, not
+            # once per chunk (quadratic in its size). A broken element is reported now: reading on would not fix it
+            # and would pull the rest of the file into the buffer.
+            more = f.read(max(_CHUNK, len(buf) - pos)) if _cut(e, buf) else ""
+            if not more:  # the element is broken, or incomplete and the file has ended
                 raise SchemaError(f"{path}: element {n + 1} of the JSON array is not JSON ({e.msg})") from None
             buf, pos = buf[pos:] + more, 0
             continue
@@ -122,6 +136,13 @@ def _json_array(f: TextIO, path: Path, buf: str) -> Iterator[Any]:
         pos = end  # the buffer is cut only when refilled: cutting per element would copy it once per element
 
 
+def _cut(e: json.JSONDecodeError, buf: str) -> bool:
+    """Whether decoding failed because `buf` ends inside the element (more text may complete it), not on bad JSON.
+    An open string fails where it starts; anything else fails within a few characters of the end (a literal or a
+    \\uXXXX escape cut short)."""
+    return e.msg.startswith("Unterminated string") or e.pos >= len(buf) - _LOOKAHEAD
+
+
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
@@ -131,11 +152,15 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
         yield from batch.to_pylist()
 
 
-def require(row: Row, fields: tuple[str, ...], dataset: str) -> None:
-    """Raise SchemaError naming the expected fields and the ones the row has, if any expected field is missing."""
+def require(row: Row, fields: tuple[str, ...], dataset: str, expected: str | None = None) -> None:
+    """Raise SchemaError naming the expected fields and the ones the row has, if any expected field is missing.
+    `expected` describes the layout when `fields` cannot (fields with alternatives)."""
     missing = [f for f in fields if f not in row.data]
     if missing:
-        raise SchemaError(
-            f"{dataset}: {row.path}:{row.number} lacks {', '.join(missing)}. This converter expects the fields "
-            f"{', '.join(fields)}; the row has {', '.join(sorted(row.data)) or 'none'}. Is --src the right dataset?"
-        )
+        raise SchemaError(schema_message(row, dataset, missing, expected or ", ".join(fields)))
+
+
+def schema_message(row: Row, dataset: str, missing: list[str], expected: str) -> str:
+    found = ", ".join(sorted(row.data)) or "none"
+    return (f"{dataset}: {row.path}:{row.number} lacks {', '.join(missing)}. This converter expects the fields "
+            f"{expected}; the row has {found}. Is --src the right dataset?")  # fmt: skip

@@ -3,6 +3,7 @@ seeded and balanced, wrong schemas failing with the fields expected and found, a
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import subprocess
@@ -288,3 +289,123 @@ def test_cli_wrong_schema_is_one_line_on_stderr(tmp_path: Path) -> None:
     assert proc.stderr.startswith("Error: rlaif_v:")
     assert "expects the fields image, question, chosen, rejected" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def hs_row(i: int, pref: object, **extra: object) -> dict:
+    return {"domain": "general", "language": "english", "context": [{"role": "user", "content": f"Question {i}?"}],
+            "response1": f"first {i}", "response2": f"second {i}", "overall_preference": pref, **extra}  # fmt: skip
+
+
+def test_helpsteer3_integral_float_preferences(tmp_path: Path) -> None:
+    """Parquet/pandas copies give -2.0 when a column has nulls: integral floats count, others are skipped."""
+    reasoning = [{"score": -2.0, "reasoning": "@Response 1 is right.", "feedback1": "", "feedback2": ""}]
+    src = write_jsonl(tmp_path / "hs.jsonl", [hs_row(0, -2.0, individual_preference=reasoning), hs_row(1, 1.5),
+                                              hs_row(2, 3.0)])  # fmt: skip
+    summary = convert("helpsteer3", src, tmp_path / "o.jsonl")
+    assert summary.written == 2 and dict(summary.skipped) == {"overall_preference is not an integer in -3..3": 1}
+    first, third = read_pairs(tmp_path / "o.jsonl")
+    assert better_text(first) == "first 0" and better_text(third) == "second 2"
+    assert first.rationale == f"Response {first.label} is right."
+
+
+JOINT = [("Response 1 and 2", "Response <1> and Response <2>"), ("responses 2 & 1", "Response <2> & Response <1>"),
+         ("@Response 1 or @Response 2", "Response <1> or Response <2>")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("said", "renamed"), JOINT)
+def test_helpsteer3_rationale_renames_both_numbers_of_a_joint_mention(tmp_path: Path, said: str, renamed: str) -> None:
+    reasoning = [{"score": -1, "reasoning": f"{said} are close; @Response 1 wins.", "feedback1": "", "feedback2": ""}]
+    rows = [hs_row(i, -1, individual_preference=reasoning) for i in range(8)]
+    convert("helpsteer3", write_jsonl(tmp_path / "hs.jsonl", rows), tmp_path / "o.jsonl", seed=2)
+    pairs = read_pairs(tmp_path / "o.jsonl")
+    assert {p.label for p in pairs} == {"A", "B"}
+    for p in pairs:  # response1 is the better one, shown under the pair's label
+        worse = "B" if p.label == "A" else "A"
+        expected = renamed.replace("<1>", p.label).replace("<2>", worse)
+        assert p.rationale == f"{expected} are close; Response {p.label} wins."
+
+
+def test_cli_zero_pairs_is_an_error_naming_the_skip_reasons(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "hs.jsonl", [hs_row(0, 0), hs_row(1, 0), hs_row(2, "x")])
+    out = tmp_path / "o.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "rm.cli", "data", "convert", "helpsteer3", "--src", str(src), "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: no pairs written from 3 rows")
+    assert "tie (overall_preference 0) (2)" in proc.stderr and "not an integer in -3..3 (1)" in proc.stderr
+    assert not out.exists()  # no empty file to be taken for a result
+    assert json.loads(proc.stdout)["skipped"] == {"tie (overall_preference 0)": 2,
+                                                  "overall_preference is not an integer in -3..3": 1}  # fmt: skip
+
+
+def test_id_prefix_keeps_separately_converted_splits_apart(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", [hs_row(i, -1) for i in range(3)])
+    val = write_jsonl(tmp_path / "validation.jsonl", [hs_row(i, 2) for i in range(2)])
+    convert("helpsteer3", train, tmp_path / "train_pairs.jsonl")
+    result = runner.invoke(app, ["data", "convert", "helpsteer3", "--src", str(val), "--out",
+                                 str(tmp_path / "val_pairs.jsonl"), "--id-prefix", "helpsteer3-val"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [p.request.id for p in read_pairs(tmp_path / "train_pairs.jsonl")] == [f"helpsteer3-{i}" for i in range(3)]
+    assert [p.request.id for p in read_pairs(tmp_path / "val_pairs.jsonl")] == ["helpsteer3-val-0", "helpsteer3-val-1"]
+    with pytest.raises(ValueError, match="id-prefix"):
+        convert("helpsteer3", val, tmp_path / "x.jsonl", id_prefix=" ")
+
+
+def test_rapidata_null_weighted_scores_fall_back_to_votes(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "weighted", "image1": image_cell(1), "image2": image_cell(2),
+         "weighted_results_image1_preference": 0.9, "weighted_results_image2_preference": 0.1, "votes_image1": 1,
+         "votes_image2": 9},
+        {"prompt": "votes", "image1": image_cell(3), "image2": image_cell(4),
+         "weighted_results_image1_preference": None, "weighted_results_image2_preference": None, "votes_image1": 2,
+         "votes_image2": 7},
+        {"prompt": "nothing", "image1": image_cell(5), "image2": image_cell(6),
+         "weighted_results_image1_preference": None, "weighted_results_image2_preference": None, "votes_image1": None,
+         "votes_image2": None},
+    ]  # fmt: skip
+    summary = convert("rapidata", write_parquet(tmp_path / "r.parquet", rows), tmp_path / "o.jsonl")
+    assert summary.written == 2 and dict(summary.skipped) == {"preference scores missing": 1}
+    weighted, votes = read_pairs(tmp_path / "o.jsonl")
+    assert Path(better_text(weighted)).read_bytes() == scene_png(1)  # the weighted score wins over the votes
+    assert Path(better_text(votes)).read_bytes() == scene_png(4)
+
+
+def test_base64_embedded_images_decode_and_bad_ones_are_skipped(tmp_path: Path) -> None:
+    """JSON can embed an Image feature's bytes only as base64 text, with or without a data: URL (line breaks too)."""
+    png = scene_png(9)
+    b64 = base64.b64encode(png).decode()
+
+    def row(cell: object) -> dict:
+        return {"ds_name": "x", "image": {"bytes": cell, "path": None}, "question": "q", "chosen": "c", "rejected": "r"}
+
+    rows = [row(b64), row("data:image/png;base64," + base64.encodebytes(png).decode()), row("not base64 at all!"),
+            row("data:image/png,%89PNG"), row(base64.b64encode(b"plain text").decode())]  # fmt: skip
+    summary = convert("rlaif_v", write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "o" / "p.jsonl")
+    assert (summary.written, summary.images_written) == (2, 1)
+    assert dict(summary.skipped) == {"embedded image string is not base64": 1,
+                                     "embedded image data URL is not base64": 1,
+                                     "embedded bytes are not a readable image": 1}  # fmt: skip
+    for p in read_pairs(tmp_path / "o" / "p.jsonl"):
+        assert Path(p.request.images[0]).read_bytes() == png
+
+
+def test_a_broken_array_element_stops_the_read_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken element is reported at once, not after buffering the rest of the file looking for its end; an element
+    spanning many chunks is still read (and in few decodes)."""
+    monkeypatch.setattr(sources, "_CHUNK", 64)
+    src = tmp_path / "a.json"
+    src.write_text("[" + json.dumps(hs_row(0, -1, pad="x" * 5000)) + ", {broken}, "
+                   + ", ".join(json.dumps(hs_row(i, -1)) for i in range(20_000)) + "]")  # fmt: skip
+    reads: list[int] = []
+    real_open = sources._open_text
+
+    def counting_open(path: Path):
+        f = real_open(path)
+        read = f.read
+        f.read = lambda n=-1: reads.append(n) or read(n)  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(sources, "_open_text", counting_open)
+    with pytest.raises(SchemaError, match="element 2 of the JSON array is not JSON"):
+        convert("helpsteer3", src, tmp_path / "o.jsonl")
+    assert sum(reads) < 20_000 and len(reads) < 12  # 5 KB element: doubling reads, not 5000/64 of them

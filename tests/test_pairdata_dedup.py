@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +21,7 @@ from rm.cli import app
 from rm.pairs import read_pairs
 from tests.pairdata_images import encoded, scene
 
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
@@ -163,3 +166,20 @@ def test_cli_dedup_takes_benchmarks_as_the_issue_writes_them(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "kept 4 of 8" in result.output and "image 2, text 2" in result.output and "uniform" in result.output
     assert len(json.loads((out / REPORT_NAME).read_text())["benchmarks"]) == 2
+
+
+@pytest.mark.parametrize("spec", ["vl-rewardbench={}", "mm-rlhf-rewardbench={}", "pairs={}/val.jsonl"])
+def test_against_a_folder_that_does_not_exist_is_an_error(tmp_path: Path, spec: str) -> None:
+    """VL-RewardBench's and MM-RLHF-RewardBench's loaders fall back to the metadata in data/ when the folder is absent:
+    a mistyped DIR would then pass as a clean, text-only check."""
+    train = training_file(tmp_path / "data")
+    missing = tmp_path / "no-such-folder"
+    against = spec.format(missing)
+    with pytest.raises(FileNotFoundError, match=f"--against {against}: {missing}.* does not exist"):
+        dedup([train], [against], tmp_path / "o")
+    args = ["data", "dedup", str(train), "--against", against, "--out", str(tmp_path / "o")]
+    proc = subprocess.run([sys.executable, "-m", "rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: --against") and "does not exist" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -372,8 +372,6 @@ def test_bytes_that_are_not_an_image_are_skipped_and_counted(tmp_path: Path) -> 
     assert len(read_pairs(tmp_path / "o.jsonl")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pairdata/media.py:53 _save: Image.verify() does not decode JPEG data, so a "
-                   "truncated embedded JPEG is written and referenced; it fails only when training/eval decodes it")
 def test_truncated_embedded_jpeg_is_not_written_as_an_image(tmp_path: Path) -> None:
     jpg = img_bytes(photo(2), "JPEG", quality=90)
     rows = [{"ds_name": "x", "image": {"bytes": jpg[: len(jpg) // 2], "path": "t.jpg"}, "question": "q",
@@ -388,13 +386,8 @@ def test_truncated_embedded_jpeg_is_not_written_as_an_image(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "cell",
     [
-        pytest.param({"bytes": base64.b64encode(img_bytes(photo(1))).decode(), "path": None},
-                     marks=pytest.mark.xfail(strict=True, reason="BUG: pairdata/media.py:35 passes a str 'bytes' "
-                                             "(base64, the only way JSON can embed an image) to BytesIO: TypeError "
-                                             "traceback instead of decoding it or skipping the row")),
-        pytest.param({"bytes": _bomb_png(), "path": None},
-                     marks=pytest.mark.xfail(strict=True, reason="BUG: pairdata/media.py:54 does not catch "
-                                             "PIL.Image.DecompressionBombError (not an OSError): traceback, run lost")),
+        pytest.param({"bytes": base64.b64encode(img_bytes(photo(1))).decode(), "path": None}),
+        pytest.param({"bytes": _bomb_png(), "path": None}),
     ],
     ids=["base64-string-bytes", "decompression-bomb"],
 )
@@ -440,8 +433,6 @@ def test_a_large_json_lines_file_is_not_read_whole(tmp_path: Path) -> None:
     assert peak < 5, f"{peak:.1f} MB"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pairdata/sources.py:75 reads the whole first line before looking for "
-                   "'[': a JSON array written on one line (json.dump's default) is loaded whole, ~2x the file size")
 def test_a_one_line_json_array_is_not_read_whole(tmp_path: Path) -> None:
     src = tmp_path / "gram.json"
     src.write_text(json.dumps([hs_row(i, -1, pad="x" * 400) for i in range(40_000)]))
@@ -465,13 +456,7 @@ DOC_FIELDS = {
 }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="BUG: pairdata/converters/mm_rlhf.py:38 requires only "
-                                             "chosen/rejected, so a wrong layout is told the converter 'expects the "
-                                             "fields chosen, rejected': prompt and image (or video) are not named"))
-     if n == "mm_rlhf" else n for n in DOC_FIELDS],
-)
+@pytest.mark.parametrize("name", list(DOC_FIELDS))
 def test_wrong_schema_names_documented_fields_and_found_fields(tmp_path: Path, name: str) -> None:
     src = write_jsonl(tmp_path / "wrong.jsonl", [WRONG, WRONG])
     with pytest.raises(SchemaError) as e:

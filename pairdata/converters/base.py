@@ -73,6 +73,7 @@ class Converter:
     fields: tuple[str, ...]  # required in every row
     schema: str  # "confirmed: <where>" or "assumed: <why>", shown by `data list` and in docs/data.md
     build: Callable[[Row, Context], Draft]
+    expected: str = ""  # the layout as a schema error names it, when `fields` cannot (fields with alternatives)
 
 
 @dataclass
@@ -129,10 +130,16 @@ def ordered(draft: Draft, pair_id: str, seed: int) -> LabelledPair:
     return LabelledPair(request=request, label=label, rationale=rationale or None)
 
 
-def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit: int | None = None) -> ConvertSummary:
+def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit: int | None = None,
+            id_prefix: str | None = None) -> ConvertSummary:  # fmt: skip
     """Convert the dataset at `src` (a file or folder) into a pair file at `out`; returns what was written and skipped.
-    The file appears under its name only when complete (written as `<out>.part` first)."""
+    Ids are `<id_prefix>-<row index>` (default prefix: the converter's name); give each split its own prefix when
+    converting them separately, or their ids collide. The file appears under its name only when complete (written as
+    `<out>.part` first)."""
     conv = get_converter(name)
+    prefix = conv.name if id_prefix is None else id_prefix.strip()
+    if not prefix or any(c.isspace() for c in prefix):
+        raise ValueError(f"--id-prefix {id_prefix!r}: give a non-empty prefix without spaces")
     src, out = Path(src), Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     store = ImageStore(out.parent)
@@ -140,7 +147,7 @@ def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit
     tmp = out.with_name(out.name + ".part")
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            for pair in _pairs(conv, src, Context(store), seed, limit, summary):
+            for pair in _pairs(conv, src, Context(store), seed, limit, summary, prefix):
                 f.write(json.dumps(pair.to_json(), ensure_ascii=False) + "\n")
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half file left behind to be mistaken for a result
@@ -150,15 +157,15 @@ def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit
     return summary
 
 
-def _pairs(conv: Converter, src: Path, ctx: Context, seed: int, limit: int | None,
-           summary: ConvertSummary) -> Iterator[LabelledPair]:  # fmt: skip
+def _pairs(conv: Converter, src: Path, ctx: Context, seed: int, limit: int | None, summary: ConvertSummary,
+           prefix: str) -> Iterator[LabelledPair]:  # fmt: skip
     if limit is not None and limit < 1:
         return
     for index, row in enumerate(iter_rows(src)):
         summary.rows += 1
-        require(row, conv.fields, conv.name)
+        require(row, conv.fields, conv.name, conv.expected)
         try:
-            pair = ordered(conv.build(row, ctx), f"{conv.name}-{index}", seed)
+            pair = ordered(conv.build(row, ctx), f"{prefix}-{index}", seed)
         except (Skip, MediaSkip) as e:
             summary.skipped[str(e)] += 1
             continue

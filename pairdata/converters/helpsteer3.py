@@ -16,7 +16,8 @@ from typing import Any
 from pairdata.converters.base import FIRST, SECOND, Context, Converter, Draft, Skip, register, text
 from pairdata.sources import Row, SchemaError
 
-_MENTION = re.compile(r"@?\bresponse\s*([12])\b", re.IGNORECASE)
+# "@Response 1", and "Response 1 and 2" (either order, and/or/&/vs): each number becomes its own mention.
+_MENTION = re.compile(r"@?\bresponses?\s*([12])\b(?:(\s*(?:,|and|or|&|/|vs\.?)\s*)([12])\b)?", re.IGNORECASE)
 
 
 def question_from_context(context: Any, row: Row) -> str:
@@ -38,15 +39,34 @@ def _rationale(individual: Any, overall: int) -> str | None:
     """The first annotator reasoning whose score has the overall preference's sign, mentions as placeholders."""
     for p in individual if isinstance(individual, list) else []:
         reasoning, score = (p.get("reasoning"), p.get("score")) if isinstance(p, dict) else (None, None)
-        if isinstance(reasoning, str) and reasoning.strip() and isinstance(score, int) and score * overall > 0:
-            return _MENTION.sub(lambda m: FIRST if m.group(1) == "1" else SECOND, reasoning.strip())
+        score = _integral(score)
+        if isinstance(reasoning, str) and reasoning.strip() and score is not None and score * overall > 0:
+            return _MENTION.sub(_placeholders, reasoning.strip())
+    return None
+
+
+def _placeholders(m: re.Match[str]) -> str:
+    def one(n: str) -> str:
+        return FIRST if n == "1" else SECOND
+
+    return one(m.group(1)) + (m.group(2) + one(m.group(3)) if m.group(3) else "")
+
+
+def _integral(value: Any) -> int | None:
+    """An integer, or a float with an integral value (parquet and pandas give -2.0 when a column has nulls)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return None
 
 
 def build(row: Row, ctx: Context) -> Draft:
     d = row.data
-    pref = d["overall_preference"]
-    if not isinstance(pref, int) or isinstance(pref, bool) or not -3 <= pref <= 3:
+    pref = _integral(d["overall_preference"])
+    if pref is None or not -3 <= pref <= 3:
         raise Skip("overall_preference is not an integer in -3..3")
     if pref == 0:
         raise Skip("tie (overall_preference 0)")

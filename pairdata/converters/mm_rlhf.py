@@ -10,17 +10,17 @@ references (task video_understanding); a folder of frames is not expanded here.
 from __future__ import annotations
 
 from pairdata.converters.base import Context, Converter, Draft, register, text
-from pairdata.sources import Row, SchemaError
+from pairdata.sources import Row, SchemaError, schema_message
+
+EXPECTED = "prompt (or question), image (or video), chosen, rejected"
+_ALTERNATIVES = (("prompt", "question"), ("image", "video"))
 
 
 def build(row: Row, ctx: Context) -> Draft:
     d = row.data
+    if missing := [" or ".join(alt) for alt in _ALTERNATIVES if not any(k in d for k in alt)]:
+        raise SchemaError(schema_message(row, "mm_rlhf", missing, EXPECTED))
     question = d.get("prompt", d.get("question"))
-    if question is None or ("image" not in d and "video" not in d):
-        raise SchemaError(
-            f"mm_rlhf: {row.path}:{row.number}: expected prompt (or question), image (or video), chosen, rejected; "
-            f"the row has {', '.join(sorted(d))}"
-        )
     chosen, rejected = text(d["chosen"], "chosen"), text(d["rejected"], "rejected")
     if d.get("image"):
         return Draft(question=text(question, "prompt"), first=chosen, second=rejected, better=0,
@@ -36,6 +36,7 @@ CONVERTER = register(
         dataset="yifanzhang114/MM-RLHF (and files in MM-RLHF-RewardBench's layout)",
         description="Image/video understanding pairs: prompt, image or video, chosen, rejected.",
         fields=("chosen", "rejected"),
+        expected=EXPECTED,
         schema="assumed: MM-RLHF-RewardBench's jsonl layout (prompt, image|video, chosen, rejected)",
         build=build,
     )
