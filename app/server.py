@@ -470,7 +470,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/judge", openapi_extra=_schema(JudgeAPIRequest))
-    async def judge_route(request: Request) -> dict[str, Any]:
+    async def judge_route(request: Request) -> JSONResponse:
         def build(body: JudgeAPIRequest) -> list[tuple[JudgeRequest, str]]:
             pairs = [(r, f"requests[{i}]") for i, r in enumerate(body.requests)]
             state.check_pairs(pairs)
@@ -479,7 +479,11 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         pairs = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"), build)
         request.state.pairs = len(pairs)
         verdicts = await state.judge_all(pairs)
-        return {"results": [v.model_dump() for v in verdicts], "model": model_name}
+
+        def answer() -> JSONResponse:  # 256 verdicts with their raw texts are megabytes of JSON: off the loop
+            return JSONResponse({"results": [v.model_dump(mode="json") for v in verdicts], "model": model_name})
+
+        return await state.cpu(len(verdicts) <= 8, answer)
 
     @app.post("/get_reward", openapi_extra=_schema(GetRewardRequest))
     async def get_reward(request: Request) -> dict[str, Any]:
