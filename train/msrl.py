@@ -159,8 +159,6 @@ def parse_cli(argv: list[str]) -> Invocation:
     if unknown := [s for s in stages if s not in BY_NAME]:
         raise ValueError(f"--stages: unknown {unknown}; stages are {', '.join(NAMES)}")
     stages = [s for s in NAMES if s in stages]  # always in pipeline order
-    if idle := [s for s in flags if s is not None and s not in stages]:
-        raise ValueError(f"flags for {idle}, which --stages does not run ({', '.join(stages)})")
     return Invocation(recipe, Path(out), stages, flags, write_recipe=bool(own.get("config") or own.get("model")))
 
 
