@@ -1,8 +1,9 @@
 """The HTTP app: reward routes for RL trainers, OpenAI-compatible routes, health and metrics, over one judge.
 
-Handlers are thin: read the body, then in the server's work pool parse it, check it against the limits and build the
-pairs; load media under the policy and budgets; submit the pairs to the micro-batcher; shape the answer. The event
-loop only moves bytes and futures, so no request, however large or malformed, stalls the others or /health.
+Handlers are thin: read the body, then parse it, check it against the limits and build the pairs in one step (in the
+server's work pool unless it is small); load media under the policy and budgets; submit the pairs to the
+micro-batcher; shape the answer. The event loop only moves bytes and futures and does work too small for a thread
+hop, so no request, however large or malformed, stalls the others or /health.
 
 Every error has one JSON shape, `{"error": {"message", "type", "param", "code"}}`; input errors are 4xx, a full queue
 is 503 with Retry-After, anything unexpected a counted JSON 500, and /get_reward answers 200 with neutral rewards
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import email.message
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -56,7 +56,9 @@ from rm.media import MediaError
 from rm.types import JudgeRequest, Verdict
 
 GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
-INLINE_BODY_BYTES = 64 * 1024  # parsed and checked on the event loop: about a millisecond, less than a thread hop
+INLINE_BODY_BYTES = 64 * 1024  # parsed on the event loop: about a millisecond, less than a thread hop
+INLINE_TEXT_CHARS = 16 * 1024  # a prompt (or body) this short is tokenized on the event loop
+INLINE_PAIRS = 8  # built and checked (tokens counted) on the event loop: about a millisecond a pair
 LARGE_BODY_BYTES = 1 << 20  # parsing more takes long enough to count against `large_bodies`
 ROUTES = ("/get_reward", "/v1/judge", "/v1/rewards", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
 M = TypeVar("M", bound=BaseModel)
@@ -76,11 +78,6 @@ def _json_content_type(value: str | None) -> bool:
     message["content-type"] = value
     subtype = message.get_content_subtype()
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-def _parse_and_build(raw: bytes, model: type[M], precheck: Callable[[Any], None] | None, build: Callable[[M], Any] | None) -> Any:
-    body = parse_body(raw, model, precheck)
-    return body if build is None else build(body)
 
 
 def parse_body(raw: bytes, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
@@ -210,23 +207,29 @@ class ServerState:
         return {"status": "saturated" if saturated else "ok", "saturated": saturated, "pools": pools,
                 "queue": {"pairs": queued, "limit": self.settings.max_queue}}  # fmt: skip
 
-    async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None,
-                    build: Callable[[M], Any] | None = None) -> Any:  # fmt: skip
-        """The body, validated and passed through `build` (pairs built, limits checked) in one step: on the event loop
-        for small bodies (a thread hop would cost more), else in the work pool; large ones in at most half of it."""
+    async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
+        """The body, validated: on the event loop when small (a thread hop would cost more), else in the work pool,
+        large ones in at most half of it. The body's size is kept in `request.state.body_bytes` (see `light`)."""
         if not _json_content_type(request.headers.get("content-type")):
             raise InputError("the body must be JSON (Content-Type: application/json)", "content-type", 415)
         raw = await request.body()
-        job = functools.partial(_parse_and_build, raw, model, precheck, build)
+        request.state.body_bytes = len(raw)
         if len(raw) <= INLINE_BODY_BYTES:
-            return job()
+            return parse_body(raw, model, precheck)
         if len(raw) < LARGE_BODY_BYTES:
-            return await self.work.run(job)
+            return await self.work.run(parse_body, raw, model, precheck)
         async with self.large_bodies:
-            return await self.work.run(job)
+            return await self.work.run(parse_body, raw, model, precheck)
+
+    @staticmethod
+    def light(request: Request, pairs: int) -> bool:
+        """Whether building and checking a parsed body's pairs (tokens counted, about a millisecond a pair, more for
+        long texts) is small enough for the event loop."""
+        return pairs <= INLINE_PAIRS and request.state.body_bytes <= INLINE_TEXT_CHARS
 
     async def cpu(self, inline: bool, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` here when `inline` (small work), else in the work pool."""
+        """`fn(*args)` here when `inline` (small work: building and checking a few pairs, counting a short prompt's
+        tokens, about a millisecond each), else in the work pool."""
         return fn(*args) if inline else await self.work.run(fn, *args)
 
     def check_counts(self, pairs: int, media: int) -> None:
@@ -476,7 +479,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             state.check_pairs(pairs)
             return pairs
 
-        pairs = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"), build)
+        body = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"))
+        pairs = await state.cpu(state.light(request, len(body.requests)), build, body)
         request.state.pairs = len(pairs)
         verdicts = await state.judge_all(pairs)
 
@@ -492,7 +496,8 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             state.check_pairs([(r, f"labels[{r.id}]") for r in requests if r is not None])
             return requests
 
-        requests = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"), build)
+        body = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"))
+        requests = await state.cpu(state.light(request, len(body.query)), build, body)
         judged = [r for r in requests if r is not None]
         request.state.pairs = len(judged)
         try:
@@ -516,13 +521,14 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/v1/rewards", openapi_extra=_schema(RewardsRequest))
     async def rewards_route(request: Request) -> dict[str, Any]:
-        def build(body: RewardsRequest) -> tuple[RewardsRequest, RewardsPlan, list[tuple[JudgeRequest, str]]]:
+        def build(body: RewardsRequest) -> tuple[RewardsPlan, list[tuple[JudgeRequest, str]]]:
             plan = rewards_plan(body, settings)
             judged = [(r, f"items[{i}]") for r, (i, _) in zip(plan.requests, plan.pairs) if r is not None]
             state.check_pairs(judged)
-            return body, plan, judged
+            return plan, judged
 
-        body, plan, judged = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"), build)
+        body = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"))
+        plan, judged = await state.cpu(state.light(request, 2 * len(body.items)), build, body)
         request.state.pairs = len(judged)
         verdicts = iter(await state.judge_all(judged, rewards=True) if judged else [])
         probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
@@ -578,7 +584,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         text = to_conversation(messages)
         state.tokens.check_placeholders(text, "messages")
         size = sum(len(p.text) for m in text for p in m.content if isinstance(p, TextPart))
-        await state.cpu(size <= INLINE_BODY_BYTES, state.tokens.check, text, settings.max_input_tokens, "messages")
+        await state.cpu(size <= INLINE_TEXT_CHARS, state.tokens.check, text, settings.max_input_tokens, "messages")
         conv = to_conversation(messages, await state.policy.images(refs))
         try:
             (gen,) = await backend.agenerate([conv], sampling)
