@@ -113,8 +113,11 @@ def served(*args: str) -> Iterator[str]:
     import httpx
 
     port = free_port()
+    # stderr into a file, not a pipe: nobody reads it while the server runs, and the access log (on by default)
+    # would fill a pipe's buffer after a few hundred requests and block the server.
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "rm.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -125,7 +128,8 @@ def served(*args: str) -> Iterator[str]:
             except httpx.ConnectError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(f"deltarubric serve exited: {proc.stderr.read()}")
+                log.seek(0)
+                raise RuntimeError(f"deltarubric serve exited: {log.read()}")
             if time.monotonic() > deadline:
                 raise RuntimeError("deltarubric serve did not become healthy in 90 s")
             time.sleep(0.2)
@@ -133,3 +137,4 @@ def served(*args: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
