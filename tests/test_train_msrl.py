@@ -23,6 +23,7 @@ from rm.config import JudgeConfig
 from rm.judge import Judge
 from rm.pairs import LabelledPair, read_pairs
 from rubrics.parsing import parse_msrl
+from rubrics.targets import render_target
 from tests.scripted import ScriptedBackend
 from train import msrl
 from train.cmkd import Chain, select_chains
@@ -280,23 +281,26 @@ def test_cmkd_filter_keeps_the_most_confident_gold_chain_in_format() -> None:
     def chain(pid: str, order: str, answer: str, p: float | None = None, think: str = "t", task: str = "text") -> Chain:
         return Chain(pid, order, f"<type>{task}</type><think>{think}</think><answer>{answer}</answer>", p)  # type: ignore[arg-type]
 
-    pairs = {"p1": _pair("p1", "A"), "p2": _pair("p2", "B"), "p3": _pair("p3", "A"), "p4": _pair("p4", "A")}
-    orders = {"p1": "AB", "p2": "BA", "p3": "AB", "p4": "AB"}
-    types = dict.fromkeys(pairs, "text")
+    pairs = {"p1": _pair("p1", "A"), "p2": _pair("p2", "B"), "p3": _pair("p3", "A"), "p4": _pair("p4", "A"),
+             "p5": _pair("p5", "A")}  # fmt: skip
+    orders = {"p1": "AB", "p2": "BA", "p3": "AB", "p4": "AB", "p5": "AB"}
     chains = [
         chain("p1", "AB", "B"), chain("p1", "AB", "A", 0.6), chain("p1", "AB", "A", 0.9), chain("p1", "AB", "A", 0.7),
         chain("p2", "BA", "A", 0.8), chain("p2", "BA", "B", 0.99),  # gold B shown second in BA order: shown "A"
-        chain("p3", "AB", "A", think=""), chain("p3", "AB", "A", task="image_generation"), chain("p3", "BA", "B"),
-        Chain("p4", "AB", "Response A is better.", 0.9),
+        chain("p3", "AB", "A", think=""), chain("p3", "BA", "B"),  # no <think>; the other order is no candidate
+        Chain("p4", "AB", "Response A is better.", 0.9),  # no <answer>
+        chain("p5", "AB", "A", task="image_generation"),  # a wrong <type>: the target writes the pair's own
     ]  # fmt: skip
-    kept, dropped = select_chains(chains, pairs, orders, types)  # type: ignore[arg-type]
-    assert {k: c.p_shown_a for k, c in kept.items()} == {"p1": 0.9, "p2": 0.8}
-    assert dropped == {"no chain names the gold label in format": 2}  # p3: no think / wrong type / other order; p4
+    kept, dropped = select_chains(chains, pairs, orders)  # type: ignore[arg-type]
+    assert {k: c.p_shown_a for k, c in kept.items()} == {"p1": 0.9, "p2": 0.8, "p5": None}
+    assert dropped == {"no chain names the gold label in format": 2}
+    target = render_target("msrl", task_type="text", caption=None, rationale="t", winner="A")
+    assert parse_msrl(target).task_type == "text"  # what distilled_pair's example trains on for p5
     # Consistent under swap: the other order's majority must name the gold candidate too.
     swapped = chains[:4] + [chain("p1", "BA", "B"), chain("p1", "BA", "A")]  # 1 of 2 right in BA: not a majority
-    kept, dropped = select_chains(swapped, pairs, orders, types, swap=True)  # type: ignore[arg-type]
+    kept, dropped = select_chains(swapped, pairs, orders, swap=True)  # type: ignore[arg-type]
     assert not kept and dropped == {"not consistent under A/B swap": 1}
-    kept, _ = select_chains(swapped + [chain("p1", "BA", "B")], pairs, orders, types, swap=True)  # type: ignore[arg-type]
+    kept, _ = select_chains(swapped + [chain("p1", "BA", "B")], pairs, orders, swap=True)  # type: ignore[arg-type]
     assert kept["p1"].order == "AB" and kept["p1"].p_shown_a == 0.9
 
 

@@ -1,7 +1,8 @@
 """Cross-modal knowledge distillation (MSRL stage 2b): chains sampled on captions become targets for real images.
 
 The caption-trained model judges each pair's caption view k times (the production `Judge`, msrl prompts, sampling).
-A chain is kept when it names the gold candidate, in the msrl format, with the pair's task type in <type>; optionally
+A chain is kept when it names the gold candidate in the msrl format (<think> and <answer>, the authors' format
+filter; the target's <type> is written from the pair, so a chain's own <type> does not matter); optionally
 (`swap`) the pair must also be judged right by the majority of its chains in the other A/B order; of the chains left,
 the most confident (p of the letter it wrote) is the pair's target. The SFT example then shows the **real** image in
 the same A/B order the chain was sampled in, so the chain's "Response A" is the example's Response A, exactly.
@@ -24,7 +25,6 @@ from rm.pairs import LabelledPair
 from rubrics.parsing import parse_msrl
 from rubrics.prompts import load_method
 from train.render import order_for, shown, swap_labels
-from train.rewards import task_name
 
 OTHER: dict[str, Order] = {"AB": "BA", "BA": "AB"}
 
@@ -50,7 +50,7 @@ class Chain:
         return asdict(self)
 
 
-def chain_problem(text: str, gold_shown: str, task_type: str) -> str | None:
+def chain_problem(text: str, gold_shown: str) -> str | None:
     """Why a chain cannot be a CMKD target (None: it can): it must name the gold candidate in the msrl format."""
     parsed = parse_msrl(text)
     if parsed.winner is None:
@@ -59,13 +59,11 @@ def chain_problem(text: str, gold_shown: str, task_type: str) -> str | None:
         return "wrong label"
     if not parsed.rationale:
         return "no <think>"
-    if task_name(parsed.task_type) != task_name(task_type):
-        return "wrong or missing <type>"
     return None
 
 
-def select_chains(chains: list[Chain], pairs: dict[str, LabelledPair], sft_order: dict[str, Order],
-                  task_types: dict[str, str], *, swap: bool = False) -> tuple[dict[str, Chain], Counter[str]]:  # fmt: skip
+def select_chains(chains: list[Chain], pairs: dict[str, LabelledPair], sft_order: dict[str, Order], *,
+                  swap: bool = False) -> tuple[dict[str, Chain], Counter[str]]:  # fmt: skip
     """Per pair, the chain to distil (or none), and per reason how many pairs were dropped.
 
     Only chains sampled in the pair's SFT order are candidates (their labels are the example's labels); the chains of
@@ -78,7 +76,7 @@ def select_chains(chains: list[Chain], pairs: dict[str, LabelledPair], sft_order
     dropped: Counter[str] = Counter()
     for pid, group in by_pair.items():
         label, order = pairs[pid].label, sft_order[pid]
-        ok = [c for c in group if c.order == order and chain_problem(c.text, shown(label, order), task_types[pid]) is None]
+        ok = [c for c in group if c.order == order and chain_problem(c.text, shown(label, order)) is None]
         if not ok:
             dropped["no chain names the gold label in format"] += 1
             continue
@@ -124,7 +122,8 @@ def sft_orders(pairs: list[LabelledPair], order_seed: int) -> dict[str, Order]:
 
 
 def distilled_pair(real: LabelledPair, chain: Chain, *, caption: bool) -> LabelledPair:
-    """The real pair whose msrl target is the chain's reasoning (and the gold caption when `caption`).
+    """The real pair whose msrl target is the chain's reasoning (and the gold caption when `caption`); the target's
+    <type> and <answer> are the pair's (`sft_examples` renders them).
 
     `sft_examples` writes a rationale given in the caller's labels into the shown order with `swap_labels`; the chain
     is already in the shown order, so it is handed over relabelled once: the two relabellings cancel exactly.

@@ -153,8 +153,13 @@ def parse_cli(argv: list[str]) -> Invocation:
         recipe["model"] = own["model"]
     elif not recipe.get("model") and saved.is_file():
         recipe["model"] = load_recipe(saved).get("model")  # the run's base, given with --model when it began
+    # Local paths made absolute: OUT/msrl.yaml must still find them when the run is resumed from another folder.
     if recipe.get("model") and Path(recipe["model"]).exists():
-        recipe["model"] = str(Path(recipe["model"]).resolve())  # records and OUT/msrl.yaml name it: from anywhere
+        recipe["model"] = str(Path(recipe["model"]).resolve())
+    for section in (recipe[n] for n in ("common", *NAMES)):
+        for key in ("data", "eval_data", "replay_data"):
+            if isinstance(section.get(key), str) and Path(section[key]).exists():
+                section[key] = str(Path(section[key]).resolve())
     stages = [s.strip() for s in (own.get("stages") or ",".join(NAMES)).split(",") if s.strip()]
     if unknown := [s for s in stages if s not in BY_NAME]:
         raise ValueError(f"--stages: unknown {unknown}; stages are {', '.join(NAMES)}")
@@ -359,10 +364,10 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
         _free_memory()
         if state.num_processes > 1:
             chains = gather_object(chains)
-    kept, dropped = select_chains(chains, by_id, orders, task_types, swap=config.cmkd_swap)
+    kept, dropped = select_chains(chains, by_id, orders, swap=config.cmkd_swap)
     if state.is_main_process and not reused:
         rows = [{**c.to_json(), "kept": kept.get(c.pair_id) is c,
-                 "problem": chain_problem(c.text, shown(by_id[c.pair_id].label, c.order), task_types[c.pair_id])} for c in chains]  # fmt: skip
+                 "problem": chain_problem(c.text, shown(by_id[c.pair_id].label, c.order))} for c in chains]  # fmt: skip
         tmp = chains_file.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, chains_file)  # complete or absent: a rerun reuses it only whole
@@ -372,7 +377,7 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
     written = {"path": str(train_file), "pairs": len(pairs)}
     if state.is_main_process and pairs:
         written = file_record(write_pairs(pairs, train_file), len(pairs))
-    problems = Counter(chain_problem(c.text, shown(by_id[c.pair_id].label, c.order), task_types[c.pair_id]) or "usable"
+    problems = Counter(chain_problem(c.text, shown(by_id[c.pair_id].label, c.order)) or "usable"
                        for c in chains if c.order == orders[c.pair_id])  # fmt: skip
     counts = {"source_pairs": len(real), "caption_views": len(viewed), "skipped": dict(skipped), "chains": len(chains),
               "chains_reused": reused, "chains_in_sft_order": dict(problems), "kept_pairs": len(kept),
