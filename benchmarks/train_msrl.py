@@ -31,8 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_synthetic import accuracy, train, wait  # the same phase runner and held-out measure
 
-METHODS = {"image_only": ("text_sft", "multimodal"), "msrl_no_cmkd": ("text_sft", "text_grpo", "caption", "multimodal"),
-           "msrl": ("text_sft", "text_grpo", "caption", "cmkd", "multimodal")}  # fmt: skip
+METHODS = {
+    "image_only": ("text_sft", "multimodal"),
+    "msrl_no_cmkd": ("text_sft", "text_grpo", "caption", "multimodal"),
+    "msrl": ("text_sft", "text_grpo", "caption", "cmkd", "multimodal"),
+}
 
 
 def label_only(src: Path, out: Path, n: int) -> Path:
@@ -67,12 +70,18 @@ def curve(out: Path, runs: dict[str, Path]) -> None:
         path = folder / "multimodal" / "validation.jsonl"
         if path.exists():
             rows = [json.loads(x) for x in path.read_text().splitlines()]
-            ax.plot([r["step"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"{name}: held-out images")
+            ax.plot(
+                [r["step"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"{name}: held-out images"
+            )
         state = folder / "multimodal" / "trainer_state.json"
         if state.exists():
             hist = [h for h in json.loads(state.read_text())["log_history"] if "rewards/verdict_correct/mean" in h]
-            ax.plot([h["step"] for h in hist], [100 * h["rewards/verdict_correct/mean"] for h in hist], alpha=0.35,
-                    label=f"{name}: train reward (accuracy)")  # fmt: skip
+            ax.plot(
+                [h["step"] for h in hist],
+                [100 * h["rewards/verdict_correct/mean"] for h in hist],
+                alpha=0.35,
+                label=f"{name}: train reward (accuracy)",
+            )
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("stage-3 (image GRPO) step")
     ax.set_ylabel("accuracy (%)")
@@ -121,24 +130,74 @@ def main() -> None:
     base0, base = out / "base-init", out / "base"
     if not (base0 / "model.safetensors").exists():
         make_testbed_model(base0, paths["train"], args.seed)
-    wait(train("sft", "testbed_caption.yaml", "--model", str(base0), "--data", str(paths["train"]), "--out", str(base),
-               "--max_steps", str(args.caption_steps), "--seed", seed, log=out / "logs" / "base.log"))  # fmt: skip
+    wait(
+        train(
+            "sft",
+            "testbed_caption.yaml",
+            "--model",
+            str(base0),
+            "--data",
+            str(paths["train"]),
+            "--out",
+            str(base),
+            "--max_steps",
+            str(args.caption_steps),
+            "--seed",
+            seed,
+            log=out / "logs" / "base.log",
+        )
+    )
     print(f"base (caption stage): {time.time() - t0:.0f}s", flush=True)
 
     runs = {m: out / m for m in METHODS}
     data_flags = [
-        "--seed", seed, "--text_sft.data", str(text), "--text_grpo.data", str(text), "--caption.data", str(images),
-        "--caption.replay_data", str(text), "--cmkd.data", str(images), "--multimodal.data", str(images),
-        "--multimodal.eval_data", str(val), "--multimodal.eval_limit", str(args.eval_limit or 400),
-        "--multimodal.eval_steps", str(args.eval_steps), "--text_sft.max_steps", str(args.sft_steps),
-        "--text_grpo.max_steps", str(args.text_rl_steps), "--caption.max_steps", str(args.caption_rl_steps),
-        "--cmkd.max_steps", str(args.cmkd_steps), "--multimodal.max_steps", str(args.rl_steps),
-        "--cmkd.cmkd_min_kept", "0",  # a CMKD that keeps nothing is reported (kept pairs), not fatal
-    ]  # fmt: skip
+        "--seed",
+        seed,
+        "--text_sft.data",
+        str(text),
+        "--text_grpo.data",
+        str(text),
+        "--caption.data",
+        str(images),
+        "--caption.replay_data",
+        str(text),
+        "--cmkd.data",
+        str(images),
+        "--multimodal.data",
+        str(images),
+        "--multimodal.eval_data",
+        str(val),
+        "--multimodal.eval_limit",
+        str(args.eval_limit or 400),
+        "--multimodal.eval_steps",
+        str(args.eval_steps),
+        "--text_sft.max_steps",
+        str(args.sft_steps),
+        "--text_grpo.max_steps",
+        str(args.text_rl_steps),
+        "--caption.max_steps",
+        str(args.caption_rl_steps),
+        "--cmkd.max_steps",
+        str(args.cmkd_steps),
+        "--multimodal.max_steps",
+        str(args.rl_steps),
+        "--cmkd.cmkd_min_kept",
+        "0",  # a CMKD that keeps nothing is reported (kept pairs), not fatal
+    ]
 
     def msrl(method: str, stages: str) -> object:
-        return train("msrl", "testbed_msrl.yaml", "--model", str(base), "--out", str(runs[method]), "--stages", stages,
-                     *data_flags, log=out / "logs" / f"{method}-{stages.replace(',', '-')}.log")  # fmt: skip
+        return train(
+            "msrl",
+            "testbed_msrl.yaml",
+            "--model",
+            str(base),
+            "--out",
+            str(runs[method]),
+            "--stages",
+            stages,
+            *data_flags,
+            log=out / "logs" / f"{method}-{stages.replace(',', '-')}.log",
+        )
 
     wait(msrl("msrl", "text_sft"))
     link_done(runs["msrl"], runs["image_only"], ("text_sft",))
@@ -148,9 +207,15 @@ def main() -> None:
     wait(msrl("msrl", "cmkd,multimodal"), msrl("msrl_no_cmkd", "multimodal"))
     print(f"all stages: {time.time() - t0:.0f}s", flush=True)
 
-    summary: dict = {"seed": args.seed, "image_pairs": n_images, "text_pairs": n_text,
-                     "held_out_pairs": args.eval_limit or len(read_pairs(val)), "stage3_pairs_seen": args.rl_steps * 2,
-                     "base": {"image": accuracy(base, "msrl", val, args.eval_limit)["accuracy"]}, "methods": {}}  # fmt: skip
+    summary: dict = {
+        "seed": args.seed,
+        "image_pairs": n_images,
+        "text_pairs": n_text,
+        "held_out_pairs": args.eval_limit or len(read_pairs(val)),
+        "stage3_pairs_seen": args.rl_steps * 2,
+        "base": {"image": accuracy(base, "msrl", val, args.eval_limit)["accuracy"]},
+        "methods": {},
+    }
     measured: dict[Path, dict[str, float]] = {}
     for method, stages in METHODS.items():
         rows = {}
@@ -158,26 +223,38 @@ def main() -> None:
             # The stage's model (an empty CMKD passes its start model on); shared stages are measured once.
             ckpt = Path(model_of(runs[method], record_of(runs[method], stage) or {"model": stage})).resolve()
             if ckpt not in measured:
-                measured[ckpt] = {"image": accuracy(ckpt, "msrl", val, args.eval_limit)["accuracy"],
-                                  "caption_view": accuracy(ckpt, "msrl", val_caption, args.eval_limit)["accuracy"]}  # fmt: skip
+                measured[ckpt] = {
+                    "image": accuracy(ckpt, "msrl", val, args.eval_limit)["accuracy"],
+                    "caption_view": accuracy(ckpt, "msrl", val_caption, args.eval_limit)["accuracy"],
+                }
             rows[stage] = measured[ckpt]
         record = json.loads((runs[method] / "multimodal" / "msrl_stage.json").read_text())
-        summary["methods"][method] = {"stages": rows, "final": rows["multimodal"]["image"], "stage3_seconds": record["seconds"]}
+        summary["methods"][method] = {
+            "stages": rows,
+            "final": rows["multimodal"]["image"],
+            "stage3_seconds": record["seconds"],
+        }
     cmkd = json.loads((runs["msrl"] / "cmkd" / "msrl_stage.json").read_text())
-    summary["cmkd"] = {**{k: cmkd["counts"][k] for k in ("kept_pairs", "caption_views", "chains_in_sft_order")},
-                       "steps": cmkd["steps"]}
+    summary["cmkd"] = {
+        **{k: cmkd["counts"][k] for k in ("kept_pairs", "caption_views", "chains_in_sft_order")},
+        "steps": cmkd["steps"],
+    }
     summary["seconds"] = round(time.time() - t0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     curve(out, runs)
 
     n = summary["held_out_pairs"]
-    print(f"\nheld-out accuracy (%) on real images [on their caption view], n={n}, seed {args.seed}, "
-          f"{n_images} image pairs, {summary['seconds']}s; base (caption stage) {summary['base']['image']:.1f}")  # fmt: skip
+    print(
+        f"\nheld-out accuracy (%) on real images [on their caption view], n={n}, seed {args.seed}, "
+        f"{n_images} image pairs, {summary['seconds']}s; base (caption stage) {summary['base']['image']:.1f}"
+    )
     names = ("text_sft", "text_grpo", "caption", "cmkd", "multimodal")
     print(f"{'method':<14}" + "".join(f"{s:>18}" for s in names))
     for method, m in summary["methods"].items():
-        cells = [f"{m['stages'][s]['image']:>7.1f} [{m['stages'][s]['caption_view']:>5.1f}]" if s in m["stages"] else "-"
-                 for s in names]  # fmt: skip
+        cells = [
+            f"{m['stages'][s]['image']:>7.1f} [{m['stages'][s]['caption_view']:>5.1f}]" if s in m["stages"] else "-"
+            for s in names
+        ]
         print(f"{method:<14}" + "".join(f"{c:>18}" for c in cells))
     print(f"CMKD kept a chain for {summary['cmkd']['kept_pairs']} of {summary['cmkd']['caption_views']} image pairs")
 

@@ -32,8 +32,15 @@ from train.views import CAPTION_LEAD, caption_view, describe, text_view, views
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1",
-       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true"}  # fmt: skip
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "TRL_EXPERIMENTAL_SILENCE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "WANDB_DISABLED": "true",
+}
 CHAIN = "<type>image_understanding</type><think>Response A matches the caption.</think><answer>A</answer>"
 
 
@@ -48,16 +55,32 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_synthetic(root / "other", 10, seed=1, splits={"train": 1.0})
     write_views(root / "other" / "train.jsonl", root, kinds=("text",))
     recipe = {
-        "common": {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "report_to": "none", "max_steps": 2,
-                   "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8,
-                   "learning_rate": 1e-2, "logging_steps": 1, "save_strategy": "no", "seed": 0},
+        "common": {
+            "use_cpu": True,
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "report_to": "none",
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "num_generations": 4,
+            "max_completion_length": 8,
+            "learning_rate": 1e-2,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "seed": 0,
+        },
         "text_sft": {"data": str(root / "text.jsonl")},
         "text_grpo": {"data": str(root / "text.jsonl")},
         "caption": {"data": str(root / "syn" / "train.jsonl"), "replay_data": str(root / "text.jsonl")},
         "cmkd": {"data": str(root / "syn" / "train.jsonl"), "cmkd_samples": 2, "cmkd_max_tokens": 8},
-        "multimodal": {"data": str(root / "syn" / "train.jsonl"), "eval_data": str(root / "syn" / "val.jsonl"),
-                       "eval_limit": 2, "eval_max_tokens": 8, "eval_steps": 2},
-    }  # fmt: skip
+        "multimodal": {
+            "data": str(root / "syn" / "train.jsonl"),
+            "eval_data": str(root / "syn" / "val.jsonl"),
+            "eval_limit": 2,
+            "eval_max_tokens": 8,
+            "eval_steps": 2,
+        },
+    }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return root
 
@@ -119,7 +142,9 @@ def test_each_stage_starts_from_the_last_and_moves_only_what_it_may(full_run: Pa
         if msrl.BY_NAME[name].freeze_vision:
             assert record["vision"] == "frozen" and not _changed(previous, now, visual=True), f"{name}: vision moved"
         else:
-            assert record["vision"] == "trainable" and _changed(previous, now, visual=True), f"{name}: vision did not move"
+            assert record["vision"] == "trainable" and _changed(previous, now, visual=True), (
+                f"{name}: vision did not move"
+            )
         previous = now
     assert (full_run / "final").resolve() == (full_run / "multimodal").resolve()
 
@@ -132,12 +157,20 @@ def test_records_name_the_data_and_the_config(full_run: Path, data: Path) -> Non
     assert text_sft["config"]["trainer"]["judge"] == "msrl" and text_sft["config"]["arguments"]["freeze_vision"] is True
     grpo = json.loads((full_run / "text_grpo" / msrl.RECORD).read_text())
     trainer = grpo["config"]["trainer"]
-    assert (trainer["beta"], trainer["epsilon"], trainer["epsilon_high"], trainer["scale_rewards"], trainer["loss_type"]) == (
-        0.0, 0.2, 0.28, "none", "grpo")  # fmt: skip
+    assert (
+        trainer["beta"],
+        trainer["epsilon"],
+        trainer["epsilon_high"],
+        trainer["scale_rewards"],
+        trainer["loss_type"],
+    ) == (0.0, 0.2, 0.28, "none", "grpo")
     assert grpo["rewards"] == {"verdict_correct": 1.0, "verdict_format": 0.2, "length_reward": 1.0}
     third = json.loads((full_run / "multimodal" / msrl.RECORD).read_text())
     assert third["rewards"]["task_type_authors"] == 0.2
-    assert [json.loads(x)["step"] for x in (full_run / "multimodal" / "validation.jsonl").read_text().splitlines()] == [0, 2]
+    assert [json.loads(x)["step"] for x in (full_run / "multimodal" / "validation.jsonl").read_text().splitlines()] == [
+        0,
+        2,
+    ]
 
 
 def test_caption_stage_trains_on_caption_views_plus_replayed_text(full_run: Path, data: Path) -> None:
@@ -145,16 +178,24 @@ def test_caption_stage_trains_on_caption_views_plus_replayed_text(full_run: Path
     real = read_pairs(data / "syn" / "train.jsonl")
     trained = read_pairs(full_run / "caption" / "train.jsonl")
     replayed = [p for p in trained if p.request.id.startswith("replay/")]
-    assert len(trained) - len(replayed) == len(real) and len(replayed) == round(len(real) / 5) == record["counts"]["replayed"]
+    assert (
+        len(trained) - len(replayed) == len(real)
+        and len(replayed) == round(len(real) / 5) == record["counts"]["replayed"]
+    )
     assert record["counts"]["task_types"] == {"image_understanding": len(real), "text": len(replayed)}
     by_id = {p.request.id: p for p in real}
     for p in trained:
         assert not p.request.images and p.request.task_type == "text"
         if p in replayed:
             continue
-        assert p.request.question == f"{CAPTION_LEAD}{by_id[p.request.id].caption}\n\n{by_id[p.request.id].request.question}"
+        assert (
+            p.request.question
+            == f"{CAPTION_LEAD}{by_id[p.request.id].caption}\n\n{by_id[p.request.id].request.question}"
+        )
     assert trained[0].request.id != min(p.request.id for p in trained) or len(trained) < 3  # shuffled (seeded)
-    assert record["data"][-1]["sha256"] == hashlib.sha256((full_run / "caption" / "train.jsonl").read_bytes()).hexdigest()
+    assert (
+        record["data"][-1]["sha256"] == hashlib.sha256((full_run / "caption" / "train.jsonl").read_bytes()).hexdigest()
+    )
 
 
 def test_cmkd_distils_only_gold_chains_onto_the_real_image(full_run: Path, data: Path) -> None:
@@ -167,7 +208,9 @@ def test_cmkd_distils_only_gold_chains_onto_the_real_image(full_run: Path, data:
     assert {c["pair_id"] for c in chains if c["kept"]} == gold_a
     assert all(c["problem"] == "wrong label" for c in chains if c["pair_id"] not in gold_a)
     record = json.loads((full_run / "cmkd" / msrl.RECORD).read_text())
-    assert record["counts"]["kept_pairs"] == len(gold_a) and record["counts"]["chains_in_sft_order"]["usable"] == 2 * len(gold_a)
+    assert record["counts"]["kept_pairs"] == len(gold_a) and record["counts"]["chains_in_sft_order"][
+        "usable"
+    ] == 2 * len(gold_a)
     distilled = read_pairs(full_run / "cmkd" / "train.jsonl")
     assert {p.request.id for p in distilled} == gold_a and all(p.request.images for p in distilled)  # the real image
     for pair, example in zip(distilled, sft_examples(distilled, "msrl", "traces")):
@@ -195,7 +238,11 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tiny_model_dir: Path, 
     shutil.rmtree(stage / "checkpoint-2")
     result = run_stages(out, data / "recipe.yaml", *flags)  # the base comes from OUT/msrl.yaml now
     record = json.loads((stage / msrl.RECORD).read_text())
-    assert record["resumed_from"] == "text_sft/checkpoint-1" and record["steps"] == 2 and result["stages"]["text_sft"]["steps"] == 2
+    assert (
+        record["resumed_from"] == "text_sft/checkpoint-1"
+        and record["steps"] == 2
+        and result["stages"]["text_sft"]["steps"] == 2
+    )
     history = json.loads((stage / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2]
     # Done now: a rerun skips it.
@@ -207,9 +254,27 @@ def test_stage_subset_from_the_command_line(full_run: Path, data: Path, tmp_path
     out.mkdir()
     shutil.copytree(full_run / "text_sft", out / "text_sft")
     shutil.copy(full_run / msrl.RECIPE, out / msrl.RECIPE)
-    proc = subprocess.run([sys.executable, "-m", "rm.cli", "train", "msrl", "--resume", str(out), "--stages", "caption",
-                           "--caption.max_steps", "1"], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rm.cli",
+            "train",
+            "msrl",
+            "--resume",
+            str(out),
+            "--stages",
+            "caption",
+            "--caption.max_steps",
+            "1",
+        ],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(result["stages"]) == ["caption"] and result["stages"]["caption"]["steps"] == 1
@@ -232,7 +297,9 @@ def test_bad_invocations_fail_before_training(data: Path, tmp_path: Path) -> Non
     inv = msrl.parse_cli(["--config", str(recipe), "--out", out, "--model", "m", "--max_stepz", "1"])
     with pytest.raises(ValueError, match="no stage has a setting --max_stepz"):
         msrl.run_msrl(inv)
-    inv = msrl.parse_cli(["--config", str(recipe), "--out", out, "--model", "m", "--text_sft.max_completion_length", "4"])
+    inv = msrl.parse_cli(
+        ["--config", str(recipe), "--out", out, "--model", "m", "--text_sft.max_completion_length", "4"]
+    )
     with pytest.raises(ValueError, match="stage text_sft: .*max_completion_length"):
         msrl.run_msrl(inv)
     (tmp_path / "o" / "text_grpo").mkdir(parents=True)  # an interrupted stage that this run would skip over
@@ -247,14 +314,23 @@ def test_bad_invocations_fail_before_training(data: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("recipe", ["msrl_qwen3vl_8b.yaml", "testbed_msrl.yaml"])
 def test_recipes_parse_with_the_authors_grpo_settings(recipe: str, tmp_path: Path) -> None:
-    inv = msrl.parse_cli(["--config", str(ROOT / "recipes" / recipe), "--out", str(tmp_path), "--model", "m", "--bf16", "false"])
+    inv = msrl.parse_cli(
+        ["--config", str(ROOT / "recipes" / recipe), "--out", str(tmp_path), "--model", "m", "--bf16", "false"]
+    )
     for name in msrl.NAMES:
         stage = msrl.BY_NAME[name]
         judge_args, config = msrl.stage_args(inv, stage, "m", tmp_path / f"{name}.yaml")
         assert judge_args.freeze_vision is stage.freeze_vision and judge_args.data and config.judge == "msrl"
         if stage.kind == "grpo":
-            assert (config.num_generations, config.temperature, config.beta, config.epsilon, config.epsilon_high,
-                    config.scale_rewards, config.loss_type) == (8, 1.0, 0.0, 0.2, 0.28, "none", "grpo")  # fmt: skip
+            assert (
+                config.num_generations,
+                config.temperature,
+                config.beta,
+                config.epsilon,
+                config.epsilon_high,
+                config.scale_rewards,
+                config.loss_type,
+            ) == (8, 1.0, 0.0, 0.2, 0.28, "none", "grpo")
             assert config.per_device_train_batch_size * config.steps_per_generation % config.num_generations == 0
             if recipe.startswith("msrl_"):
                 assert config.learning_rate == 1e-6 and config.task_reward == "authors"
@@ -264,8 +340,12 @@ def test_recipes_parse_with_the_authors_grpo_settings(recipe: str, tmp_path: Pat
 def test_task_type_reward_authors_and_plain() -> None:
     from train.rewards import task_type_authors, task_type_correct
 
-    completions = ["<type>Image Understanding</type><think>x</think><answer>A</answer>",
-                   "<type>text</type><answer>B</answer>", "<answer>A</answer>", "<type>image-understanding</type>"]  # fmt: skip
+    completions = [
+        "<type>Image Understanding</type><think>x</think><answer>A</answer>",
+        "<type>text</type><answer>B</answer>",
+        "<answer>A</answer>",
+        "<type>image-understanding</type>",
+    ]
     gold = ["image_understanding", "image_understanding", "text", "image_understanding"]
     assert task_type_correct(completions, gold) == [1.0, 0.0, 0.0, 1.0]
     assert task_type_authors(completions, gold) == [0.2, 0.0, 0.0, 0.2]
@@ -273,27 +353,41 @@ def test_task_type_reward_authors_and_plain() -> None:
 
 
 def _pair(pid: str, label: str) -> LabelledPair:
-    return LabelledPair.model_validate({"request": {"id": pid, "question": "q", "task_type": "text", "a": "x", "b": "y"},
-                                        "label": label})  # fmt: skip
+    return LabelledPair.model_validate(
+        {"request": {"id": pid, "question": "q", "task_type": "text", "a": "x", "b": "y"}, "label": label}
+    )
 
 
 def test_cmkd_filter_keeps_the_most_confident_gold_chain_in_format() -> None:
     def chain(pid: str, order: str, answer: str, p: float | None = None, think: str = "t", task: str = "text") -> Chain:
-        return Chain(pid, order, f"<type>{task}</type><think>{think}</think><answer>{answer}</answer>", p)  # type: ignore[arg-type]
+        text = f"<type>{task}</type><think>{think}</think><answer>{answer}</answer>"
+        return Chain(pid, order, text, p)  # type: ignore[arg-type]
 
-    pairs = {"p1": _pair("p1", "A"), "p2": _pair("p2", "B"), "p3": _pair("p3", "A"), "p4": _pair("p4", "A"),
-             "p5": _pair("p5", "A")}  # fmt: skip
-    orders = {"p1": "AB", "p2": "BA", "p3": "AB", "p4": "AB", "p5": "AB"}
+    pairs = {
+        "p1": _pair("p1", "A"),
+        "p2": _pair("p2", "B"),
+        "p3": _pair("p3", "A"),
+        "p4": _pair("p4", "A"),
+        "p5": _pair("p5", "A"),
+        "p6": _pair("p6", "A"),
+    }
+    orders = {"p1": "AB", "p2": "BA", "p3": "AB", "p4": "AB", "p5": "AB", "p6": "AB"}
     chains = [
-        chain("p1", "AB", "B"), chain("p1", "AB", "A", 0.6), chain("p1", "AB", "A", 0.9), chain("p1", "AB", "A", 0.7),
-        chain("p2", "BA", "A", 0.8), chain("p2", "BA", "B", 0.99),  # gold B shown second in BA order: shown "A"
-        chain("p3", "AB", "A", think=""), chain("p3", "BA", "B"),  # no <think>; the other order is no candidate
+        chain("p1", "AB", "B"),
+        chain("p1", "AB", "A", 0.6),
+        chain("p1", "AB", "A", 0.9),
+        chain("p1", "AB", "A", 0.7),
+        chain("p2", "BA", "A", 0.8),
+        chain("p2", "BA", "B", 0.99),  # gold B shown second in BA order: shown "A"
+        chain("p3", "AB", "A", think=""),
+        chain("p3", "BA", "B"),  # no <think>; the other order is no candidate
         Chain("p4", "AB", "Response A is better.", 0.9),  # no <answer>
         chain("p5", "AB", "A", task="image_generation"),  # a wrong <type>: the target writes the pair's own
-    ]  # fmt: skip
+        chain("p6", "AB", "A", think="x</think><answerb"),  # rambling: the parser reads its last tags, SFT must not
+    ]
     kept, dropped = select_chains(chains, pairs, orders)  # type: ignore[arg-type]
     assert {k: c.p_shown_a for k, c in kept.items()} == {"p1": 0.9, "p2": 0.8, "p5": None}
-    assert dropped == {"no chain names the gold label in format": 2}
+    assert dropped == {"no chain names the gold label in format": 3}
     target = render_target("msrl", task_type="text", caption=None, rationale="t", winner="A")
     assert parse_msrl(target).task_type == "text"  # what distilled_pair's example trains on for p5
     # Consistent under swap: the other order's majority must name the gold candidate too.
@@ -314,12 +408,26 @@ def test_caption_and_text_views(data: Path) -> None:
     assert txt.request.question.startswith("Scene: The top left cell ") and "image" not in txt.request.question.lower()
     assert describe("top left: red square. top right: empty. bottom left: empty. bottom right: blue circle.") == (
         "The top left cell has a red square. The top right cell is empty. The bottom left cell is empty. "
-        "The bottom right cell has a blue circle.")  # fmt: skip
+        "The bottom right cell has a blue circle."
+    )
     assert describe("A cat on a mat.") == "A cat on a mat."
-    gen = LabelledPair.model_validate({"request": {"id": "g", "task_type": "image_generation", "question": "a cat",
-                                                   "a": {"image": p.request.images[0]}, "b": {"image": p.request.images[0]}},
-                                       "label": "A", "caption": "c"})  # fmt: skip
+    gen = LabelledPair.model_validate(
+        {
+            "request": {
+                "id": "g",
+                "task_type": "image_generation",
+                "question": "a cat",
+                "a": {"image": p.request.images[0]},
+                "b": {"image": p.request.images[0]},
+            },
+            "label": "A",
+            "caption": "c",
+        }
+    )
     no_caption = p.model_copy(update={"caption": None})
     viewed, skipped = views([p, gen, no_caption, cap], "caption")
-    assert viewed == [cap] and skipped == {"candidates are images or videos (one caption cannot describe both)": 1,
-                                           "no caption": 1, "no image (already text)": 1}  # fmt: skip
+    assert viewed == [cap] and skipped == {
+        "candidates are images or videos (one caption cannot describe both)": 1,
+        "no caption": 1,
+        "no image (already text)": 1,
+    }

@@ -2,7 +2,8 @@
 
 The caption-trained model judges each pair's caption view k times (the production `Judge`, msrl prompts, sampling).
 A chain is kept when it names the gold candidate in the msrl format (<think> and <answer>, the authors' format
-filter; the target's <type> is written from the pair, so a chain's own <type> does not matter); optionally
+filter, and nothing else: no repeated or cut-off tags; the target's <type> is written from the pair, so a chain's own
+<type> does not matter); optionally
 (`swap`) the pair must also be judged right by the majority of its chains in the other A/B order; of the chains left,
 the most confident (p of the letter it wrote) is the pair's target. The SFT example then shows the **real** image in
 the same A/B order the chain was sampled in, so the chain's "Response A" is the example's Response A, exactly.
@@ -13,6 +14,7 @@ the gold label replaces the majority vote (methods.md §2.5).
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,8 +52,18 @@ class Chain:
         return asdict(self)
 
 
+_FREE = r"(?:(?!</?(?:type|caption|think|answer)).)*"  # text holding no msrl tag, whole or cut off ("<answ")
+_WELL_FORMED = re.compile(
+    rf"\s*(?:<type>{_FREE}</type>\s*)?(?:<caption>{_FREE}</caption>\s*)?"
+    rf"<think>{_FREE}</think>\s*<answer>\s*[AB]\s*</answer>\s*",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def chain_problem(text: str, gold_shown: str) -> str | None:
-    """Why a chain cannot be a CMKD target (None: it can): it must name the gold candidate in the msrl format."""
+    """Why a chain cannot be a CMKD target (None: it can): it must name the gold candidate in the msrl format, once:
+    tags in order, none repeated or cut off (the parser reads the last <think> and <answer> of a rambling chain, which
+    would teach the rambling)."""
     parsed = parse_msrl(text)
     if parsed.winner is None:
         return "no <answer>A|B</answer>"
@@ -59,11 +71,14 @@ def chain_problem(text: str, gold_shown: str) -> str | None:
         return "wrong label"
     if not parsed.rationale:
         return "no <think>"
+    if not _WELL_FORMED.fullmatch(text):
+        return "malformed (tags out of order, repeated or cut off)"
     return None
 
 
-def select_chains(chains: list[Chain], pairs: dict[str, LabelledPair], sft_order: dict[str, Order], *,
-                  swap: bool = False) -> tuple[dict[str, Chain], Counter[str]]:  # fmt: skip
+def select_chains(
+    chains: list[Chain], pairs: dict[str, LabelledPair], sft_order: dict[str, Order], *, swap: bool = False
+) -> tuple[dict[str, Chain], Counter[str]]:
     """Per pair, the chain to distil (or none), and per reason how many pairs were dropped.
 
     Only chains sampled in the pair's SFT order are candidates (their labels are the example's labels); the chains of
@@ -90,20 +105,38 @@ def select_chains(chains: list[Chain], pairs: dict[str, LabelledPair], sft_order
     return kept, dropped
 
 
-def sample_chains(backend: Backend, views: list[LabelledPair], sft_order: dict[str, Order], *, samples: int,
-                  temperature: float, max_tokens: int, seed: int, swap: bool) -> list[Chain]:  # fmt: skip
+def sample_chains(
+    backend: Backend,
+    views: list[LabelledPair],
+    sft_order: dict[str, Order],
+    *,
+    samples: int,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+    swap: bool,
+) -> list[Chain]:
     """`samples` msrl judgments of every caption view in its SFT order (and, with `swap`, in the other order).
 
     The Judge shows a request in the given order, so a view whose SFT order is BA is handed over with A and B
     exchanged: its first candidate is then the real pair's B, as the SFT example will show it.
     """
     stage = load_method("msrl").stages[-1].name
-    requests = [v.request if sft_order[v.request.id] == "AB" else v.request.model_copy(update={"a": v.request.b, "b": v.request.a})
-                for v in views]  # fmt: skip
+    requests = [
+        v.request
+        if sft_order[v.request.id] == "AB"
+        else v.request.model_copy(update={"a": v.request.b, "b": v.request.a})
+        for v in views
+    ]
     chains: list[Chain] = []
     for k in range(samples):
-        config = JudgeConfig(model="<cmkd>", judge="msrl", swap=swap, order="given",
-                             sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed + k, "top_logprobs": 5})  # fmt: skip
+        config = JudgeConfig(
+            model="<cmkd>",
+            judge="msrl",
+            swap=swap,
+            order="given",
+            sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed + k, "top_logprobs": 5},
+        )
         for verdict in Judge(config, backend=backend).judge_batch(requests):
             base = sft_order[verdict.id]
             for result in verdict.orders:
@@ -130,4 +163,6 @@ def distilled_pair(real: LabelledPair, chain: Chain, *, caption: bool) -> Labell
     """
     think = parse_msrl(chain.text).rationale
     rationale = swap_labels(think) if chain.order == "BA" else think
-    return LabelledPair(request=real.request, label=real.label, caption=real.caption if caption else None, rationale=rationale)
+    return LabelledPair(
+        request=real.request, label=real.label, caption=real.caption if caption else None, rationale=rationale
+    )

@@ -43,6 +43,7 @@ import yaml
 
 from rm.pairs import LabelledPair, read_pairs, write_pairs
 from train.config import JudgeArguments, MSRLGRPOConfig, MSRLSFTConfig
+from train.grpo import JudgeGRPOTrainer
 
 RECORD = "msrl_stage.json"
 RECIPE = "msrl.yaml"
@@ -86,17 +87,21 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     """An MSRL recipe: `model`, `common` and one section per stage; anything else is refused, naming it."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")  # noqa: TRY004 (the CLI prints ValueErrors as user errors)
+        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")  # noqa: TRY004 (the CLI prints ValueErrors)
     unknown = set(recipe) - {"model", "common", *NAMES}
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a recipe holds model, common and the stages {list(NAMES)}")
+        raise ValueError(
+            f"{path}: unknown keys {sorted(unknown)}; a recipe holds model, common and the stages {list(NAMES)}"
+        )
     for name in ("common", *NAMES):
         section = recipe.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{path}: '{name}' must be a mapping of settings")  # noqa: TRY004
         if {"model", "output_dir"} & set(section):
-            raise ValueError(f"{path}: '{name}' sets model/output_dir; each stage starts from the previous stage's model "
-                             "and writes OUT/<stage> (set the base with the top-level `model`)")  # fmt: skip
+            raise ValueError(
+                f"{path}: '{name}' sets model/output_dir; each stage starts from the previous stage's model "
+                "and writes OUT/<stage> (set the base with the top-level `model`)"
+            )
         recipe[name] = section
     return recipe
 
@@ -198,13 +203,23 @@ def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> 
     """(JudgeArguments, MSRL*Config) of `stage`: stage defaults <- recipe `common` <- its section <- flags."""
     from train.cli import parse_train_args
 
-    settings = {"freeze_vision": stage.freeze_vision,
-                **_route(inv.recipe.get("common") or {}, stage, "recipe 'common'"),
-                **inv.recipe.get(stage.name, {})}  # fmt: skip
+    settings = {
+        "freeze_vision": stage.freeze_vision,
+        **_route(inv.recipe.get("common") or {}, stage, "recipe 'common'"),
+        **inv.recipe.get(stage.name, {}),
+    }
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    argv = ["--config", str(config_file), *_route(inv.flags.get(None, []), stage, "flag"),
-            *inv.flags.get(stage.name, []), "--model", model, "--output_dir", str(inv.out / stage.name)]  # fmt: skip
+    argv = [
+        "--config",
+        str(config_file),
+        *_route(inv.flags.get(None, []), stage, "flag"),
+        *inv.flags.get(stage.name, []),
+        "--model",
+        model,
+        "--output_dir",
+        str(inv.out / stage.name),
+    ]
     try:
         judge_args, config = parse_train_args(MSRLSFTConfig if stage.kind == "sft" else MSRLGRPOConfig, argv)
     except ValueError as e:
@@ -212,7 +227,9 @@ def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> 
     except Exception as e:  # typer.BadParameter: a missing --data, say
         if type(e).__name__ != "BadParameter":
             raise
-        raise ValueError(f"stage {stage.name}: {getattr(e, 'message', e)} (in its recipe section or --{stage.name}.data)") from None
+        raise ValueError(
+            f"stage {stage.name}: {getattr(e, 'message', e)} (in its recipe section or --{stage.name}.data)"
+        ) from None
     if config.judge != "msrl":
         raise ValueError(f"stage {stage.name}: MSRL stages train the msrl judge, not {config.judge!r}")
     if stage.kind == "sft" and config.targets != "traces":
@@ -246,8 +263,9 @@ def start_model(out: Path, name: str, base: str | None, planned: list[str]) -> s
         if prev in planned:
             return str(out / prev)
         if (out / prev).exists():
-            raise ValueError(f"{out / prev} holds an unfinished {prev} stage: finish it (--stages {prev},...) or remove "
-                             "the folder")  # fmt: skip
+            raise ValueError(
+                f"{out / prev} holds an unfinished {prev} stage: finish it (--stages {prev},...) or remove the folder"
+            )
     if not base:
         raise ValueError(f"stage {name} starts from the base model: give `model:` in the recipe or --model")
     return base
@@ -308,8 +326,10 @@ def caption_data(judge_args: Any, config: Any, stage_dir: Path, main: bool) -> S
     real, src = _pairs_of(judge_args.data)
     viewed, skipped = views(real, "caption")
     if not viewed:
-        raise ValueError(f"stage caption: no pair of {judge_args.data} has a caption view ({dict(skipped)}); add captions "
-                         "with deltarubric data caption")  # fmt: skip
+        raise ValueError(
+            f"stage caption: no pair of {judge_args.data} has a caption view ({dict(skipped)}); add captions "
+            "with deltarubric data caption"
+        )
     source_type = {p.request.id: p.request.task_type for p in real}
     task_types = {v.request.id: source_type[v.request.id] for v in viewed}
     files = [{**src, "role": "caption views of"}]
@@ -329,8 +349,14 @@ def caption_data(judge_args: Any, config: Any, stage_dir: Path, main: bool) -> S
     written = {"path": str(train_file), "pairs": len(mixed)}
     if main:
         written = file_record(write_pairs(mixed, train_file), len(mixed))
-    counts = {"source_pairs": len(real), "caption_views": len(viewed), "skipped": dict(skipped), "replayed": len(replayed),
-              "replay_ratio": config.replay_ratio, "task_types": dict(Counter(task_types[p.request.id] for p in mixed))}  # fmt: skip
+    counts = {
+        "source_pairs": len(real),
+        "caption_views": len(viewed),
+        "skipped": dict(skipped),
+        "replayed": len(replayed),
+        "replay_ratio": config.replay_ratio,
+        "task_types": dict(Counter(task_types[p.request.id] for p in mixed)),
+    }
     return StageData(mixed, task_types, files + [{**written, "role": "trained on (written here)"}], counts)
 
 
@@ -353,21 +379,37 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
     chains_file = stage_dir / "chains.jsonl"
     reused = chains_file.is_file()
     if reused:
-        chains = [Chain(**{k: v for k, v in json.loads(x).items() if k in ("pair_id", "order", "text", "p_shown_a")})
-                  for x in chains_file.read_text(encoding="utf-8").splitlines()]  # fmt: skip
+        chains = [
+            Chain(**{k: v for k, v in json.loads(x).items() if k in ("pair_id", "order", "text", "p_shown_a")})
+            for x in chains_file.read_text(encoding="utf-8").splitlines()
+        ]
     else:
         backend = sampling_backend(start, judge_args, config)
         mine = viewed[state.process_index :: state.num_processes]  # each process samples its share
-        chains = sample_chains(backend, mine, orders, samples=config.cmkd_samples, temperature=config.cmkd_temperature,
-                               max_tokens=config.cmkd_max_tokens, seed=config.seed, swap=config.cmkd_swap)  # fmt: skip
+        chains = sample_chains(
+            backend,
+            mine,
+            orders,
+            samples=config.cmkd_samples,
+            temperature=config.cmkd_temperature,
+            max_tokens=config.cmkd_max_tokens,
+            seed=config.seed,
+            swap=config.cmkd_swap,
+        )
         del backend
         _free_memory()
         if state.num_processes > 1:
             chains = gather_object(chains)
     kept, dropped = select_chains(chains, by_id, orders, swap=config.cmkd_swap)
     if state.is_main_process and not reused:
-        rows = [{**c.to_json(), "kept": kept.get(c.pair_id) is c,
-                 "problem": chain_problem(c.text, shown(by_id[c.pair_id].label, c.order))} for c in chains]  # fmt: skip
+        rows = [
+            {
+                **c.to_json(),
+                "kept": kept.get(c.pair_id) is c,
+                "problem": chain_problem(c.text, shown(by_id[c.pair_id].label, c.order)),
+            }
+            for c in chains
+        ]
         tmp = chains_file.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, chains_file)  # complete or absent: a rerun reuses it only whole
@@ -377,14 +419,30 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
     written = {"path": str(train_file), "pairs": len(pairs)}
     if state.is_main_process and pairs:
         written = file_record(write_pairs(pairs, train_file), len(pairs))
-    problems = Counter(chain_problem(c.text, shown(by_id[c.pair_id].label, c.order)) or "usable"
-                       for c in chains if c.order == orders[c.pair_id])  # fmt: skip
-    counts = {"source_pairs": len(real), "caption_views": len(viewed), "skipped": dict(skipped), "chains": len(chains),
-              "chains_reused": reused, "chains_in_sft_order": dict(problems), "kept_pairs": len(kept),
-              "dropped_pairs": dict(dropped), "samples_per_pair": config.cmkd_samples, "swap": config.cmkd_swap}  # fmt: skip
-    files = [{**src, "role": "real pairs and caption views of"},
-             {**(file_record(chains_file, len(viewed)) if chains_file.is_file() else {"path": str(chains_file)}),
-              "role": "sampled chains (written here; pairs = caption views sampled)"}]  # fmt: skip
+    problems = Counter(
+        chain_problem(c.text, shown(by_id[c.pair_id].label, c.order)) or "usable"
+        for c in chains
+        if c.order == orders[c.pair_id]
+    )
+    counts = {
+        "source_pairs": len(real),
+        "caption_views": len(viewed),
+        "skipped": dict(skipped),
+        "chains": len(chains),
+        "chains_reused": reused,
+        "chains_in_sft_order": dict(problems),
+        "kept_pairs": len(kept),
+        "dropped_pairs": dict(dropped),
+        "samples_per_pair": config.cmkd_samples,
+        "swap": config.cmkd_swap,
+    }
+    files = [
+        {**src, "role": "real pairs and caption views of"},
+        {
+            **(file_record(chains_file, len(viewed)) if chains_file.is_file() else {"path": str(chains_file)}),
+            "role": "sampled chains (written here; pairs = caption views sampled)",
+        },
+    ]
     if pairs:
         files.append({**written, "role": "trained on (written here)"})
     return StageData(pairs, task_types, files, counts)
@@ -419,23 +477,38 @@ def stage_rewards(stage: Stage, task_reward: str) -> tuple[list[Any], list[float
     return funcs, [1.0, 0.2, 0.2][: len(funcs)]
 
 
-def _grpo_trainer(model: Any, config: Any, data: StageData, processor: Any, judge_args: Any, stage: Stage) -> Any:
+class MSRLGRPOTrainer(JudgeGRPOTrainer):
+    """`JudgeGRPOTrainer` plus the `task_type` column the task reward reads: a caption view's is the task of the pair
+    it came from (the view itself is a `text` request)."""
+
+    def __init__(self, *args: Any, task_types: dict[str, str], **kwargs: Any) -> None:
+        self.task_types = task_types
+        super().__init__(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        for row in inputs:
+            row["task_type"] = self.task_types[row["pair_id"]]
+        return super()._generate_and_score_completions(inputs)
+
+
+def _grpo_trainer(
+    model: Any, config: Any, data: StageData, processor: Any, judge_args: Any, stage: Stage
+) -> MSRLGRPOTrainer:
     from train.cli import peft_config
-    from train.grpo import JudgeGRPOTrainer
-
-    class MSRLGRPOTrainer(JudgeGRPOTrainer):
-        """Adds the `task_type` column the task reward reads (a caption view's: its source pair's task)."""
-
-        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-            for row in inputs:
-                row["task_type"] = data.task_types[row["pair_id"]]
-            return super()._generate_and_score_completions(inputs)
 
     funcs, weights = stage_rewards(stage, config.task_reward)
     if config.reward_weights is None:
         config.reward_weights = weights
-    return MSRLGRPOTrainer(model, config, data.pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
-                           reward_funcs=funcs, peft_config=peft_config(judge_args))  # fmt: skip
+    return MSRLGRPOTrainer(
+        model,
+        config,
+        data.pairs,
+        processing_class=processor,
+        max_pixels=judge_args.max_pixels,
+        reward_funcs=funcs,
+        peft_config=peft_config(judge_args),
+        task_types=data.task_types,
+    )
 
 
 def run_stage(inv: Invocation, stage: Stage, start: str) -> dict[str, Any]:
@@ -455,38 +528,65 @@ def run_stage(inv: Invocation, stage: Stage, start: str) -> dict[str, Any]:
         data = cmkd_data(judge_args, config, stage_dir, start)
     else:
         pairs, rec = _pairs_of(judge_args.data)
-        data = StageData(pairs, {p.request.id: p.request.task_type for p in pairs}, [{**rec, "role": "trained on"}],
-                         {"pairs": len(pairs), "task_types": dict(Counter(p.request.task_type for p in pairs))})  # fmt: skip
-    record: dict[str, Any] = {"stage": stage.name, "kind": stage.kind, "started_from": _stored(inv.out, start), "data": data.files,
-                              "counts": data.counts}  # fmt: skip
+        data = StageData(
+            pairs,
+            {p.request.id: p.request.task_type for p in pairs},
+            [{**rec, "role": "trained on"}],
+            {"pairs": len(pairs), "task_types": dict(Counter(p.request.task_type for p in pairs))},
+        )
+    record: dict[str, Any] = {
+        "stage": stage.name,
+        "kind": stage.kind,
+        "started_from": _stored(inv.out, start),
+        "data": data.files,
+        "counts": data.counts,
+    }
     if stage.name == "cmkd" and len(data.pairs) < config.cmkd_min_kept:
-        raise RuntimeError(f"stage cmkd kept a chain for {len(data.pairs)} of {data.counts['caption_views']} pairs, fewer "
-                           f"than cmkd_min_kept {config.cmkd_min_kept} (chains: {data.counts['chains_in_sft_order']}): "
-                           "train the caption stage longer, sample more (cmkd_samples), or set cmkd_min_kept 0 to pass "
-                           "its start model on")  # fmt: skip
+        raise RuntimeError(
+            f"stage cmkd kept a chain for {len(data.pairs)} of {data.counts['caption_views']} pairs, fewer "
+            f"than cmkd_min_kept {config.cmkd_min_kept} (chains: {data.counts['chains_in_sft_order']}): "
+            "train the caption stage longer, sample more (cmkd_samples), or set cmkd_min_kept 0 to pass "
+            "its start model on"
+        )
     if not data.pairs:  # an empty CMKD allowed by cmkd_min_kept 0
         record.update(model=_stored(inv.out, start), steps=0, note="no chain kept: the start model is passed on")
     else:
         val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
         model, processor = load_model(judge_args, config)
-        params = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  "total": sum(p.numel() for p in model.parameters())}  # fmt: skip
+        params = {
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters()),
+        }
         if stage.kind == "sft":
-            rows = sft_examples(data.pairs, "msrl", "traces", order_seed=config.order_seed, max_pixels=judge_args.max_pixels)
-            trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))
+            rows = sft_examples(
+                data.pairs, "msrl", "traces", order_seed=config.order_seed, max_pixels=judge_args.max_pixels
+            )
+            trainer = make_sft_trainer(
+                model, config, rows, processing_class=processor, peft_config=peft_config(judge_args)
+            )
             data.counts["examples"] = len(rows)
         else:
             trainer = _grpo_trainer(model, config, data, processor, judge_args, stage)
         resumed = _resume(config)
         run(trainer, processor, config, judge_args, val, default_eval_steps=50 if stage.kind == "sft" else 5)
-        record.update(model=stage.name, steps=trainer.state.global_step, resumed_from=resumed and _stored(inv.out, resumed),
-                      vision="frozen" if judge_args.freeze_vision else "trainable", parameters=params)  # fmt: skip
+        record.update(
+            model=stage.name,
+            steps=trainer.state.global_step,
+            resumed_from=resumed and _stored(inv.out, resumed),
+            vision="frozen" if judge_args.freeze_vision else "trainable",
+            parameters=params,
+        )
         if stage.kind == "grpo":
-            record["rewards"] = {n: round(w, 6) for n, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist())}
+            record["rewards"] = {
+                n: round(w, 6) for n, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist())
+            }
         del trainer, model
         _free_memory()
-    record.update(seconds=round(time.time() - t0, 1), versions=_versions(),
-                  config={"arguments": dataclasses.asdict(judge_args), "trainer": config.to_dict()})  # fmt: skip
+    record.update(
+        seconds=round(time.time() - t0, 1),
+        versions=_versions(),
+        config={"arguments": dataclasses.asdict(judge_args), "trainer": config.to_dict()},
+    )
     if main:
         stage_dir.mkdir(parents=True, exist_ok=True)
         _write_json(stage_dir / RECORD, record)
@@ -509,7 +609,10 @@ def run_msrl(inv: Invocation) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in inv.stages:
         if record := record_of(inv.out, name):
-            print(json.dumps({"stage": name, "done": True, "skipped": True, "model": model_of(inv.out, record)}), flush=True)
+            print(
+                json.dumps({"stage": name, "done": True, "skipped": True, "model": model_of(inv.out, record)}),
+                flush=True,
+            )
             summary[name] = {"steps": record["steps"], "model": model_of(inv.out, record), "skipped": True}
             continue
         start = start_model(inv.out, name, base, inv.stages)

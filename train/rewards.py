@@ -138,9 +138,10 @@ def task_type_correct(completions: Sequence[Any], task_type: Sequence[str], role
     """MSRL's task reward: 1.0 when <type> names the pair's task type (gold from the `task_type` column: for a
     caption view, the task of the pair it was made from), else 0.0. Weighted 0.2 in MSRL's recipes."""
     texts, roles = _texts(completions, generated), _roles(len(completions), role)
+    named = [task_name(parse_msrl(t).task_type) for t in texts]
     return [
-        None if r == "planner" else float(bool(t := task_name(parse_msrl(text).task_type)) and t == task_name(task_type[i]))
-        for i, (text, r) in enumerate(zip(texts, roles))
+        None if r == "planner" else float(bool(n) and n == task_name(task_type[i]))
+        for i, (n, r) in enumerate(zip(named, roles))
     ]
 
 
