@@ -60,7 +60,7 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
 
     torch.set_num_threads(1)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint)
-    rows = judge_pairs(model, load_processor(str(checkpoint)), judge, read_pairs(pairs_file)[:limit], max_tokens=200, batch_size=32)
+    rows = judge_pairs(model, load_processor(str(checkpoint)), judge, read_pairs(pairs_file)[:limit], max_tokens=160, batch_size=32)
     return summarize(rows)
 
 

@@ -100,8 +100,6 @@ def test_gold_findings_follow_their_items_relabelled_for_the_order(tmp_path: Pat
             target = _text(example["completion"][0])
             agree = "A" if order == "AB" else "B"  # the finding says A agrees, in the caller's labels
             assert f"1. Is the square red? In the image, the square is red. That is what Response {agree} says." in target
-            # The pair's caption opens the analysis: describe, then check.
-            assert target.startswith(f"Analysis:\n{'The image: ' + pair.caption}\n1. ")
             parsed = parse_verdict(target)
             assert parsed.winner == winner and [f for _, f in parsed.findings] == [winner, winner]
     row = {**with_findings[0].to_json(), "findings": ["only one"]}

@@ -65,14 +65,12 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
             assert isinstance(reply, TextPart)
             examples.append(_example(conversation, reply.text))
             verifier = next_turn(method, prepared, order, conversation, reply.text, checklist)
-            examples.append(_example(verifier, render_target("verdict", checklist=checklist, findings=findings, caption=pair.caption, winner=winner,
-                                                                 rationale=rationale)))
+            examples.append(_example(verifier, render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)))
         elif method.stages[-1].parser == "msrl":
             target = render_target("msrl", task_type=pair.request.task_type, caption=pair.caption, rationale=rationale, winner=winner)
             examples.append(_example(conversation, target))
         else:
-            examples.append(_example(conversation, render_target("verdict", checklist=checklist, findings=findings, caption=pair.caption, winner=winner,
-                                                                 rationale=rationale)))
+            examples.append(_example(conversation, render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)))
     return examples
 
 

@@ -31,8 +31,7 @@ def _prompt_lines(pair_file: Path) -> list[str]:
             if len(method.stages) > 1:
                 conv = next_turn(method, prepared, "AB", conv, "", pair.checklist)
             lines += [p.text for m in conv for p in m.content if hasattr(p, "text")]
-        lines.append(render_target("verdict", checklist=pair.checklist, findings=pair.findings, caption=pair.caption,
-                                   winner=pair.label,
+        lines.append(render_target("verdict", checklist=pair.checklist, findings=pair.findings, winner=pair.label,
                                    rationale=pair.rationale or ""))
         lines.append(render_target("caption_question", media_word="image"))
     return lines * 20  # weight: prompts are most of every sequence
