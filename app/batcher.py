@@ -7,9 +7,11 @@ batched throughput. A full queue refuses new work (`Saturated` -> 503 + Retry-Af
 accepted pair gets exactly one verdict: an error verdict if the judge call failed, was stopped past the timeout, or
 the server shut down before judging it.
 
-A judge call still running at `call_timeout_s` is cancelled: everyone waiting for it has been answered by then, and a
-local engine would otherwise keep generating for nobody while later batches wait for it (the transformers backend
-stops at its next token; a remote request is closed).
+Work nobody waits for is not done: each queued pair counts the requests waiting for it, and when the last of them
+gives up (its request timed out or was cancelled) the pair leaves the queue, and a running judge call whose pairs all
+have nobody waiting is cancelled. A call still running at `call_timeout_s` is cancelled too: everyone waiting for it
+has been answered by then. Otherwise a local engine would keep generating for nobody while later batches wait for it
+(the transformers backend stops at its next token; a remote request is closed).
 
 The cache is keyed by the request's full content (media by pixel hash) under the judge's configuration. When the
 judge debiases by judging both orders, a pair and its A/B mirror are the same work: both are keyed by one canonical
@@ -43,6 +45,7 @@ Offload = Callable[..., Awaitable[Any]]  # runs a blocking function off the even
 
 
 SHUT_DOWN = "the server shut down before judging this pair"
+ABANDONED = "every request waiting for this pair had gone"
 
 
 class Saturated(Exception):
@@ -99,12 +102,22 @@ def mirrored(v: Verdict, request_id: str) -> Verdict:
     )
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: removed from the queue as itself
 class _Pending:
     request: JudgeRequest
     key: str
     future: asyncio.Future[Verdict]
     pixels: int = 0
+    waiters: int = 0  # requests awaiting this verdict now
+    batch: _Batch | None = None  # set once taken from the queue
+
+
+@dataclass(eq=False)
+class _Batch:
+    pairs: list[_Pending]
+    call: asyncio.Task[list[Verdict]] | None = None
+    abandoned: bool = False  # cancelled because nobody waited for any of its pairs
+    stopping: bool = False  # cancelled (for nobody or past the timeout), counted once
 
 
 class MicroBatcher:
@@ -129,7 +142,7 @@ class MicroBatcher:
         self._offload: Offload = offload or asyncio.to_thread
         self._slots = asyncio.Semaphore(concurrent_batches)
         self._queue: deque[_Pending] = deque()
-        self._inflight: dict[str, asyncio.Future[Verdict]] = {}
+        self._inflight: dict[str, _Pending] = {}  # by key: queued or being judged
         self._cache: OrderedDict[str, Verdict] = OrderedDict()
         self._cache_size = cache_size
         self._call_timeout_s = call_timeout_s
@@ -193,19 +206,49 @@ class MicroBatcher:
             raise Saturated(f"queue full ({len(self._queue)} pairs waiting)")
         loop = asyncio.get_running_loop()
         for key, (req, flip) in new.items():
-            self._inflight[key] = loop.create_future()
-            self._queue.append(_Pending(req.swapped() if flip else req, key, self._inflight[key], pixels(req)))
+            self._inflight[key] = _Pending(req.swapped() if flip else req, key, loop.create_future(), pixels(req))
+            self._queue.append(self._inflight[key])
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
-        # Each answer is taken now (cached verdict or the future that will carry it), before anything is awaited.
+        # Each answer is taken now (cached verdict or the pair that will carry it), before anything is awaited, and
+        # this request counted among the pair's waiters until it has the verdict or gives up.
         sources = [self._cache.get(key) or self._inflight[key] for key, _ in plans]
         hits = sum(isinstance(x, Verdict) for x in sources)
         self.metrics.cache_hits.inc(hits)
-        out = []
-        for req, (_, flip), source in zip(requests, plans, sources):
-            verdict = source if isinstance(source, Verdict) else await asyncio.shield(source)
-            out.append(mirrored(verdict, req.id) if flip else verdict.model_copy(update={"id": req.id}))
-        return out
+        waiting = [x for x in sources if isinstance(x, _Pending)]
+        for p in waiting:
+            p.waiters += 1
+        try:
+            out = []
+            for req, (_, flip), source in zip(requests, plans, sources):
+                verdict = source if isinstance(source, Verdict) else await asyncio.shield(source.future)
+                out.append(mirrored(verdict, req.id) if flip else verdict.model_copy(update={"id": req.id}))
+            return out
+        finally:
+            for p in waiting:
+                self._leave(p)
+
+    def _leave(self, p: _Pending) -> None:
+        """A request stops waiting for `p` (answered, or gave up). The last to go takes the work with it: a queued
+        pair leaves the queue, and a running call none of whose pairs anyone waits for is cancelled."""
+        p.waiters -= 1
+        if p.waiters > 0 or p.future.done():
+            return
+        if p.batch is None:
+            self._queue.remove(p)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._settle(p, Verdict(id=p.request.id, judge=self.judge.config.judge, error=ABANDONED))
+            return
+        batch = p.batch
+        if batch.call is not None and not batch.stopping and all(q.waiters == 0 for q in batch.pairs):
+            log.warning("a judge call of %d pairs: every request waiting for it has gone; cancelling it",
+                        len(batch.pairs))  # fmt: skip
+            batch.abandoned = batch.stopping = True
+            self.metrics.cancelled_calls.inc()
+            for q in batch.pairs:  # a request arriving for one of these pairs now gets a fresh one, not this error
+                if self._inflight.get(q.key) is q:
+                    del self._inflight[q.key]
+            batch.call.cancel()
 
     def _plan_all(self, requests: list[JudgeRequest]) -> list[tuple[str, bool]]:
         hashes: dict[int, str] = {}
@@ -247,7 +290,10 @@ class MicroBatcher:
                 continue
             batch = self._take_batch()
             self.metrics.queue_depth.set(len(self._queue))
-            task = asyncio.get_running_loop().create_task(self._judge(batch))
+            taken = _Batch(batch)
+            for p in batch:
+                p.batch = taken  # out of the queue: a request giving up from now on cancels the call instead
+            task = asyncio.get_running_loop().create_task(self._judge(taken))
             self._batches.add(task)
             self._pending_batches[task] = batch
             task.add_done_callback(self._batch_done)
@@ -256,9 +302,15 @@ class MicroBatcher:
         self._batches.discard(task)
         self._pending_batches.pop(task, None)
 
-    async def _judge(self, batch: list[_Pending]) -> None:
+    async def _judge(self, taken: _Batch) -> None:
+        batch = taken.pairs
+        if all(p.waiters == 0 for p in batch):  # every request gave up between taking the batch and now
+            self._slots.release()
+            self._answer(batch, ABANDONED)
+            return
         self.metrics.batch_size.observe(len(batch))
         call = asyncio.get_running_loop().create_task(self.judge.ajudge_batch([p.request for p in batch]))
+        taken.call = call
         started = time.monotonic()
         try:
             done, _ = await asyncio.wait({call}, timeout=self._call_timeout_s)
@@ -268,14 +320,17 @@ class MicroBatcher:
             raise
         finally:
             self._slots.release()
-        if not done:
+        if not done and not taken.stopping:
             log.warning("a judge call of %d pairs is past %g s; cancelling it", len(batch), self._call_timeout_s)
+            taken.stopping = True
             self.metrics.cancelled_calls.inc()
             call.cancel()
+        if not done:
             await asyncio.wait({call})
         if call.cancelled():
             waited = time.monotonic() - started
-            self._answer(batch, f"judge call stopped after {waited:.0f} s, past the {self._call_timeout_s:g} s request timeout")
+            why = ABANDONED if taken.abandoned else f"past the {self._call_timeout_s:g} s request timeout"
+            self._answer(batch, f"judge call stopped after {waited:.0f} s: {why}")
             return
         try:
             verdicts = call.result()
@@ -297,7 +352,7 @@ class MicroBatcher:
             self._settle(p, Verdict(id=p.request.id, judge=self.judge.config.judge, error=error))
 
     def _settle(self, p: _Pending, v: Verdict) -> None:
-        if self._inflight.get(p.key) is p.future:
+        if self._inflight.get(p.key) is p:
             del self._inflight[p.key]
         if not p.future.done():
             p.future.set_result(v)

@@ -4,9 +4,11 @@ and a bounded shutdown.
 - Header deadline: uvicorn closes idle keep-alive connections but waits forever for the headers of a request that
   trickles in (slowloris); `header_protocol` closes a connection whose headers are not complete in time.
 - `BodyLimit`: refuses bodies over the limit (by Content-Length or while streaming) and bodies not received within
-  the request timeout, before anything parses them.
+  the request timeout, before anything parses them; a client that hangs up mid-body never reaches the app.
 - `Edge`: bearer auth, request counts and latency by route, one access-log line per request, and a JSON 500 for any
-  error that escapes a route, so every 5xx has the one error shape and is counted.
+  error that escapes a route, so every 5xx has the one error shape and is counted. A client that went away is
+  counted apart (`deltarubric_client_disconnects_total`), not as an error: nobody can inflate the 5xx rate by
+  hanging up.
 - `run_server`: uvicorn with the above; on SIGTERM accepted work is answered within the drain timeout, and if an
   engine thread never returns the process exits anyway (a thread cannot be killed; the process can).
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.errors import error_response
@@ -90,7 +93,8 @@ class _BodyTooLarge(Exception):
 
 class BodyLimit:
     """ASGI middleware: refuse bodies over the limit, by Content-Length or while streaming, and bodies that do not
-    arrive within `timeout_s`, before parsing them."""
+    arrive within `timeout_s`, before parsing them. A client that hangs up mid-body raises ClientDisconnect (which
+    `Edge` counts as such) without the app being called: there is nothing to parse and nobody to answer."""
 
     def __init__(self, app: Any, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
@@ -118,8 +122,10 @@ class BodyLimit:
             async with asyncio.timeout(self.timeout_s):
                 while True:
                     message = await counted()
+                    if message["type"] == "http.disconnect":  # hung up mid-body: nobody to answer, nothing to run
+                        raise ClientDisconnect
                     messages.append(message)
-                    if message["type"] != "http.request" or not message.get("more_body"):
+                    if not message.get("more_body"):
                         break
         except _BodyTooLarge:
             return await too_large(scope, receive, send)
@@ -166,6 +172,8 @@ class Edge:
                 await error_response(401, "missing or wrong bearer token", type_="authentication_error")(scope, receive, sending)
             else:
                 await self.app(scope, receive, sending)
+        except ClientDisconnect:  # the client went away: not an error of ours, and nobody left to tell
+            self.metrics.client_disconnects.labels(route).inc()
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], route)
             if status is not None:  # the answer has started: nothing else can be sent

@@ -3,12 +3,15 @@
 Only text is counted here; images are bounded by the pixel limits. A judge request is counted as the judge will send
 it: the method's system prompt and every stage's user turn, rendered by rm.prompting (the judge's own renderer).
 Text too long to possibly fit (more characters than the limit times the longest token) is refused without being
-tokenized, so a hostile megabyte costs no tokenizer time. Backends without a local tokenizer (`openai`: the engine
-behind counts for itself) are estimated at one token per four UTF-8 bytes.
+tokenized, so a hostile megabyte costs no tokenizer time; so are more messages than could fit (each costs the chat
+template's tokens around it, measured once), so 40,000 empty messages are refused without templating any. Backends
+without a local tokenizer (`openai`: the engine behind counts for itself) are estimated at one token per four UTF-8
+bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any
@@ -48,11 +51,23 @@ def _tokenizer_of(backend: Backend) -> tuple[Any, str | None, tuple[str, ...]]:
     return own, template, placeholders
 
 
+def _byte_level(tokenizer: Any) -> bool:
+    """Whether every token of `tokenizer` stands for at least one byte of text (byte-level BPE, as Qwen's)."""
+    try:
+        from tokenizers.decoders import ByteLevel
+    except ImportError:
+        return False
+    return isinstance(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None), ByteLevel)
+
+
 class TokenCounter:
     def __init__(self, backend: Backend) -> None:
         self.tokenizer, self.chat_template, own = _tokenizer_of(backend)
         self.placeholders = tuple(dict.fromkeys([*QWEN_PLACEHOLDERS, *own]))
         self._max_chars_per_token: int | None = None
+        self._byte_level = _byte_level(self.tokenizer)
+        # Measured now, at start (tens of milliseconds), not by the first chat request on the event loop.
+        self._tokens_per_message = self._measure_tokens_per_message()
 
     def check_placeholders(self, conv: Conversation, where: str) -> None:
         """Media placeholder tokens typed as text: refused (400) rather than failing in the engine (500)."""
@@ -71,8 +86,43 @@ class TokenCounter:
             self._max_chars_per_token = max((len(t) for t in vocab), default=_BYTES_PER_TOKEN_ESTIMATE)
         return self._max_chars_per_token
 
+    @property
+    def tokens_per_message(self) -> int:
+        """A lower bound on the tokens the chat template adds for one more message, whatever its role and however
+        empty (Qwen's adds 5: <|im_start|>, role, newline, <|im_end|>, newline; counted as 4); 0 without a local
+        tokenizer or when unmeasurable."""
+        return self._tokens_per_message
+
+    def _measure_tokens_per_message(self) -> int:
+        if self.tokenizer is None:
+            return 0
+
+        def count(roles: list[str]) -> int:
+            messages = [{"role": r, "content": [{"type": "text", "text": ""}]} for r in roles]
+            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                      add_generation_prompt=True)  # fmt: skip
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        deltas = []
+        for role in ("user", "assistant", "system"):
+            with contextlib.suppress(Exception):  # a template refusing some order: measure the others
+                deltas.append((count(["user", role, role]) - count(["user"])) // 2)  # two more, halved: one's cost
+        # One token of margin: a message's text could merge with the template's tokens around it (not with Qwen's
+        # special tokens, but a template of plain-text markers might).
+        return max(0, min(deltas, default=1) - 1)
+
+    def check_message_count(self, messages: int, limit: int, where: str) -> None:
+        """413 when `messages` messages cannot fit in `limit` tokens whatever they say: checked on a count, before
+        building or templating anything."""
+        least = messages * self.tokens_per_message
+        if least > limit:
+            raise InputError(f"{where}: the prompt is over {least} tokens ({messages} messages) after the chat "
+                             f"template; the limit is {limit} (--max-input-tokens)", where, 413)  # fmt: skip
+
     def excess(self, conv: Conversation, limit: int) -> str | None:
         """None when the conversation's text fits in `limit` tokens after the chat template, else how many it is."""
+        if len(conv) * self.tokens_per_message > limit:
+            return f"over {len(conv) * self.tokens_per_message} tokens ({len(conv)} messages)"
         texts = [p.text for m in conv for p in m.content if isinstance(p, TextPart)]
         if self.tokenizer is None:
             n = math.ceil(sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / _BYTES_PER_TOKEN_ESTIMATE)
@@ -85,6 +135,10 @@ class TokenCounter:
         try:
             text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
                                                       add_generation_prompt=True)  # fmt: skip
+            # Every byte-level BPE token (Qwen's) covers at least one byte of the text: a prompt of no more bytes
+            # than the limit fits without tokenizing it (most judge prompts; a group's 120 pairs are then cheap).
+            if self._byte_level and len(text.encode("utf-8", "surrogatepass")) + 1 <= limit:
+                return None
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         except (TypeError, ValueError) as e:  # text the tokenizer cannot take (validated earlier; kept as a 400)
             raise InputError(f"the text cannot be tokenized ({type(e).__name__})") from e

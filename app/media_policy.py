@@ -8,8 +8,11 @@ public URL cannot bounce the server to an internal one.
 Loading is bounded three ways. Downloads hold one of `media_downloads` slots and must finish, waiting for a slot
 included, within `media_timeout_s` in all (not per read), and are cancelled with their request. Every image of a
 request is opened from its header first and the pixels it will have after downscaling to `max_pixels` are summed
-against `max_request_pixels` before any is decoded. Decoding runs in its own `decode_threads` threads, shrinks each
-image to `max_pixels` while or right after decoding it, and hands memory back to the system after large ones.
+against `max_request_pixels` before any is decoded; then the request takes that many from the budget all requests
+share (`held_pixels`), waiting while others hold it, and gives them back once answered, so however many requests wait
+in the judge's queue, their decoded images together stay within it. Decoding runs in its own `decode_threads`
+threads, shrinks each image to `max_pixels` while or right after decoding it, and hands memory back to the system
+after large ones.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from PIL import Image
 
 from app.errors import InputError
 from app.metrics import Metrics
-from app.pools import Slots, WorkPool
+from app.pools import PixelBudget, PixelLease, Slots, WorkPool
 from app.settings import ServerSettings
 from rm.media import (
     MAX_DOWNLOAD_BYTES,
@@ -124,6 +127,7 @@ class MediaPolicy:
         self.downloads = Slots("downloads", settings.media_downloads, metrics)
         # Name lookups block a thread; they get their own, so a slow resolver cannot occupy the work pool.
         self.lookups = WorkPool("dns", settings.media_downloads, metrics)
+        self.pixels = PixelBudget(settings.held_pixels, metrics)
         self._client: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -135,9 +139,15 @@ class MediaPolicy:
 
     # ------------------------------------------------------------------------------------------ images
 
-    async def images(self, refs: dict[str, str]) -> dict[str, Image.Image]:
+    def lease(self) -> PixelLease:
+        """A request's hold on the shared decoded-pixel budget: `async with` it around loading and answering."""
+        return PixelLease(self.pixels)
+
+    async def images(self, refs: dict[str, str], lease: PixelLease) -> dict[str, Image.Image]:
         """Decode every distinct image reference of one request (ref -> the field that names it in errors) under the
-        policy and the request's pixel budget. MediaError (-> 400) names the field; over the budget is a 413."""
+        policy and the request's pixel budget, holding their pixels in `lease` (taken before decoding; this waits
+        while other requests hold the shared budget). MediaError (-> 400) names the field; over the request's budget
+        is a 413."""
         if not refs:
             return {}
         # Downloaded bytes are held until every header is read: together they count against the body limit.
@@ -149,6 +159,7 @@ class MediaPolicy:
             raise InputError(
                 f"the request's {len(probes)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
                 f"the limit is {s.max_request_pixels}", "images", 413)  # fmt: skip
+        await lease.take(total)
         decoded = await all_or_none([self._decode(p, ref, where) for p, (ref, where) in zip(probes, refs.items())])
         return dict(zip(refs, decoded))
 

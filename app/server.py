@@ -16,7 +16,7 @@ import asyncio
 import email.message
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -36,7 +37,7 @@ from app.errors import InputError, error_response
 from app.limits import TokenCounter, judge_conversation
 from app.media_policy import MediaPolicy, all_or_none
 from app.metrics import Metrics
-from app.pools import WorkPool
+from app.pools import PixelLease, WorkPool
 from app.protocol import ChatCompletionRequest, ChatMessage, completion_response
 from app.reward_protocol import GetRewardRequest, JudgeAPIRequest, RewardsRequest
 from app.rewards import (
@@ -59,6 +60,7 @@ GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
 INLINE_BODY_BYTES = 64 * 1024  # parsed on the event loop: about a millisecond, less than a thread hop
 INLINE_TEXT_CHARS = 16 * 1024  # a prompt (or body) this short is tokenized on the event loop
 INLINE_PAIRS = 8  # built and checked (tokens counted) on the event loop: about a millisecond a pair
+INLINE_MESSAGES = 16  # a chat of this many messages or fewer (and a short body) is checked on the event loop
 LARGE_BODY_BYTES = 1 << 20  # parsing more takes long enough to count against `large_bodies`
 ROUTES = ("/get_reward", "/v1/judge", "/v1/rewards", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
 M = TypeVar("M", bound=BaseModel)
@@ -131,8 +133,13 @@ def media_refs(requests: list[tuple[JudgeRequest, str]]) -> tuple[dict[str, str]
     return images, videos
 
 
-def _media_count(req: JudgeRequest) -> int:
-    return len(req.images) + len(req.videos) + sum(c.kind != "text" for c in (req.a, req.b))
+def media_count(requests: list[tuple[JudgeRequest, str]]) -> int:
+    """Distinct media a request's pairs name: what is loaded and decoded, so a GRPO group's shared image counts once
+    however many pairs show it (each judge call is bounded by --max-batch-pixels on its own)."""
+    images, videos = media_refs(requests)
+    shown = (x for req, _ in requests for x in [*req.images, req.a.image, req.b.image])
+    loaded = {id(x) for x in shown if isinstance(x, Image.Image)}  # in-process callers may pass decoded images
+    return len(images) + len(videos) + len(loaded)
 
 
 def _substitute(req: JudgeRequest, images: dict[str, Any], videos: dict[str, str]) -> JudgeRequest:
@@ -204,8 +211,11 @@ class ServerState:
         saturated = [name for name, p in pools.items() if p["busy"] >= p["size"]]
         if queued >= self.settings.max_queue:
             saturated.append("queue")
+        pixels = self.policy.pixels.snapshot()
+        if pixels["waiting"]:
+            saturated.append("pixels")
         return {"status": "saturated" if saturated else "ok", "saturated": saturated, "pools": pools,
-                "queue": {"pairs": queued, "limit": self.settings.max_queue}}  # fmt: skip
+                "queue": {"pairs": queued, "limit": self.settings.max_queue}, "pixels": pixels}  # fmt: skip
 
     async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
         """The body, validated: on the event loop when small (a thread hop would cost more), else in the work pool,
@@ -240,27 +250,48 @@ class ServerState:
             raise InputError(f"{media} images in one request; the limit is {s.max_images_per_request}", "images", 413)
 
     def check_pairs(self, requests: list[tuple[JudgeRequest, str]]) -> None:
-        """Counts (pairs, media they show the judge) and each pair's prompt tokens as the judge will template it."""
-        self.check_counts(len(requests), sum(_media_count(r) for r, _ in requests))
-        limit = self.settings.max_input_tokens
+        """Counts (pairs, distinct media they name, media each pair shows) and each pair's prompt tokens as the judge
+        will template it."""
+        self.check_counts(len(requests), media_count(requests))
+        limit, most = self.settings.max_input_tokens, self.settings.max_images_per_request
         for req, where in requests:
+            # Per pair every occurrence counts: the judge sees each one (the same image listed 10,000 times is
+            # decoded once but would be 10,000 images in one prompt).
+            shown = len(req.images) + len(req.videos) + sum(c.kind != "text" for c in (req.a, req.b))
+            if shown > most:
+                raise InputError(f"{where}: {shown} images in one pair; the limit is {most}", f"{where}.images", 413)
             self.tokens.check(judge_conversation(self.judge.method, req), limit, where)
 
-    async def resolve(self, requests: list[tuple[JudgeRequest, str]]) -> list[JudgeRequest]:
+    async def resolve(self, requests: list[tuple[JudgeRequest, str]], lease: PixelLease) -> list[JudgeRequest]:
         images, videos = media_refs(requests)
-        loaded = await self.policy.images(images)
+        loaded = await self.policy.images(images, lease)
         checked = await all_or_none([self.policy.video(v, where) for v, where in videos.items()])
         return [_substitute(r, loaded, dict(zip(videos, checked))) for r, _ in requests]
 
-    async def judge_all(self, requests: list[tuple[JudgeRequest, str]], rewards: bool = False) -> list[Verdict]:
-        """Load media for and judge a request's pairs (checked by `check_pairs` already), within the request timeout
-        (cancelling downloads and the judge call, if it comes to that)."""
+    async def judge_all(self, requests: list[tuple[JudgeRequest, str]], lease: PixelLease,
+                        rewards: bool = False) -> list[Verdict]:  # fmt: skip
+        """Load media for and judge a request's pairs (checked by `check_pairs` already); run within `deadline`,
+        which cancels downloads and the judge call (once nobody else waits for it) if it comes to that."""
         batcher = self.reward_batcher if rewards else self.batcher
+        return await batcher.submit(await self.resolve(requests, lease))
 
-        async def run() -> list[Verdict]:
-            return await batcher.submit(await self.resolve(requests))
-
-        return await asyncio.wait_for(run(), timeout=self.settings.request_timeout_s)
+    @asynccontextmanager
+    async def deadline(self) -> AsyncIterator[PixelLease]:
+        """The request timeout over everything a route does after reading its body (building and checking pairs,
+        loading media, judging), and the request's hold on the decoded-pixel budget, given back when the route ends.
+        A request that spent its time waiting for that budget is a 503 with Retry-After (others' images filled it:
+        retrying later helps), any other a TimeoutError (504)."""
+        async with self.policy.lease() as lease:
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_s):
+                    yield lease
+            except TimeoutError:
+                if not lease.waiting:
+                    raise
+                self.metrics.rejected.inc()
+                budget = self.policy.pixels
+                raise Saturated(f"other requests' decoded images hold the --max-held-pixels budget ({budget.limit} "
+                                f"pixels; {budget.waiting - 1} more requests waiting)") from None  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- routes' logic
@@ -480,9 +511,10 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             return pairs
 
         body = await state.parse(request, JudgeAPIRequest, _count("requests", settings.max_pairs_per_request, "pairs"))
-        pairs = await state.cpu(state.light(request, len(body.requests)), build, body)
-        request.state.pairs = len(pairs)
-        verdicts = await state.judge_all(pairs)
+        async with state.deadline() as lease:
+            pairs = await state.cpu(state.light(request, len(body.requests)), build, body)
+            request.state.pairs = len(pairs)
+            verdicts = await state.judge_all(pairs, lease)
 
         def answer() -> JSONResponse:  # 256 verdicts with their raw texts are megabytes of JSON: off the loop
             return JSONResponse({"results": [v.model_dump(mode="json") for v in verdicts], "model": model_name})
@@ -497,16 +529,24 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             return requests
 
         body = await state.parse(request, GetRewardRequest, _count("query", settings.max_items_per_request, "queries"))
-        requests = await state.cpu(state.light(request, len(body.query)), build, body)
-        judged = [r for r in requests if r is not None]
-        request.state.pairs = len(judged)
+        requests: list[JudgeRequest | None] | None = None
+        found: Iterator[Verdict | None] = iter(())
+        timed_out = 0.0
         try:
-            found = iter(await state.judge_all([(r, f"labels[{r.id}]") for r in judged], rewards=True) if judged else [])
-            timed_out = 0.0
+            async with state.deadline() as lease:
+                requests = await state.cpu(state.light(request, len(body.query)), build, body)
+                judged = [r for r in requests if r is not None]
+                request.state.pairs = len(judged)
+                pairs = [(r, f"labels[{r.id}]") for r in judged]
+                found = iter(await state.judge_all(pairs, lease, rewards=True) if judged else [])
         except TimeoutError:
-            found, timed_out = iter([None] * len(judged)), 1.0  # answer in time with neutral rewards, flagged
-        verdicts: list[Verdict | None] = [next(found) if r is not None else None for r in requests]
-        probs = [0.0 if r is None else (p_first_wins(v) if v else None) for r, v in zip(requests, verdicts)]
+            timed_out = 1.0  # answer in time with neutral rewards, flagged
+        if requests is None:  # the time ran out while the samples were checked: all neutral
+            verdicts: list[Verdict | None] = [None] * len(body.query)
+            probs: list[float | None] = [None] * len(body.query)
+        else:
+            verdicts = [next(found, None) if r is not None else None for r in requests]
+            probs = [0.0 if r is None else (p_first_wins(v) if v else None) for r, v in zip(requests, verdicts)]
         rewards = [NEUTRAL if p is None else p for p in probs]
         return {
             "rewards": rewards,
@@ -515,7 +555,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
                 "judge_valid": [0.0 if p is None else 1.0 for p in probs],
                 "p_win": rewards,
                 "judge_latency_s": [v.latency_s if v else 0.0 for v in verdicts],
-                "judge_timeout": [timed_out] * len(requests),
+                "judge_timeout": [timed_out] * len(body.query),
             },
         }
 
@@ -528,9 +568,10 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             return plan, judged
 
         body = await state.parse(request, RewardsRequest, _count("items", settings.max_items_per_request, "items"))
-        plan, judged = await state.cpu(state.light(request, 2 * len(body.items)), build, body)
-        request.state.pairs = len(judged)
-        verdicts = iter(await state.judge_all(judged, rewards=True) if judged else [])
+        async with state.deadline() as lease:
+            plan, judged = await state.cpu(state.light(request, 2 * len(body.items)), build, body)
+            request.state.pairs = len(judged)
+            verdicts = iter(await state.judge_all(judged, lease, rewards=True) if judged else [])
         probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
         return await state.cpu(len(plan.pairs) <= 32, rewards_answer, plan, body, probs)
 
@@ -539,9 +580,19 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         card = {"id": model_name, "object": "model", "created": created, "owned_by": "deltarubric"}
         return {"object": "list", "data": [card]}
 
+    def chat_precheck(data: Any) -> None:
+        """Before validating or templating anything, from the message count alone: a prompt that cannot fit the
+        token limit (every message costs its chat-template tokens, even empty) or too many messages is a 413."""
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if isinstance(messages, list):
+            state.tokens.check_message_count(len(messages), settings.max_input_tokens, "messages")
+            if len(messages) > settings.max_chat_messages:
+                raise InputError(f"{len(messages)} messages in one request; the limit is {settings.max_chat_messages} "
+                                 "(--max-chat-messages)", "messages", 413)  # fmt: skip
+
     @app.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
     async def chat(request: Request) -> Any:
-        req = await state.parse(request, ChatCompletionRequest)
+        req = await state.parse(request, ChatCompletionRequest, chat_precheck)
         if req.model != model_name:
             return error_response(404, f"model {req.model!r} is not served here; use {model_name!r}", param="model")
         asked = req.max_completion_tokens or req.max_tokens
@@ -567,9 +618,12 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             # logprobs=true alone still needs the chosen token's logprob, which comes with the top list
             top_logprobs=max(req.top_logprobs or 0, 1) if req.logprobs else 0,
         )
+        # Many messages cost template work even when their text is short: inline only when both are small.
+        light = request.state.body_bytes <= INLINE_TEXT_CHARS and len(req.messages) <= INLINE_MESSAGES
         state.chat_inflight += 1
         try:
-            gen = await asyncio.wait_for(_generate(req.messages, refs, sampling), settings.request_timeout_s)
+            async with state.deadline() as lease:
+                gen = await _generate(req.messages, refs, sampling, light, lease)
         finally:
             state.chat_inflight -= 1
         if isinstance(gen, Response):
@@ -578,14 +632,18 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             return error_response(500, f"generation failed: {gen.error}", type_="server_error")
         return completion_response(model_name, gen, (req.top_logprobs or 0) if req.logprobs else None)
 
-    async def _generate(messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig) -> Any:
-        """Tokens checked on the text (before decoding any image), images decoded under the budgets, then one
-        generation; a timeout cancels it (a local engine stops at its next token)."""
+    def check_text(messages: list[ChatMessage]) -> None:
         text = to_conversation(messages)
         state.tokens.check_placeholders(text, "messages")
-        size = sum(len(p.text) for m in text for p in m.content if isinstance(p, TextPart))
-        await state.cpu(size <= INLINE_TEXT_CHARS, state.tokens.check, text, settings.max_input_tokens, "messages")
-        conv = to_conversation(messages, await state.policy.images(refs))
+        state.tokens.check(text, settings.max_input_tokens, "messages")
+
+    async def _generate(messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig, light: bool,
+                        lease: PixelLease) -> Any:  # fmt: skip
+        """Tokens checked on the text (before decoding any image; in the work pool unless the chat is small), images
+        decoded under the budgets, then one generation; a timeout cancels it (a local engine stops at its next
+        token)."""
+        await state.cpu(light, check_text, messages)
+        conv = await state.cpu(light, to_conversation, messages, await state.policy.images(refs, lease))
         try:
             (gen,) = await backend.agenerate([conv], sampling)
         except Exception as e:  # noqa: BLE001  (an engine crash is still answered in the one error shape)

@@ -9,11 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rm.media import DEFAULT_MAX_INPUT_PIXELS
-
-# Qwen3-VL's image processor shrinks anything larger to this (16384 patches of 32x32) anyway, so decoding to it
-# changes no verdict and keeps a burst of huge images from holding gigabytes.
-DEFAULT_MAX_PIXELS = 16_777_216
+from rm.media import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MAX_PIXELS
 
 
 class ServerSettings(BaseModel):
@@ -32,11 +28,15 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_items_per_request: int = Field(256, ge=1, description="Rollouts (or queries) per request, judged or not.")
     max_pairs_per_request: int = Field(256, ge=1)
-    max_images_per_request: int = Field(64, ge=0, description="Images and videos shown to the judge per request.")
+    max_images_per_request: int = Field(64, ge=0, description="Distinct images and videos per request (a group's "
+                                        "shared image counts once), and all a pair or a chat shows.")  # fmt: skip
     max_input_pixels: int = Field(DEFAULT_MAX_INPUT_PIXELS, ge=1, description="Per image, from its header.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Per image: larger ones are downscaled while decoding.")
     max_request_pixels: int = Field(64 * 1024 * 1024, ge=1, description="Decoded pixels per request (after downscaling).")
     max_batch_pixels: int = Field(128 * 1024 * 1024, ge=1, description="Decoded pixels per judge call.")
+    max_held_pixels: int | None = Field(None, ge=1, description="Decoded pixels held by all requests together, from "
+                                        "decoding until answered; default: see `held_pixels`.")  # fmt: skip
+    max_chat_messages: int = Field(1024, ge=1, description="Messages of a chat completion, checked before templating.")
     max_input_tokens: int = Field(32768, ge=1, description="Text tokens of a prompt after the chat template.")
     max_completion_tokens: int = Field(4096, ge=1, le=32768, description="Largest max_tokens a chat request may ask.")
     # where media may come from: data URLs always; files only under these folders; http(s) only if allowed
@@ -52,6 +52,13 @@ class ServerSettings(BaseModel):
     drain_timeout_s: float | None = Field(None, gt=0, description="On SIGTERM: answer what was accepted by then, then "
                                           "exit; default: the request timeout.")  # fmt: skip
     access_log: bool = Field(True, description="One line per request: method, route, status, latency, pairs.")
+
+    @property
+    def held_pixels(self) -> int:
+        """The decoded-pixel budget shared by all requests: by default what the judge calls in flight may hold plus
+        one more such batch ready behind them (the engine cannot use more at once), and at least one request's."""
+        default = max(self.max_batch_pixels * (self.concurrent_batches + 1), self.max_request_pixels)
+        return self.max_held_pixels or default
 
     @property
     def drain_s(self) -> float:

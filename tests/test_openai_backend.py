@@ -189,3 +189,57 @@ def test_server_edge_cases(tiny_server):
     video = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}
     with pytest.raises(openai.BadRequestError, match="video input is not supported"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [video]}])
+
+
+def test_images_are_encoded_once_per_image_and_off_the_event_loop(monkeypatch, image_file):
+    """A multi-stage judge sends the same images with every stage (and both orders): each is encoded once, in a
+    thread, so a server's event loop keeps answering while a large photo is encoded."""
+    import threading
+
+    import rm.backends.openai_api as api
+    from rm.backends.base import Generation
+
+    encoded: list[str] = []
+    real = api.image_to_engine_url
+
+    def spy(img):  # type: ignore[no-untyped-def]
+        encoded.append(threading.current_thread().name)
+        return real(img)
+
+    sent: list[bytes] = []
+
+    async def post(self, client, payload):  # type: ignore[no-untyped-def]
+        sent.append(payload)
+        return Generation(text="ok")
+
+    monkeypatch.setattr(api, "image_to_engine_url", spy)
+    monkeypatch.setattr(OpenAIBackend, "_post", post)
+    backend = OpenAIBackend("judge", ["http://unused/v1"])
+    img = Image.open(image_file).convert("RGB")
+    conv = [Message("user", (ImagePart(img), TextPart("q")))]
+    for _stage in range(3):
+        backend.generate([conv, conv], SamplingConfig(max_tokens=4))
+    assert len(sent) == 6 and len(encoded) == 1 and encoded[0] != threading.main_thread().name
+    assert len(backend._encoded) == 1
+    del conv, img
+    import gc
+
+    gc.collect()
+    assert len(backend._encoded) == 0  # dropped with the image: only images still in use are held
+
+
+def test_pictures_from_jpegs_are_sent_as_jpeg_and_others_as_exact_png():
+    from rm.media import decode_image, image_to_engine_url
+
+    def encoded(fmt: str) -> tuple[Image.Image, str]:
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (10, 200, 30)).save(buf, format=fmt)
+        img = decode_image(buf.getvalue(), fmt, max_input_pixels=10**8)
+        return img, image_to_engine_url(img)
+
+    _, jpeg_url = encoded("JPEG")
+    assert jpeg_url.startswith("data:image/jpeg;base64,")
+    png, png_url = encoded("PNG")
+    assert png_url.startswith("data:image/png;base64,")
+    back = Image.open(io.BytesIO(base64.b64decode(png_url.split(",", 1)[1])))
+    assert back.convert("RGB").tobytes() == png.tobytes()

@@ -11,7 +11,7 @@ the access log can be read:
 
 One more openai-backend server, with a fake engine that holds its calls, measures what concurrent requests hold.
 
-Tests marked xfail(strict=True) document bugs found in the review; each fails today for the reason it names.
+The seven bugs this review found (each once an xfail(strict=True) naming it) are fixed; their tests now pass.
 Every request loop is bounded in count and time; the only timed assertions are liveness bounds (a request that
 must not wait behind another's work), generous for a slow shared machine.
 """
@@ -361,9 +361,6 @@ def test_help_lists_every_limit_flag_with_the_documented_default(serve_help):
     assert "--no-access-log" in serve_help.get("--access-log", "") and "[default: access-log]" in serve_help["--access-log"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rm/cli_options.py writes judge-option defaults as '[default: N]' inside "
-                   "the help text, which rich parses as markup and drops: serve --help shows no default for "
-                   "--max-input-pixels (64,000,000) or --max-pixels (16,777,216 for the server), both in the limits table")  # fmt: skip
 def test_help_shows_the_pixel_limits_defaults(serve_help):
     assert "64000000" in serve_help["--max-input-pixels"], serve_help["--max-input-pixels"]
     assert "16777216" in serve_help["--max-pixels"], serve_help["--max-pixels"]
@@ -475,9 +472,6 @@ def test_a_group_of_eight_rollouts_sharing_one_image_is_served(remote):
     assert r.status_code == 200 and r.json()["valid"] == [True] * 8, r.text[:300]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/server.py:135/244 counts an image once per pair that shows it, so a "
-                   "GRPO group of 12 rollouts sharing their prompt's one image (66 pairs) is refused 413 '66 images in one "
-                   "request; the limit is 64' with the default --max-images-per-request (the image is decoded once)")  # fmt: skip
 def test_a_group_of_twelve_rollouts_sharing_one_image_is_served(remote):
     image = image_url((64, 48))
     group = [{"group_id": "p1", "question": "How many balls?", "images": [image], "response": f"{i} balls"} for i in range(12)]
@@ -487,9 +481,6 @@ def test_a_group_of_twelve_rollouts_sharing_one_image_is_served(remote):
     assert r.json()["valid"] == [True] * 12
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rm/backends/openai_api.py:59 (image_to_data_url) PNG-encodes every image "
-                   "on the server's event loop before sending it to vLLM: one 3072x3072 photo stalls /health and every "
-                   "other request for seconds (the production --backend openai path)")  # fmt: skip
 def test_remote_backend_image_encoding_does_not_freeze_health(remote):
     photo = textured_jpeg_url(3072)  # under --max-pixels: sent to the engine as is
     with remote.client() as client:
@@ -566,11 +557,6 @@ def test_access_log_has_a_line_per_request_and_never_bodies_queries_or_tokens(re
         assert leaked not in log, f"{leaked} reached the server's stderr"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a client that hangs up before its body is complete (an aborted upload, "
-                   "or a malformed chunked body that uvicorn answers 400 itself) reaches the route: BodyLimit "
-                   "(app/edge.py:122) passes the http.disconnect on, request.body() (app/server.py:215) raises "
-                   "ClientDisconnect, and Edge logs a traceback and counts a 500 nobody was sent: anyone can inflate the "
-                   "5xx rate and flood the log")  # fmt: skip
 def test_a_client_that_hangs_up_mid_body_is_not_a_counted_500(remote):
     before = remote.metric("deltarubric_requests_total", route="/v1/judge", status="500")
     head = (f"POST /v1/judge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
@@ -593,11 +579,6 @@ def _rss_mb(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
-@pytest.mark.xfail(strict=True, reason="BUG: decoded pixels are budgeted per request (app/media_policy.py:148) and per "
-                   "judge call, never across requests: every request waiting in the batcher's queue holds its decoded "
-                   "images, so 10 concurrent 80 kB requests (one plain 4096x4096 PNG each, within a 16.7 Mpx budget per "
-                   "request and per call) take it ~650 MB up while the engine is busy; with the defaults (64 Mpx a request) "
-                   "8 requests of 235 kB took it from 70 MB to 1.6 GB, and --max-queue admits 1024")  # fmt: skip
 def test_concurrent_small_requests_cannot_multiply_decoded_memory(tmp_path):
     def plain_png(colour: tuple[int, int, int]) -> str:
         buf = io.BytesIO()
@@ -614,11 +595,13 @@ def test_concurrent_small_requests_cannot_multiply_decoded_memory(tmp_path):
         with serve(tmp_path, *args) as server:
             baseline = peak = _rss_mb(server.proc.pid)
             senders = [in_background(lambda b=b: httpx.post(server.url + "/v1/judge", json=b, timeout=60))[0] for b in bodies]
-            # the engine holds the first pair's call (as a busy GPU would) while the other nine wait in the queue
-            def queued() -> int:
-                return httpx.get(server.url + "/health", timeout=10).json()["queue"]["pairs"]
+            # the engine holds the first pair's call (as a busy GPU would) while the other nine wait: queued with
+            # their images decoded, or (once the decoded-pixel budget shared by all requests is held) for that budget
+            def waiting() -> int:
+                health = httpx.get(server.url + "/health", timeout=10).json()
+                return health["queue"]["pairs"] + health["pixels"]["waiting"]
 
-            wait_until(lambda: queued() == 9, 90, "the other nine pairs to be decoded and queued")
+            wait_until(lambda: waiting() == 9, 90, "the other nine requests to be queued or waiting for pixels")
             for _ in range(5):
                 peak = max(peak, _rss_mb(server.proc.pid))
                 time.sleep(0.1)
@@ -699,10 +682,6 @@ def test_a_generation_at_the_cap_past_the_timeout_is_504_and_frees_the_engine(ti
     assert tiny.metric("deltarubric_requests_total", route="/v1/chat/completions", status="504") == before + 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/batcher.py:264 cancels a judge call only at --request-timeout after "
-                   "the *batch* started, not when every request waiting for it has given up: a pair that queued behind "
-                   "another call is judged after its request got 504, for nobody, and holds the engine for up to another "
-                   "request timeout, so the next request waits")  # fmt: skip
 def test_a_judge_call_nobody_waits_for_any_more_is_stopped(tiny):
     tag = uuid.uuid4().hex[:8]
     started = tiny.metric("deltarubric_batch_size_count")
@@ -722,9 +701,6 @@ def test_a_judge_call_nobody_waits_for_any_more_is_stopped(tiny):
     assert waited < 2.0, f"a small chat request waited {waited:.1f} s for the engine after every judge request had timed out"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/server.py:584-587 builds the conversation, checks placeholders and "
-                   "renders the chat template + tokenizes on the event loop whenever the *text* is short (<=16K chars), "
-                   "whatever the number of messages: 40,000 empty messages (1.3 MB) freeze /health for seconds")  # fmt: skip
 def test_a_chat_of_many_empty_messages_does_not_freeze_health(tiny):
     body = json.dumps(chat() | {"messages": [{"role": "user", "content": ""}] * 40_000}).encode()
     with tiny.client() as client:

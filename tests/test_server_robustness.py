@@ -1145,7 +1145,11 @@ def test_issue11_2_shutdown_finishes_within_the_drain_timeout_even_with_a_wedged
             proc.wait()
     (reply,) = replies
     assert reply.status_code == 503 and reply.json()["error"]["type"] == "overloaded"  # answered, not dropped
-    assert "1 running pairs not judged within 0.5 s; answering them with errors" in proc.stderr.read()
+    # The call is stopped either when its request is cancelled at the drain deadline (nobody waits for it any more)
+    # or, failing that, when the batcher's own drain gives up on it.
+    err = proc.stderr.read()
+    assert ("a judge call of 1 pairs: every request waiting for it has gone; cancelling it" in err
+            or "1 running pairs not judged within 0.5 s; answering them with errors" in err), err[-2000:]  # fmt: skip
 
 
 def _healthy(url: str) -> bool:

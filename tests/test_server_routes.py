@@ -398,7 +398,8 @@ def test_health_answers_head_and_reports_pools_and_queue():
     assert head.status_code == 200 and head.content == b""
     assert body == {"status": "ok", "saturated": [], "queue": {"pairs": 0, "limit": 7},
                     "pools": {"work": {"size": 3, "busy": 0, "waiting": 0}, "decode": {"size": 1, "busy": 0, "waiting": 0},
-                              "downloads": {"size": 5, "busy": 0, "waiting": 0}}}  # fmt: skip
+                              "downloads": {"size": 5, "busy": 0, "waiting": 0}},
+                    "pixels": {"limit": 2 * 128 * 1024 * 1024, "held": 0, "waiting": 0}}  # fmt: skip
     assert 'deltarubric_pool_size{pool="downloads"} 5.0' in metrics and 'deltarubric_pool_busy{pool="work"} 0.0' in metrics
 
 
@@ -432,3 +433,261 @@ def test_judge_calls_hold_at_most_max_batch_pixels():
         r = client.post("/v1/judge", json={"requests": pairs})
     assert r.status_code == 200 and [v["id"] for v in r.json()["results"]] == ["0", "1", "2", "3", "4"]
     assert sorted(len(call) for call in backend.calls) == [1, 2, 2]  # 2 pairs of 800 pixels per call at most
+
+
+# ---------------------------------------------------------------------------------------------------- review fixes
+
+
+def test_a_group_sharing_one_image_counts_it_once_against_the_image_limit():
+    """--max-images-per-request counts distinct media of the request: a GRPO group's one image, shown in every pair
+    (6 here), is one image; a second distinct image makes two."""
+    client, _ = make_client(max_images_per_request=1)
+    image = png_data_url()
+    group = [{"group_id": "g", "question": "How many cats?", "images": [image], "response": f"{i} cats"}
+             for i in range(4)]  # fmt: skip
+    with client:
+        r = client.post("/v1/rewards", json={"mode": "group", "items": group})
+        assert r.status_code == 200 and r.json()["valid"] == [True] * 4, r.text[:300]
+        twice = [group[0] | {"images": [image] * 2}, group[1]]
+        repeated = client.post("/v1/rewards", json={"mode": "group", "items": twice})
+        group[0]["images"] = [png_data_url(color=(1, 2, 3))]  # a pair shows its first rollout's prompt images
+        r = client.post("/v1/rewards", json={"mode": "group", "items": group})
+    assert r.status_code == 413 and "2 images in one request; the limit is 1" in r.json()["error"]["message"]
+    # within one pair every occurrence is shown to the judge, so it counts
+    assert repeated.status_code == 413 and "2 images in one pair; the limit is 1" in repeated.json()["error"]["message"]
+
+
+def test_chat_message_count_is_limited_before_templating():
+    judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=ScriptedBackend(lambda conv: "Hello."))
+    client = TestClient(build_app(judge, ServerSettings(served_model_name="judge", max_chat_messages=3)))
+    messages = [{"role": "user", "content": "Hi"}] * 3
+    with client:
+        ok = client.post("/v1/chat/completions", json={"model": "judge", "max_tokens": 4, "messages": messages})
+        over = client.post("/v1/chat/completions", json={"model": "judge", "max_tokens": 4, "messages": messages * 2})
+    assert ok.status_code == 200, ok.text[:300]
+    assert over.status_code == 413
+    assert over.json()["error"]["message"] == "6 messages in one request; the limit is 3 (--max-chat-messages)"
+
+
+def test_the_per_message_token_bound_never_exceeds_a_real_count(tiny_model_dir):
+    """The chat precheck refuses n messages when n x tokens_per_message is over the limit, without templating: a
+    lower bound, so it may never refuse a conversation that fits. Checked against real counts of empty and short
+    messages in every role order."""
+    import types
+
+    from app.limits import TokenCounter
+    from rm.backends import Message
+    from rm.hf_compat import load_processor
+
+    counter = TokenCounter(types.SimpleNamespace(processor=load_processor(str(tiny_model_dir))))
+    per = counter.tokens_per_message
+    assert per >= 1
+    for roles in (["user"] * 7, ["system", "user", "assistant", "user"], ["user", "assistant"] * 5):
+        for text in ("", "a", "hello there"):
+            conv = [Message.text(r, text) for r in roles]  # type: ignore[arg-type]
+            exact = next(n for n in range(1, 10_000) if counter.excess(conv, n) is None)  # the smallest limit it fits
+            assert len(conv) * per <= exact, (roles, text, per, exact)
+
+
+def test_pixel_budget_is_first_come_first_served_and_gives_back_what_waiters_leave():
+    from app.metrics import Metrics
+    from app.pools import PixelBudget
+
+    async def scenario() -> None:
+        budget = PixelBudget(100, Metrics())
+        assert await budget.take(60) == 60
+        big = asyncio.create_task(budget.take(80))  # must wait: 60 held
+        await asyncio.sleep(0)
+        small = asyncio.create_task(budget.take(10))  # would fit, but waits behind the earlier, larger taker
+        await asyncio.sleep(0)
+        assert budget.snapshot() == {"limit": 100, "held": 60, "waiting": 2} and not small.done()
+        big.cancel()  # the head gives up: the small one behind it is served at once
+        assert await asyncio.wait_for(small, 1) == 10 and budget.held == 70 and big.cancelled()
+        whole = asyncio.create_task(budget.take(1000))  # a share over the budget waits for all of it
+        await asyncio.sleep(0)
+        budget.release(70)
+        assert await whole == 100 and budget.held == 100
+        budget.release(100)
+        assert budget.snapshot() == {"limit": 100, "held": 0, "waiting": 0}
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_waits_past_its_timeout_for_pixel_budget_is_503_with_retry_after():
+    from app.batcher import Saturated
+    from app.server import ServerState
+
+    backend = ScriptedBackend(cat_lover)
+    judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
+
+    async def scenario() -> None:
+        state = ServerState(judge, ServerSettings(request_timeout_s=0.2, max_held_pixels=1000))
+        async with state.policy.lease() as other:  # another request's decoded images fill the budget
+            await other.take(1000)
+            with pytest.raises(Saturated, match="--max-held-pixels"):
+                async with state.deadline() as lease:
+                    await lease.take(10)
+            assert state.policy.pixels.snapshot() == {"limit": 1000, "held": 1000, "waiting": 0}
+            with pytest.raises(TimeoutError):  # out of time for anything else: a plain timeout (504)
+                async with state.deadline():
+                    await asyncio.sleep(1)
+        assert state.policy.pixels.held == 0
+        await state.close()
+
+    asyncio.run(scenario())
+    client, _ = make_client()
+    with client:
+        r = client.get("/health").json()
+    assert r["pixels"] == {"limit": 2 * 128 * 1024 * 1024, "held": 0, "waiting": 0}  # the documented default
+
+
+class HeldBackend(ScriptedBackend):
+    """Answers at once, except conversations mentioning HOLD, which wait until released (a busy engine); counts the
+    calls that were cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda conv: "Winner: [[A]]")
+        self.release = asyncio.Event()
+        self.cancelled = 0
+
+    async def agenerate(self, conversations, sampling):
+        if any("HOLD" in all_text(c) for c in conversations):
+            self.calls.append(list(conversations))
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            self.calls.pop()
+        return await super().agenerate(conversations, sampling)
+
+
+def test_work_nobody_waits_for_is_dropped_from_the_queue_and_cancelled_when_running():
+    from app.batcher import MicroBatcher
+    from app.metrics import Metrics
+    from rm.types import JudgeRequest
+
+    def req(question: str) -> JudgeRequest:
+        return JudgeRequest(id=question, task_type="text", question=question, a="one", b="two")
+
+    async def scenario() -> None:
+        backend = HeldBackend()
+        judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
+        batcher = MicroBatcher(judge, Metrics(), max_batch=1, window_s=0, max_queue=10, concurrent_batches=1,
+                               cache_size=0, call_timeout_s=60)  # fmt: skip
+        batcher.start()
+        first = asyncio.create_task(batcher.submit([req("HOLD 1")]))
+        shared = asyncio.create_task(batcher.submit([req("HOLD 1")]))  # a second request waiting for the same pair
+        while not backend.calls:
+            await asyncio.sleep(0.01)
+        queued = asyncio.create_task(batcher.submit([req("HOLD 2")]))
+        await asyncio.sleep(0.05)
+        assert batcher.queued == 1
+        queued.cancel()  # its request gave up: the pair leaves the queue, never judged
+        await asyncio.sleep(0.05)
+        assert batcher.queued == 0 and len(backend.calls) == 1
+        first.cancel()  # one of the two waiting for the running call gives up: it keeps running for the other
+        await asyncio.sleep(0.05)
+        assert backend.cancelled == 0
+        shared.cancel()  # and now nobody waits: the call is cancelled, the engine free
+        await asyncio.sleep(0.05)
+        assert backend.cancelled == 1
+        after = await asyncio.wait_for(batcher.submit([req("plain")]), 5)  # the next pair is judged at once
+        assert after[0].winner == "A"
+        again = asyncio.create_task(batcher.submit([req("HOLD 1")]))  # asking again later judges it afresh
+        await asyncio.sleep(0.05)
+        backend.release.set()
+        assert (await asyncio.wait_for(again, 5))[0].winner == "A"
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_hangs_up_mid_body_never_reaches_the_app_and_is_not_a_500():
+    client, backend = make_client()
+    app = client.app
+
+    async def scenario() -> list[dict]:
+        sent: list[dict] = []
+        messages = iter([{"type": "http.request", "body": b'{"requests": [', "more_body": True},
+                         {"type": "http.disconnect"}])  # fmt: skip
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/judge", "raw_path": b"/v1/judge", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "scheme": "http", "http_version": "1.1",
+                 "root_path": "", "state": {}}  # fmt: skip
+        await app(scope, receive, send)
+        return sent
+
+    assert asyncio.run(scenario()) == []  # nothing answered: nobody is there
+    with client:
+        metrics = client.get("/metrics").text
+    assert 'deltarubric_client_disconnects_total{route="/v1/judge"} 1.0' in metrics
+    assert 'route="/v1/judge",status="500"' not in metrics and backend.calls == []
+
+
+def test_mpo_jpegs_shrink_while_decoding_like_jpegs(monkeypatch):
+    """Cameras write MPO (a JPEG with more frames); Pillow opens such a file as MPO, not JPEG, and it must still be
+    decoded straight at a reduced scale rather than at full size first."""
+    from PIL import JpegImagePlugin
+
+    from rm.media import SOURCE_FORMAT, decode_image, open_image
+
+    frames = [Image.new("RGB", (1600, 1200), (200, 30, 30)), Image.new("RGB", (1600, 1200), (30, 30, 200))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="MPO", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    assert open_image(data, "mpo", 10**8).format == "MPO"
+    drafted: list[tuple] = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+        drafted.append(size)
+        return draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    img = decode_image(data, "mpo", max_input_pixels=10**8, max_pixels=400 * 300)
+    assert drafted == [(400, 300)]
+    assert img.size == (400, 300) and img.getpixel((10, 10))[0] > 150  # the first frame, shrunk
+    assert img.info[SOURCE_FORMAT] == "JPEG"
+
+
+def test_prompts_within_the_limit_in_bytes_are_not_tokenized(tiny_model_dir):
+    """Byte-level BPE (Qwen's) never has more tokens than bytes: a prompt of fewer bytes than the limit fits without
+    tokenizing it; one near the limit is still counted exactly."""
+    import types
+
+    from app.limits import TokenCounter
+    from rm.backends import Message
+    from rm.hf_compat import load_processor
+
+    counter = TokenCounter(types.SimpleNamespace(processor=load_processor(str(tiny_model_dir))))
+    conv = [Message.text("user", "How many cats are on the sofa? " * 20)]
+    real = counter.tokenizer
+    messages = [{"role": "user", "content": [{"type": "text", "text": conv[0].content[0].text}]}]
+    text = real.apply_chat_template(messages, chat_template=counter.chat_template, tokenize=False,
+                                    add_generation_prompt=True)  # fmt: skip
+    exact = len(real(text, add_special_tokens=False)["input_ids"])
+    size = len(text.encode())
+    assert exact < size
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append("tokenized")
+            return real(*args, **kwargs)
+
+    assert counter.tokens_per_message  # measured once, at start
+    counter.tokenizer = Counting()
+    assert counter.excess(conv, size + 1) is None and calls == []
+    assert counter.excess(conv, exact) is None and counter.excess(conv, exact - 1) == f"{exact} tokens"
+    assert len(calls) == 2

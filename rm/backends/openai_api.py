@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+from PIL import Image
 
-from rm.backends.base import Backend, Conversation, Generation, TokenLogprob, to_chat_dicts
+from rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob, to_chat_dicts
 from rm.config import SamplingConfig
-from rm.media import image_to_data_url, pixel_limits, video_to_url
+from rm.media import image_to_engine_url, pixel_limits, video_to_url
 from rm.types import Usage
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_JSON = {"content-type": "application/json"}
 
 
 class OpenAIBackend(Backend):
@@ -51,12 +55,16 @@ class OpenAIBackend(Backend):
         self.backoff_s = backoff_s
         # vLLM's per-request processor override; only sent when set, since other servers may reject unknown fields.
         self.mm_kwargs = pixel_limits(min_pixels, max_pixels)
+        self._encoded = _EncodedImages()
 
     def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[Any, str]) -> dict[str, Any]:
         """The chat.completions request for one conversation (`urls` memoises media encodings across a batch)."""
+        def image(img: Image.Image) -> dict[str, Any]:
+            return {"type": "image_url", "image_url": {"url": _memo(urls, id(img), lambda: self._encoded.url(img))}}
+
         messages = to_chat_dicts(
             conv,
-            lambda img: {"type": "image_url", "image_url": {"url": _memo(urls, id(img), lambda: image_to_data_url(img))}},
+            image,
             lambda v: {"type": "video_url", "video_url": {"url": _memo(urls, v, lambda: video_to_url(v))}},
             plain_text=True,
         )
@@ -74,24 +82,36 @@ class OpenAIBackend(Backend):
             body["mm_processor_kwargs"] = self.mm_kwargs
         return body
 
-    async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
-        sem = asyncio.Semaphore(self.concurrency)
+    def payloads(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[bytes]:
+        """Each conversation's request body as JSON bytes, every image encoded once (see `_EncodedImages`)."""
         urls: dict[Any, str] = {}
+        return [_json_bytes(self.body(conv, sampling, urls)) for conv in conversations]
+
+    async def agenerate(self, conversations: Sequence[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        # Encoding media (a 3000-pixel photo as PNG takes seconds) and serialising megabytes of base64 is CPU work:
+        # done in a thread, so an event loop this runs on (the reward server's) keeps answering meanwhile.
+        # Text-only bodies are cheaper to build here than a thread hop.
+        with_media = any(not isinstance(p, TextPart) for conv in conversations for m in conv for p in m.content)
+        if with_media:
+            payloads = await asyncio.to_thread(self.payloads, conversations, sampling)
+        else:
+            payloads = self.payloads(conversations, sampling)
+        sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers, limits=limits) as client:
 
-            async def one(conv: Conversation) -> Generation:
+            async def one(payload: bytes) -> Generation:
                 async with sem:
-                    return await self._post(client, self.body(conv, sampling, urls))
+                    return await self._post(client, payload)
 
-            return list(await asyncio.gather(*(one(c) for c in conversations)))
+            return list(await asyncio.gather(*(one(p) for p in payloads)))
 
-    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Generation:
+    async def _post(self, client: httpx.AsyncClient, payload: bytes) -> Generation:
         error = ""
         for attempt in range(self.max_retries + 1):
             url = next(self._urls)  # a retry goes to the next replica
             try:
-                r = await client.post(url, json=body)
+                r = await client.post(url, content=payload, headers=_JSON)
             except httpx.HTTPError as e:
                 error = f"{url}: {type(e).__name__}: {e}"
             else:
@@ -107,6 +127,33 @@ class OpenAIBackend(Backend):
                 log.info("retrying after %s", error)
                 await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
         return Generation(error=error)
+
+
+class _EncodedImages:
+    """Data URLs of the images of conversations in flight, each encoded once: a multi-stage judge sends the same
+    images with every stage, and a swapped pair shows them twice. Keyed by the image object and dropped when it is
+    freed, so only images still in use are held (thread-safe: dict operations under the GIL; a race encodes twice)."""
+
+    def __init__(self) -> None:
+        self._urls: dict[int, str] = {}
+
+    def url(self, img: Image.Image) -> str:
+        key = id(img)
+        found = self._urls.get(key)
+        if found is None:
+            found = image_to_engine_url(img)
+            if key not in self._urls:
+                weakref.finalize(img, self._urls.pop, key, None)  # before the id can be reused by another image
+            self._urls[key] = found
+        return found
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    # As httpx encodes `json=`: compact UTF-8, NaN refused.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _memo(urls: dict[Any, str], key: Any, encode: Callable[[], str]) -> str:
