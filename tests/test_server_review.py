@@ -331,6 +331,7 @@ DOC_DEFAULTS = {  # flag -> default as docs/server.md's limits table states it (
     "--decode-threads": "2",
     "--max-queue": "1024",
     "--cache-size": "4096",
+    "--max-chat-messages": "1024",
 }
 
 

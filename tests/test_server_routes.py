@@ -268,7 +268,8 @@ def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
     """`deltarubric serve` as a user runs it, then /get_reward and /metrics over HTTP."""
     from tests.conftest import served
 
-    limits = ("--max-input-tokens", "1500", "--max-completion-tokens", "8", "--max-request-pixels", "1000", "--no-access-log")
+    limits = ("--max-input-tokens", "1500", "--max-completion-tokens", "8", "--max-request-pixels", "1000", "--no-access-log",
+              "--max-chat-messages", "2", "--max-held-pixels", "5000")
     with served("-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "6", *limits) as url:
         r = httpx.post(url + "/get_reward", json=get_reward_body(["Two cats."]), timeout=60)
         assert r.status_code == 200 and len(r.json()["rewards"]) == 1
@@ -280,6 +281,10 @@ def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
         assert "at most 8" in httpx.post(url + "/v1/chat/completions", json=chat, timeout=60).json()["error"]["message"]
         r = httpx.post(url + "/v1/judge", json=one_pair(png_data_url(size=(40, 30))), timeout=60)
         assert r.status_code == 413 and "the limit is 1000" in r.json()["error"]["message"]
+        chat["max_tokens"], chat["messages"] = 2, chat["messages"] * 3
+        r = httpx.post(url + "/v1/chat/completions", json=chat, timeout=60)
+        assert r.status_code == 413 and "--max-chat-messages" in r.json()["error"]["message"], r.text
+        assert "5000" in httpx.get(url + "/health").text  # the held-pixel budget as given
 
 
 def test_group_rewards_do_not_depend_on_other_groups():
