@@ -40,10 +40,12 @@ METHODS = {
 
 def label_only(src: Path, out: Path, n: int) -> Path:
     """The first `n` image pairs with their labels and captions only: no gold rationale reaches any method."""
+    from rm.pairs import TARGET_FIELDS
+
     rows = []
     for line in src.read_text().splitlines()[:n]:
         row = json.loads(line)
-        for k in ("checklist", "findings", "rationale"):
+        for k in set(TARGET_FIELDS) - {"caption"}:
             row.pop(k, None)
         rows.append(json.dumps(row))
     out.write_text("\n".join(rows) + "\n")

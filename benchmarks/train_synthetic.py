@@ -66,13 +66,15 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
 
 def split_warm(train_file: Path, warm_pairs: int, out: Path) -> tuple[Path, Path]:
     """The first `warm_pairs` pairs keep their gold traces; the rest keep only labels (RL and the SFT baseline)."""
+    from rm.pairs import TARGET_FIELDS
+
     lines = train_file.read_text().splitlines()
     warm, rest = out / "warm.jsonl", out / "labels.jsonl"
     warm.write_text("\n".join(lines[:warm_pairs]) + "\n")
     stripped = []
     for line in lines[warm_pairs:]:
         row = json.loads(line)
-        for k in ("checklist", "findings", "rationale", "caption"):
+        for k in TARGET_FIELDS:
             row.pop(k, None)
         stripped.append(json.dumps(row))
     rest.write_text("\n".join(stripped) + "\n")

@@ -1,7 +1,8 @@
 """Labelled preference pairs: the one file format for training a judge and for evaluating it on your own data.
 
 A JSONL file, one pair per line: the fields of `JudgeRequest` plus `label` ("A" or "B", the better candidate), and
-optionally warm-start targets (`caption`, `checklist`, `findings`, `rationale`). Media paths are relative to the file. Example:
+optionally warm-start targets (`caption`, `checklist`, `findings`, `rationale`). Media paths are relative to the file.
+Example:
 
     {"id": "p0", "question": "What colour is the square?", "images": ["img/0.png"],
      "a": "It is red.", "b": "It is blue.", "label": "B", "checklist": ["Is the square blue?"]}

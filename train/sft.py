@@ -54,6 +54,7 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
         checklist = [flip(c) for c in pair.checklist]
         findings = [flip(f) for f in pair.findings]
         rationale = flip(pair.rationale) if pair.rationale else f"Response {winner} is better."
+        trace = render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)
         conversation = first_turn(method, prepared, order)
         if targets == "verdicts":
             examples.append(_example(conversation, render_target("verdict_only", winner=winner)))
@@ -65,12 +66,12 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
             assert isinstance(reply, TextPart)
             examples.append(_example(conversation, reply.text))
             verifier = next_turn(method, prepared, order, conversation, reply.text, checklist)
-            examples.append(_example(verifier, render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)))
+            examples.append(_example(verifier, trace))
         elif method.stages[-1].parser == "msrl":
             target = render_target("msrl", task_type=pair.request.task_type, caption=pair.caption, rationale=rationale, winner=winner)
             examples.append(_example(conversation, target))
         else:
-            examples.append(_example(conversation, render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)))
+            examples.append(_example(conversation, trace))
     return examples
 
 
