@@ -33,11 +33,11 @@ from typing import Any
 
 from PIL import Image
 
-from app.metrics import Metrics
-from rm.aggregate import FLIP
-from rm.config import verdict_identity
-from rm.judge import Judge
-from rm.types import Finding, JudgeRequest, OrderResult, Verdict
+from deltarubric.app.metrics import Metrics
+from deltarubric.rm.aggregate import FLIP
+from deltarubric.rm.config import verdict_identity
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import Finding, JudgeRequest, OrderResult, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -32,18 +32,19 @@ except ImportError as e:  # the CLI prints this one line
 import pandas as pd
 from pydantic import ValidationError
 
-from rm.aggregate import presentation_orders
-from rm.backends import Backend, Conversation, Generation, make_backend
-from rm.config import JudgeConfig, SamplingConfig
-from rm.judge import Judge
-from rm.media import describe
-from rm.types import JudgeRequest, Verdict
-from rubrics.parsing import PARSERS
-from rubrics.prompts import available_methods, load_method
+from deltarubric.data import shipped
+from deltarubric.rm.aggregate import presentation_orders
+from deltarubric.rm.backends import Backend, Conversation, Generation, make_backend
+from deltarubric.rm.config import JudgeConfig, SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.media import describe
+from deltarubric.rm.types import JudgeRequest, Verdict
+from deltarubric.rubrics.parsing import PARSERS
+from deltarubric.rubrics.prompts import available_methods, load_method
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
+DEFAULT_EXAMPLES_DIR = shipped("examples")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # larger files are refused by Gradio before they reach the judge
 METHOD_CHOICES = [("DeltaRubric", "deltarubric"), ("Direct", "direct"), ("MSRL format", "msrl")]
 CHECKLIST_HEADERS = ["#", "checklist item", "finding", "favors"]

@@ -33,8 +33,8 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.errors import error_response
-from app.metrics import Metrics
+from deltarubric.app.errors import error_response
+from deltarubric.app.metrics import Metrics
 
 log = logging.getLogger("deltarubric.server")
 access = logging.getLogger("deltarubric.access")

@@ -18,11 +18,11 @@ from typing import Any
 
 from PIL import Image
 
-from app.errors import InputError
-from rm.backends import Backend, Conversation, ImagePart, TextPart, VideoPart
-from rm.prompting import PreparedRequest, system_messages, user_turn
-from rm.types import JudgeRequest
-from rubrics.prompts import Method
+from deltarubric.app.errors import InputError
+from deltarubric.rm.backends import Backend, Conversation, ImagePart, TextPart, VideoPart
+from deltarubric.rm.prompting import PreparedRequest, system_messages, user_turn
+from deltarubric.rm.types import JudgeRequest
+from deltarubric.rubrics.prompts import Method
 
 _BYTES_PER_TOKEN_ESTIMATE = 4
 # Qwen-VL's media placeholders: typed into text they make the processor expect media that never come (an engine error).

@@ -31,11 +31,11 @@ from urllib.parse import urlparse
 import httpx
 from PIL import Image
 
-from app.errors import InputError
-from app.metrics import Metrics
-from app.pools import PixelBudget, PixelLease, Slots, WorkPool
-from app.settings import ServerSettings
-from rm.media import (
+from deltarubric.app.errors import InputError
+from deltarubric.app.metrics import Metrics
+from deltarubric.app.pools import PixelBudget, PixelLease, Slots, WorkPool
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.media import (
     MAX_DOWNLOAD_BYTES,
     MediaError,
     decode_image,

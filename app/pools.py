@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Self, TypeVar
 
-from app.metrics import Metrics
+from deltarubric.app.metrics import Metrics
 
 T = TypeVar("T")
 

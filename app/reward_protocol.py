@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rm.types import JudgeRequest, TaskType
+from deltarubric.rm.types import JudgeRequest, TaskType
 
 
 class GetRewardRequest(BaseModel):

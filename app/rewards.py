@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from rm.types import Verdict
+from deltarubric.rm.types import Verdict
 
 NEUTRAL = 0.5  # the reward for "could not judge": no push either way
 

@@ -31,16 +31,16 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.batcher import MicroBatcher, Saturated
-from app.edge import BodyLimit, DrainingServer, Edge, configure_access_log, server_config
-from app.errors import InputError, error_response
-from app.limits import TokenCounter, judge_conversation
-from app.media_policy import MediaPolicy, all_or_none
-from app.metrics import Metrics
-from app.pools import PixelLease, WorkPool
-from app.protocol import ChatCompletionRequest, ChatMessage, completion_response
-from app.reward_protocol import GetRewardRequest, JudgeAPIRequest, RewardsRequest
-from app.rewards import (
+from deltarubric.app.batcher import MicroBatcher, Saturated
+from deltarubric.app.edge import BodyLimit, DrainingServer, Edge, configure_access_log, server_config
+from deltarubric.app.errors import InputError, error_response
+from deltarubric.app.limits import TokenCounter, judge_conversation
+from deltarubric.app.media_policy import MediaPolicy, all_or_none
+from deltarubric.app.metrics import Metrics
+from deltarubric.app.pools import PixelLease, WorkPool
+from deltarubric.app.protocol import ChatCompletionRequest, ChatMessage, completion_response
+from deltarubric.app.reward_protocol import GetRewardRequest, JudgeAPIRequest, RewardsRequest
+from deltarubric.app.rewards import (
     IMAGE_ONLY_QUESTION,
     NEUTRAL,
     bradley_terry,
@@ -49,12 +49,12 @@ from app.rewards import (
     response_from_query,
     win_rates,
 )
-from app.settings import ServerSettings
-from rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
-from rm.config import SamplingConfig
-from rm.judge import Judge
-from rm.media import MediaError
-from rm.types import JudgeRequest, Verdict
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.media import MediaError
+from deltarubric.rm.types import JudgeRequest, Verdict
 
 GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
 INLINE_BODY_BYTES = 64 * 1024  # parsed on the event loop: about a millisecond, less than a thread hop

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rm.media import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MAX_PIXELS
+from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_MAX_PIXELS
 
 
 class ServerSettings(BaseModel):

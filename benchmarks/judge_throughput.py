@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from rm import Judge, JudgeConfig, JudgeRequest
+from deltarubric.rm import Judge, JudgeConfig, JudgeRequest
 
 
 def placeholder(path: Path, i: int) -> Path:
@@ -38,7 +38,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     if args.model is None:
-        from rm.tiny import make_tiny_model
+        from deltarubric.rm.tiny import make_tiny_model
 
         args.model = str(make_tiny_model(tmp / "tiny"))
     config = JudgeConfig(

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from PIL import Image, ImageDraw
 
-from rm import Judge, JudgeConfig, JudgeRequest
+from deltarubric.rm import Judge, JudgeConfig, JudgeRequest
 
 
 def free_port() -> int:
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     if args.model is None:
-        from rm.tiny import make_tiny_model
+        from deltarubric.rm.tiny import make_tiny_model
 
         args.model = str(make_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
     config = JudgeConfig(model=args.model, judge=args.judge, device=args.device, batch_size=args.max_batch,
@@ -104,7 +104,7 @@ def main() -> None:
     print(f"direct batched:            {args.pairs / before:8.2f} pairs/s")
 
     port = free_port()
-    cmd = [sys.executable, "-m", "rm.cli", "serve", "-m", args.model, "--judge", args.judge, "--device", args.device,
+    cmd = [sys.executable, "-m", "deltarubric.rm.cli", "serve", "-m", args.model, "--judge", args.judge, "--device", args.device,
            "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--batch-size", str(args.max_batch),
            "--cache-size", "0", "--max-queue", "100000", "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # access log included

@@ -40,7 +40,7 @@ METHODS = {
 
 def label_only(src: Path, out: Path, n: int) -> Path:
     """The first `n` image pairs with their labels and captions only: no gold rationale reaches any method."""
-    from rm.pairs import TARGET_FIELDS
+    from deltarubric.rm.pairs import TARGET_FIELDS
 
     rows = []
     for line in src.read_text().splitlines()[:n]:
@@ -113,11 +113,11 @@ def main() -> None:
     t0 = time.time()
     seed = str(args.seed)
 
-    from rm.pairs import read_pairs, write_pairs
-    from train.msrl import model_of, record_of
-    from train.synthetic import make_synthetic
-    from train.testbed import make_testbed_model
-    from train.views import views, write_views
+    from deltarubric.rm.pairs import read_pairs, write_pairs
+    from deltarubric.train.msrl import model_of, record_of
+    from deltarubric.train.synthetic import make_synthetic
+    from deltarubric.train.testbed import make_testbed_model
+    from deltarubric.train.views import views, write_views
 
     paths = make_synthetic(out / "data", args.n, args.seed)
     val = paths["val"]

@@ -38,7 +38,7 @@ def train(kind: str, recipe: str, *flags: str, log: Path) -> subprocess.Popen[by
     out = Path(flags[flags.index("--out") + 1])
     if (out / "model.safetensors").exists():
         return None
-    cmd = [sys.executable, "-m", "rm.cli", "train", kind, "--config", str(RECIPES / recipe), *flags]
+    cmd = [sys.executable, "-m", "deltarubric.rm.cli", "train", kind, "--config", str(RECIPES / recipe), *flags]
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, env=ENV, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -54,9 +54,9 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from rm.hf_compat import load_processor
-    from rm.pairs import read_pairs
-    from train.validation import judge_pairs, summarize
+    from deltarubric.rm.hf_compat import load_processor
+    from deltarubric.rm.pairs import read_pairs
+    from deltarubric.train.validation import judge_pairs, summarize
 
     torch.set_num_threads(1)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint)
@@ -66,7 +66,7 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
 
 def split_warm(train_file: Path, warm_pairs: int, out: Path) -> tuple[Path, Path]:
     """The first `warm_pairs` pairs keep their gold traces; the rest keep only labels (RL and the SFT baseline)."""
-    from rm.pairs import TARGET_FIELDS
+    from deltarubric.rm.pairs import TARGET_FIELDS
 
     lines = train_file.read_text().splitlines()
     warm, rest = out / "warm.jsonl", out / "labels.jsonl"
@@ -124,9 +124,9 @@ def main() -> None:
     t0 = time.time()
     seed = str(args.seed)
 
-    from rm.pairs import read_pairs
-    from train.synthetic import blind_copy, make_synthetic
-    from train.testbed import make_testbed_model
+    from deltarubric.rm.pairs import read_pairs
+    from deltarubric.train.synthetic import blind_copy, make_synthetic
+    from deltarubric.train.testbed import make_testbed_model
 
     paths = make_synthetic(out / "data", args.n, args.seed)
     val = paths["val"]

@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from eval.core import json_scores
-from rm.cli_options import judge_options
-from rm.config import JudgeConfig
+from deltarubric.eval.core import json_scores
+from deltarubric.rm.cli_options import judge_options
+from deltarubric.rm.config import JudgeConfig
 
 app = typer.Typer(help="Benchmark harnesses: run a judge on a benchmark, score predictions, report runs.", no_args_is_help=True)
 
@@ -21,7 +21,7 @@ def print_scores(scores: dict[str, float], headline: tuple[str, ...], as_json: b
     if as_json:
         print(json.dumps(json_scores(scores), indent=2))
         return
-    from eval.report import fmt
+    from deltarubric.eval.report import fmt
 
     keys = [k for k in headline if k in scores] + [k for k in scores if k not in headline and k != "n"]
     width = max(len(k) for k in keys)
@@ -34,7 +34,7 @@ def print_scores(scores: dict[str, float], headline: tuple[str, ...], as_json: b
 @app.command("list")
 def list_cmd() -> None:
     """List the benchmarks and their tasks."""
-    from eval.registry import benchmark_names, get_benchmark
+    from deltarubric.eval.registry import benchmark_names, get_benchmark
 
     for name in benchmark_names():
         b = get_benchmark(name)
@@ -77,10 +77,10 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
-    from eval.benchmarks import pairs
-    from eval.registry import get_benchmark
-    from eval.runner import RunFailed, eval_config, run_benchmark
-    from rm.judge import Judge
+    from deltarubric.eval.benchmarks import pairs
+    from deltarubric.eval.registry import get_benchmark
+    from deltarubric.eval.runner import RunFailed, eval_config, run_benchmark
+    from deltarubric.rm.judge import Judge
 
     bench = get_benchmark(benchmark)
     if task is not None and task not in bench.tasks:
@@ -102,7 +102,7 @@ def run(
     elif data is not None:
         raise ValueError(f"--data names your own pair file (benchmark 'pairs'); {benchmark} reads --data-dir DIR")
     elif data_dir is None:
-        from eval.prepare import hub_data
+        from deltarubric.eval.prepare import hub_data
 
         data_dir = hub_data(bench)  # says at once when the hub is off or unreachable
     config = eval_config(bench, config, official)
@@ -148,7 +148,7 @@ def prepare(
     split: Annotated[str | None, typer.Option(help="Which split to export (genai-bench: test_v1, the leaderboard's, by default).")] = None,
 ) -> None:
     """Turn a benchmark's downloaded release into the layout `eval run --data-dir` reads."""
-    from eval.registry import benchmark_names, get_benchmark
+    from deltarubric.eval.registry import benchmark_names, get_benchmark
 
     bench = get_benchmark(benchmark)
     if bench.prepare is None:
@@ -171,8 +171,8 @@ def score(
     export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench).")] = None,
 ) -> None:
     """Compute the official and strict metrics from predictions, without running a model."""
-    from eval.registry import get_benchmark
-    from eval.runner import RUN_FILE, length_limited, length_note, read_predictions
+    from deltarubric.eval.registry import get_benchmark
+    from deltarubric.eval.runner import RUN_FILE, length_limited, length_note, read_predictions
 
     bench = get_benchmark(benchmark)
     if task is not None and task not in bench.tasks:
@@ -216,7 +216,7 @@ def file_task(bench, path: Path) -> tuple[tuple[str, ...], str] | None:
         return (named[-1],), f"its path names {named[-1]}"
     if bench.name != "genai-bench":
         return None
-    from eval.io import read_records
+    from deltarubric.eval.io import read_records
 
     rows = [r for r in read_records(path)[:50] if isinstance(r, dict)]
     if rows and all("instruct_prompt" in r for r in rows):
@@ -232,7 +232,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="Where to write report.md and the PNGs; default: <parent of the first run>/report.")] = None,
 ) -> None:
     """Render a Markdown table and PNG plots for one or several runs."""
-    from eval.report import write_report
+    from deltarubric.eval.report import write_report
 
     path = write_report(runs, out or runs[0].parent / "report")
     print(path.read_text())

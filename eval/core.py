@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rm.types import JudgeRequest, Verdict
+from deltarubric.rm.types import JudgeRequest, Verdict
 
 
 class EvalItem(BaseModel):

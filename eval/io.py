@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-SHIPPED = Path(__file__).resolve().parent.parent / "data"
+from deltarubric.data import shipped
+
+SHIPPED = shipped()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -19,8 +19,8 @@ from typing import Any
 import datasets
 import evaluate
 
-from eval.core import Prediction, json_scores
-from eval.registry import get_benchmark
+from deltarubric.eval.core import Prediction, json_scores
+from deltarubric.eval.registry import get_benchmark
 
 
 class BenchmarkMetric(evaluate.Metric):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from eval.registry import Benchmark
+from deltarubric.eval.registry import Benchmark
 
 HUB_PROBE_TIMEOUT_S = 5.0
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction
+from deltarubric.eval.core import EvalItem, Prediction
 
 Scores = dict[str, float]
 
@@ -60,7 +60,7 @@ def register(benchmark: Benchmark) -> Benchmark:
 
 
 def get_benchmark(name: str) -> Benchmark:
-    import eval.benchmarks  # noqa: F401  (registers every benchmark module)
+    import deltarubric.eval.benchmarks  # noqa: F401  (registers every benchmark module)
 
     if name not in _REGISTRY:
         raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(sorted(_REGISTRY))}")
@@ -68,6 +68,6 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def benchmark_names() -> list[str]:
-    import eval.benchmarks  # noqa: F401
+    import deltarubric.eval.benchmarks  # noqa: F401
 
     return sorted(_REGISTRY)

@@ -15,8 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval.registry import Scores, get_benchmark  # noqa: E402
-from eval.runner import RUN_FILE, read_predictions  # noqa: E402
+from deltarubric.eval.registry import Scores, get_benchmark  # noqa: E402
+from deltarubric.eval.runner import RUN_FILE, read_predictions  # noqa: E402
 
 JUDGE_STATS = ("parse_failure_rate", "error_rate", "swap_consistency", "first_position_rate")
 

@@ -27,12 +27,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from eval.core import EvalItem, Prediction, error_counts, json_scores
-from eval.registry import Benchmark, Scores, benchmark_names, get_benchmark
-from rm.backends.base import Backend, Conversation, Generation
-from rm.config import OPERATIONAL_FIELDS, JudgeConfig, SamplingConfig, verdict_identity
-from rm.judge import Judge
-from rm.types import Verdict
+from deltarubric.eval.core import EvalItem, Prediction, error_counts, json_scores
+from deltarubric.eval.registry import Benchmark, Scores, benchmark_names, get_benchmark
+from deltarubric.rm.backends.base import Backend, Conversation, Generation
+from deltarubric.rm.config import OPERATIONAL_FIELDS, JudgeConfig, SamplingConfig, verdict_identity
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import Verdict
 
 RUN_FILE, RESULTS_FILE, SUMMARY_FILE = "run.json", "results.jsonl", "summary.json"
 MAX_ERROR_RATE = 0.05  # the share of items that may end with an error before a run counts as failed

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pairdata.pairfile import atomic_lines, read_lines, relocate, write_row
-from rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
-from rm.config import SamplingConfig
-from rm.media import DEFAULT_MAX_INPUT_PIXELS, MediaError, load_image
-from rm.pairs import LabelledPair
-from rubrics.prompts import load_method
-from rubrics.targets import render_target
+from deltarubric.pairdata.pairfile import atomic_lines, read_lines, relocate, write_row
+from deltarubric.rm.backends import Backend, Conversation, ImagePart, Message, TextPart, VideoPart
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS, MediaError, load_image
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rubrics.prompts import load_method
+from deltarubric.rubrics.targets import render_target
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """`deltarubric data list|convert|dedup|caption`: thin wrappers over pairdata.converters, .dedup and .caption.
-Errors (a wrong schema, a missing file) propagate to `rm.cli.main`, which prints them as one line."""
+Errors (a wrong schema, a missing file) propagate to `deltarubric.rm.cli.main`, which prints them as one line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from pairdata.imagehash import DHASH_MAX, PHASH_MAX
-from rm.cli_options import judge_options
-from rm.config import JudgeConfig
+from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX
+from deltarubric.rm.cli_options import judge_options
+from deltarubric.rm.config import JudgeConfig
 
 DEDUP_OUT = Path("dedup")
 app = typer.Typer(help="Training data: convert public preference datasets to pair files, drop benchmark items.",
@@ -21,7 +21,7 @@ app = typer.Typer(help="Training data: convert public preference datasets to pai
 @app.command("list")
 def list_cmd() -> None:
     """The dataset converters, the datasets they read, and whether each schema was confirmed or assumed."""
-    from pairdata.converters import converter_names, get_converter
+    from deltarubric.pairdata.converters import converter_names, get_converter
 
     for name in converter_names():
         c = get_converter(name)
@@ -46,8 +46,8 @@ def convert(
     ] = None,
 ) -> None:
     """Convert a public preference dataset into the labelled-pair JSONL that `train` and `eval run pairs` read."""
-    from pairdata.converters import convert as run_convert
-    from pairdata.converters import get_converter
+    from deltarubric.pairdata.converters import convert as run_convert
+    from deltarubric.pairdata.converters import get_converter
 
     get_converter(name)  # an unknown name fails before the source is opened
     summary = run_convert(name, src, out, seed=seed, limit=limit, id_prefix=id_prefix)
@@ -62,7 +62,7 @@ def convert(
 def _split_benchmarks(files: list[Path], against: list[str]) -> tuple[list[Path], list[str]]:
     """`--against a b c` as the issue writes it: click gives `--against` one value, and b, c land among FILES. A FILES
     entry that is no file but names a registered benchmark (NAME or NAME=DIR) is taken as a benchmark."""
-    from eval.registry import benchmark_names
+    from deltarubric.eval.registry import benchmark_names
 
     names = set(benchmark_names())
     moved = [f for f in files if not f.exists() and str(f).partition("=")[0] in names]
@@ -91,8 +91,8 @@ def dedup(
     ] = DHASH_MAX,
 ) -> None:
     """Drop pairs whose image (perceptual hash) or question+responses (normalised, either order) is a benchmark item."""
-    from pairdata.dedup import REPORT_NAME
-    from pairdata.dedup import dedup as run_dedup
+    from deltarubric.pairdata.dedup import REPORT_NAME
+    from deltarubric.pairdata.dedup import dedup as run_dedup
 
     files, specs = _split_benchmarks(files, against or [])
     if not files:
@@ -120,8 +120,8 @@ def caption(
     chunk_size: Annotated[int, typer.Option(min=1, help="Captions requested per backend call.")] = 16,
 ) -> None:
     """Add a `caption` (a description of the pair's context image or video) to every pair, with any judge backend."""
-    from pairdata.caption import caption_file
-    from rm.backends import make_backend
+    from deltarubric.pairdata.caption import caption_file
+    from deltarubric.rm.backends import make_backend
 
     summary = caption_file(file, out or file, make_backend(config), config.sampling, judge=config.judge,
                            max_input_pixels=config.max_input_pixels, max_pixels=config.max_pixels,

@@ -1,7 +1,7 @@
 """Drop training pairs that are benchmark items: the same image (a perceptual hash, so re-encoded and resized copies
 count) or the same question and responses (after normalisation, in either order).
 
-Benchmark items come from the benchmarks' own loaders (`eval.registry`), from the folder the user names
+Benchmark items come from the benchmarks' own loaders (`deltarubric.eval.registry`), from the folder the user names
 (`NAME=DIR`) or the pinned hub copy in the Hugging Face cache, so whatever `eval run` would score is what is checked.
 Pair files are read line by line; kept lines are copied unchanged except for relative media paths, which are rewritten
 to stay valid from the output folder. A JSON report says what was dropped, why, and what could not be checked
@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
-from pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, ImageHash, hash_file, hash_image
-from pairdata.pairfile import atomic_lines, read_lines, relocate, write_row
-from rm.types import JudgeRequest
+from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, ImageHash, hash_file, hash_image
+from deltarubric.pairdata.pairfile import atomic_lines, read_lines, relocate, write_row
+from deltarubric.rm.types import JudgeRequest
 
 REPORT_NAME = "dedup_report.json"
 _PLACEHOLDER = re.compile(r"<(?:image|video)>", re.IGNORECASE)  # LLaVA-style tokens some sources keep in the text
@@ -122,9 +122,9 @@ def parse_against(spec: str) -> tuple[str, Path | None]:
 def build_index(specs: list[str], *, hasher: Hasher | None = None, phash_max: int = PHASH_MAX,
                 dhash_max: int = DHASH_MAX) -> BenchmarkIndex:  # fmt: skip
     """Load each benchmark named in `specs` through its registered loader and index its images and texts."""
-    from eval.cli import present_tasks
-    from eval.prepare import hub_data
-    from eval.registry import get_benchmark
+    from deltarubric.eval.cli import present_tasks
+    from deltarubric.eval.prepare import hub_data
+    from deltarubric.eval.registry import get_benchmark
 
     hasher = hasher or Hasher()
     index = BenchmarkIndex(images=HashIndex(phash_max, dhash_max))

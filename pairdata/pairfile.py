@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from rm.pairs import LabelledPair, PairFileError, parse_pair
+from deltarubric.rm.pairs import LabelledPair, PairFileError, parse_pair
 
 _URL = ("http://", "https://", "data:", "file://")
 

@@ -3,8 +3,8 @@
 Importing this package loads no engine (torch, vLLM): backends are imported when a judge is built.
 """
 
-from rm.config import JudgeConfig, SamplingConfig
-from rm.judge import Judge
-from rm.types import Candidate, Finding, JudgeRequest, Verdict
+from deltarubric.rm.config import JudgeConfig, SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import Candidate, Finding, JudgeRequest, Verdict
 
 __all__ = ["Candidate", "Finding", "Judge", "JudgeConfig", "JudgeRequest", "SamplingConfig", "Verdict"]

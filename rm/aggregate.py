@@ -7,8 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from rm.backends.base import TokenLogprob
-from rm.types import OrderResult
+from deltarubric.rm.backends.base import TokenLogprob
+from deltarubric.rm.types import OrderResult
 
 Order = Literal["AB", "BA"]
 FLIP = {"A": "B", "B": "A"}  # the other label; shown and caller labels differ by this in the BA order

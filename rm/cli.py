@@ -12,11 +12,11 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from app.settings import ServerSettings
-from rm.cli_options import judge_options
-from rm.config import JudgeConfig
-from rm.media import MediaError
-from rm.types import JudgeRequest, Verdict
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.cli_options import judge_options
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.media import MediaError
+from deltarubric.rm.types import JudgeRequest, Verdict
 
 app = typer.Typer(
     name="deltarubric",
@@ -28,7 +28,7 @@ app = typer.Typer(
 
 
 def _attach_eval() -> None:
-    from eval.cli import app as eval_app
+    from deltarubric.eval.cli import app as eval_app
 
     app.add_typer(eval_app, name="eval")
 
@@ -37,7 +37,7 @@ _attach_eval()
 
 
 def _attach_train() -> None:
-    from train.cli import app as train_app
+    from deltarubric.train.cli import app as train_app
 
     app.add_typer(train_app, name="train")
 
@@ -46,7 +46,7 @@ _attach_train()
 
 
 def _attach_data() -> None:
-    from pairdata.cli import app as data_app
+    from deltarubric.pairdata.cli import app as data_app
 
     app.add_typer(data_app, name="data")
 
@@ -111,7 +111,7 @@ def judge(
     Example: deltarubric judge -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
     --image cat.jpg -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
     """
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     if input is not None:
         requests = [JudgeRequest.model_validate_json(line) for line in input.read_text().splitlines() if line.strip()]
@@ -141,7 +141,7 @@ def make_tiny_model_cmd(
     seed: Annotated[int, typer.Option(help="Weight initialisation seed.")] = 0,
 ) -> None:
     """Write a tiny random-weight Qwen3-VL checkpoint that loads offline with from_pretrained (for tests and CI)."""
-    from rm.tiny import make_tiny_model
+    from deltarubric.rm.tiny import make_tiny_model
 
     print(make_tiny_model(out_dir, seed=seed))
 
@@ -187,8 +187,8 @@ def serve(
 ) -> None:
     """Serve the judge to RL trainers: /get_reward (OpenRLHF), /v1/judge, /v1/rewards, OpenAI-compatible
     /v1/chat/completions and /v1/models, /health and /metrics. See docs/server.md."""
-    from app.server import build_app, run_server
-    from rm.judge import Judge
+    from deltarubric.app.server import build_app, run_server
+    from deltarubric.rm.judge import Judge
 
     settings = ServerSettings(
         served_model_name=served_model_name or config.model, api_key=auth_token, max_batch=max_batch,
@@ -225,7 +225,7 @@ def demo(
     Example: deltarubric demo -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
     --host 127.0.0.1 --port 7860. See docs/demo.md.
     """
-    from app.demo import launch_demo
+    from deltarubric.app.demo import launch_demo
 
     launch_demo(config, host=host, port=port, examples_dir=examples_dir)
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rm.config import JudgeConfig, SamplingConfig, build_config
-from rm.media import DEFAULT_MAX_PIXELS
+from deltarubric.rm.config import JudgeConfig, SamplingConfig, build_config
+from deltarubric.rm.media import DEFAULT_MAX_PIXELS
 
 _P = "Judge options"
 _S = "Sampling"

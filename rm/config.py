@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rm.media import DEFAULT_MAX_INPUT_PIXELS
+from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS
 
 BackendName = Literal["openai", "vllm", "transformers"]
 
@@ -63,7 +63,7 @@ class JudgeConfig(BaseModel):
     def _check(self) -> JudgeConfig:
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels is larger than max_pixels; lower min_pixels or raise max_pixels")
-        from rubrics.prompts import available_methods
+        from deltarubric.rubrics.prompts import available_methods
 
         if self.judge not in available_methods():
             raise ValueError(f"unknown judge {self.judge!r}; available: {', '.join(available_methods())}")

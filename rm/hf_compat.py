@@ -50,7 +50,7 @@ def expose_video_processor_base() -> None:
 def load_processor(path: str | os.PathLike) -> transformers.ProcessorMixin:
     """Load the Qwen3-VL processor saved at `path`, with or without torchvision.
 
-    Works for our tiny checkpoints (`rm.tiny`) and for real `Qwen/Qwen3-VL-*-Instruct` directories.
+    Works for our tiny checkpoints (`deltarubric.rm.tiny`) and for real `Qwen/Qwen3-VL-*-Instruct` directories.
     Without torchvision the returned processor handles text and images; video inputs raise.
     """
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer

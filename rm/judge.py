@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rm.aggregate import FLIP, Order, aggregate, presentation_orders, unswap, verdict_probability
-from rm.backends import Backend, Conversation, Generation, ImagePart, make_backend
-from rm.backends.base import run_sync
-from rm.config import JudgeConfig
-from rm.media import load_image
-from rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
-from rm.types import Finding, JudgeRequest, OrderResult, Usage, Verdict
-from rubrics.parsing import PARSERS, Parsed
-from rubrics.prompts import Method, load_method
+from deltarubric.rm.aggregate import FLIP, Order, aggregate, presentation_orders, unswap, verdict_probability
+from deltarubric.rm.backends import Backend, Conversation, Generation, ImagePart, make_backend
+from deltarubric.rm.backends.base import run_sync
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.media import load_image
+from deltarubric.rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
+from deltarubric.rm.types import Finding, JudgeRequest, OrderResult, Usage, Verdict
+from deltarubric.rubrics.parsing import PARSERS, Parsed
+from deltarubric.rubrics.prompts import Method, load_method
 
 
 @dataclass

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from rm.types import MediaRef
+from deltarubric.rm.types import MediaRef
 
 MAX_ASPECT_RATIO = 200  # Qwen-VL's resizer refuses more extreme shapes; fail early with our own message.
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rm.types import JudgeRequest
+from deltarubric.rm.types import JudgeRequest
 
 Label = Literal["A", "B"]
 TARGET_FIELDS = ("caption", "checklist", "findings", "rationale")

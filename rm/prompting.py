@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rm.aggregate import Order
-from rm.backends.base import ImagePart, Message, Part, TextPart, VideoPart
-from rm.media import MediaError, describe, local_file
-from rm.types import Candidate, JudgeRequest
-from rubrics.prompts import Method, Stage, media_marker, render, split_media
+from deltarubric.rm.aggregate import Order
+from deltarubric.rm.backends.base import ImagePart, Message, Part, TextPart, VideoPart
+from deltarubric.rm.media import MediaError, describe, local_file
+from deltarubric.rm.types import Candidate, JudgeRequest
+from deltarubric.rubrics.prompts import Method, Stage, media_marker, render, split_media
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-from rm.hf_compat import expose_video_processor_base
+from deltarubric.rm.hf_compat import expose_video_processor_base
 
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "make_tiny_model"]
 
@@ -118,7 +118,7 @@ def make_tiny_model(
     """Write a tiny random-weight Qwen3-VL checkpoint into `out_dir` and return its path.
 
     The checkpoint loads offline with `AutoModelForImageTextToText`, `AutoTokenizer` and
-    `rm.hf_compat.load_processor`. Building is deterministic: the same `seed` gives a byte-identical
+    `deltarubric.rm.hf_compat.load_processor`. Building is deterministic: the same `seed` gives a byte-identical
     `model.safetensors`. `corpus` adds lines the tokenizer learns merges from (the training testbed passes its task
     text and rendered prompts, so they encode in few tokens); `hidden_size`/`num_layers` size the text model.
     """

@@ -24,19 +24,19 @@ import pytest
 import uvicorn
 from PIL import Image, ImageDraw
 
-from rm.config import JudgeConfig
+from deltarubric.rm.config import JudgeConfig
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rm.tiny import make_tiny_model
+    from deltarubric.rm.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path):
-    from rm.backends.hf import TransformersBackend
+    from deltarubric.rm.backends.hf import TransformersBackend
 
     return TransformersBackend(str(tiny_model_dir), device="cpu", batch_size=8)
 
@@ -92,9 +92,9 @@ class LoopbackServer:
 
 def tiny_app(tiny_backend, **settings):
     """The server app over the tiny model (judge: deltarubric, short outputs), served as model 'tiny'."""
-    from app.server import build_app
-    from app.settings import ServerSettings
-    from rm.judge import Judge
+    from deltarubric.app.server import build_app
+    from deltarubric.app.settings import ServerSettings
+    from deltarubric.rm.judge import Judge
 
     config = JudgeConfig(model="tiny", judge="deltarubric", sampling={"max_tokens": 8})
     return build_app(Judge(config, backend=tiny_backend), ServerSettings(served_model_name="tiny", **settings))
@@ -116,7 +116,7 @@ def served(*args: str) -> Iterator[str]:
     # stderr into a file, not a pipe: nobody reads it while the server runs, and the access log (on by default)
     # would fill a pipe's buffer after a few hundred requests and block the server.
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen([sys.executable, "-m", "rm.cli", "serve", *args, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

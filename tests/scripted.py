@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob
-from rm.config import SamplingConfig
-from rm.types import Usage
+from deltarubric.rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.types import Usage
 
 
 def user_text(conv: Conversation) -> str:

@@ -24,15 +24,15 @@ import tempfile
 from PIL import Image
 from starlette.responses import Response
 
-from app.server import build_app
-from app.settings import ServerSettings
-from rm.config import JudgeConfig
-from rm.judge import Judge
-from rm.adapters import client as client_module
-from rm.adapters.client import RewardClient, RewardServerError, image_to_data_url
-from rm.adapters.swift import JudgeORM
-from rm.adapters.trl import AsyncJudgeReward, JudgeReward, make_judge_reward
-from rm.adapters.verl import compute_score, compute_score_async
+from deltarubric.app.server import build_app
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.adapters import client as client_module
+from deltarubric.rm.adapters.client import RewardClient, RewardServerError, image_to_data_url
+from deltarubric.rm.adapters.swift import JudgeORM
+from deltarubric.rm.adapters.trl import AsyncJudgeReward, JudgeReward, make_judge_reward
+from deltarubric.rm.adapters.verl import compute_score, compute_score_async
 from tests.conftest import LoopbackServer, free_port
 from tests.scripted import ScriptedBackend, all_text
 
@@ -285,7 +285,7 @@ def test_trl_grpo_trainer_trains_with_the_judge_reward(reward_server_url: str, r
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rm.hf_compat import load_processor
+    from deltarubric.rm.hf_compat import load_processor
 
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What animal is this?"}]}]
     dataset = Dataset.from_dict({"prompt": [prompt] * 4, "image": [picture(seed) for seed in range(4)],

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from rm.cli import app
-from rm.cli_options import config_from_flags, JUDGE_OPTIONS
+from deltarubric.rm.cli import app
+from deltarubric.rm.cli_options import config_from_flags, JUDGE_OPTIONS
 from tests.conftest import make_image
 
 runner = CliRunner()
@@ -74,7 +74,7 @@ def test_make_tiny_model_command(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
@@ -94,9 +94,9 @@ def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
     """`deltarubric serve` as a user starts it, then the judge's openai backend against it."""
     import httpx
 
-    from rm.config import JudgeConfig
-    from rm.judge import Judge
-    from rm.types import JudgeRequest
+    from deltarubric.rm.config import JudgeConfig
+    from deltarubric.rm.judge import Judge
+    from deltarubric.rm.types import JudgeRequest
     from tests.conftest import served
 
     with served("-m", str(tiny_model_dir), "--served-model-name", "judge") as base:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rm.config import JudgeConfig
+from deltarubric.rm.config import JudgeConfig
 from tests.conftest import free_port, make_image
 from tests.scripted import ScriptedBackend, user_text
 
@@ -45,7 +45,7 @@ try:
 except ImportError:
     missing("gradio", module_level=True)
 
-from app.demo import (  # noqa: E402
+from deltarubric.app.demo import (  # noqa: E402
     JudgeImage,
     SharedBackendJudges,
     build_demo,
@@ -193,7 +193,7 @@ def test_page_has_named_api_endpoints(tiny_config, tiny_backend):
 
 
 def test_launch_demo_loads_one_backend_and_serves_on_the_given_address(monkeypatch, tiny_config, tiny_backend):
-    import app.demo as demo_module
+    import deltarubric.app.demo as demo_module
 
     built, served = [], []
     monkeypatch.setattr(demo_module, "make_backend", lambda config: built.append(config) or tiny_backend)
@@ -208,8 +208,8 @@ def test_cli_demo_command(monkeypatch, tiny_model_dir):
     from typer.main import get_command
     from typer.testing import CliRunner
 
-    import app.demo as demo_module
-    from rm.cli import app as cli
+    import deltarubric.app.demo as demo_module
+    from deltarubric.rm.cli import app as cli
 
     if "demo" not in get_command(cli).commands:
         missing("the 'deltarubric demo' command", hint="add it to rm/cli.py (it calls app.demo.launch_demo)")

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from eval.core import Prediction
-from eval.registry import get_benchmark
-from eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
-from rm.cli import app
-from rm.config import JudgeConfig
+from deltarubric.eval.core import Prediction
+from deltarubric.eval.registry import get_benchmark
+from deltarubric.eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
+from deltarubric.rm.cli import app
+from deltarubric.rm.config import JudgeConfig
 from tests.scripted import ScriptedBackend, user_text
 
 runner = CliRunner()
@@ -37,14 +37,14 @@ def respond(conv):
 @pytest.fixture
 def scripted(monkeypatch):
     """Every Judge the CLI builds answers through the scripted backend (no model is loaded)."""
-    import rm.judge
+    import deltarubric.rm.judge as judge_module
 
-    real = rm.judge.Judge
-    monkeypatch.setattr(rm.judge, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(respond)))
+    real = judge_module.Judge
+    monkeypatch.setattr(judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(respond)))
 
 
 def scripted_judge(**update):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(GENAI, JudgeConfig(model="scripted", judge="direct", **update), official=False)
     return config, Judge(config, backend=ScriptedBackend(respond))
@@ -80,7 +80,7 @@ def lines(run: Path) -> list[str]:
 
 
 def test_errors_are_counted_apart_from_parse_failures():
-    from eval.core import error_kind
+    from deltarubric.eval.core import error_kind
 
     preds = [
         Prediction(key="ok", gold="A", winner="A", samples=[("AB", "A")], parse_ok=True),
@@ -158,7 +158,7 @@ def test_errors_above_max_error_rate_fail_naming_the_most_common(scripted, tmp_p
 
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """rm.cli.main as the console script runs it: (exit code, stderr)."""
-    from rm.cli import main
+    from deltarubric.rm.cli import main
 
     monkeypatch.setattr(sys, "argv", ["deltarubric", *argv])
     monkeypatch.delenv("DELTARUBRIC_DEBUG", raising=False)
@@ -237,19 +237,19 @@ def test_a_run_recorded_before_data_sha256_extends_too(tmp_path):
 
 
 def test_run_files_are_replaced_atomically(tmp_path, monkeypatch):
-    import eval.runner
+    import deltarubric.eval.runner as runner_module
 
     data = write_genai(tmp_path / "data", n=3)
     config, judge = scripted_judge()
     run = tmp_path / "run"
     replaced = []
-    real_replace = eval.runner.os.replace
+    real_replace = runner_module.os.replace
 
     def spy(src, dst):
         replaced.append((Path(src), Path(dst)))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(eval.runner.os, "replace", spy)
+    monkeypatch.setattr(runner_module.os, "replace", spy)
     run_benchmark(GENAI, "image_generation", config, data, run, judge=judge)
     assert [d.name for _, d in replaced] == [RUN_FILE, SUMMARY_FILE]
     assert all(s.parent == d.parent == run and s.name != d.name for s, d in replaced)  # a temp file in the same folder
@@ -258,7 +258,7 @@ def test_run_files_are_replaced_atomically(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")  # the process dies between writing the temp file and renaming it
 
-    monkeypatch.setattr(eval.runner.os, "replace", crash)
+    monkeypatch.setattr(runner_module.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         run_benchmark(GENAI, "image_generation", config, data, run, judge=judge)
     assert (run / SUMMARY_FILE).read_text() == summary  # the old file, whole
@@ -279,8 +279,8 @@ def test_an_empty_run_json_left_by_a_crash_does_not_block_the_resume(tmp_path):
 
 
 def pairs_run(tmp_path: Path) -> Path:
-    from eval.benchmarks import pairs
-    from rm.judge import Judge
+    from deltarubric.eval.benchmarks import pairs
+    from deltarubric.rm.judge import Judge
 
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"id": "t1", "task_type": "text", "question": "2+2?", "a": "4", "b": "5", "label": "A"}) + "\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 import evaluate
 import pytest
 
-from eval.core import Prediction, json_scores
-from eval.registry import get_benchmark
+from deltarubric.eval.core import Prediction, json_scores
+from deltarubric.eval.registry import get_benchmark
 
 METRICS = Path(__file__).resolve().parents[1] / "eval" / "metrics"
 

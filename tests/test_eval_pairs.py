@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from eval.core import decided, pct
-from eval.runner import RESULTS_FILE, read_predictions
-from rm.backends.base import ImagePart
-from rm.cli import app
+from deltarubric.eval.core import decided, pct
+from deltarubric.eval.runner import RESULTS_FILE, read_predictions
+from deltarubric.rm.backends.base import ImagePart
+from deltarubric.rm.cli import app
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend, user_text
 
@@ -80,7 +80,7 @@ def rows(run: Path) -> list[dict]:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path):
@@ -131,10 +131,10 @@ def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path)
 
 def test_scores_equal_a_hand_computation(monkeypatch, tmp_path):
     """Scripted verdicts, both orders: right / wrong / unparsable / split between orders, in four task types."""
-    import rm.judge
+    import deltarubric.rm.judge as judge_module
 
-    real_judge = rm.judge.Judge
-    monkeypatch.setattr(rm.judge, "Judge", lambda config: real_judge(config, backend=ScriptedBackend(scripted_judge)))
+    real_judge = judge_module.Judge
+    monkeypatch.setattr(judge_module, "Judge", lambda config: real_judge(config, backend=ScriptedBackend(scripted_judge)))
     data = write_pair_file(tmp_path / "data")
     run = tmp_path / "run"
     result = runner.invoke(app, ["eval", "run", "pairs", "--data", str(data), "-m", "scripted", "--judge", "direct",

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from eval.core import json_scores
-from eval.registry import get_benchmark
-from eval.runner import RESULTS_FILE, completed_keys, eval_config, read_predictions, run_benchmark
-from rm.cli import app
+from deltarubric.eval.core import json_scores
+from deltarubric.eval.registry import get_benchmark
+from deltarubric.eval.runner import RESULTS_FILE, completed_keys, eval_config, read_predictions, run_benchmark
+from deltarubric.rm.cli import app
 
 VLRB = get_benchmark("vl-rewardbench")
 runner = CliRunner()
@@ -36,7 +36,7 @@ def vlrb_dir(tmp_path_factory) -> Path:
 
 
 def eval_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rm.cli", "eval", *args]
+    return [sys.executable, "-m", "deltarubric.rm.cli", "eval", *args]
 
 
 def result_keys(run: Path) -> list[str]:
@@ -80,7 +80,7 @@ def test_torn_line_is_cut_off(tmp_path):
 
 
 def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend, vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
     assert config.order == "random"  # the released order would reward position bias
@@ -101,7 +101,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend,
 
 
 def test_report_shows_two_runs_side_by_side_with_plots(tiny_config, tiny_backend, vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     for name, judge_name, swap in (("tiny-deltarubric", "deltarubric", True), ("tiny-direct", "direct", False)):
         config = eval_config(VLRB, tiny_config.model_copy(update={"judge": judge_name, "swap": swap}), official=False)
@@ -117,7 +117,7 @@ def test_report_shows_two_runs_side_by_side_with_plots(tiny_config, tiny_backend
 
 
 def test_score_command_on_a_run_directory_matches_the_run(tiny_config, tiny_backend, vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
     scores = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=5, judge=Judge(config, backend=tiny_backend))
@@ -129,7 +129,7 @@ def test_score_command_on_a_run_directory_matches_the_run(tiny_config, tiny_back
 
 def test_official_preset_run_keeps_the_official_format(tiny_config, tiny_backend, tmp_path):
     """GenAI-Bench official preset: left = A, one order, raw text scored with the official four-way rule."""
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     data = tmp_path / "genai"
     data.mkdir()
@@ -155,7 +155,7 @@ def test_hub_parquet_layout_gives_the_same_items(tiny_config, tiny_backend, tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()][:5]
     records = []
@@ -183,7 +183,7 @@ def test_benchmark_without_hub_data_asks_for_a_folder(tiny_model_dir, tmp_path):
 
 
 def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tiny_backend, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     data = tmp_path / "mmrb"
     (data / "images").mkdir(parents=True)
@@ -208,8 +208,8 @@ def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tin
 
 
 def test_official_format_only_for_the_preset_run_as_the_protocol_runs_it(tiny_config, tiny_backend, tmp_path):
-    from rm.judge import Judge
-    from rm.types import Verdict
+    from deltarubric.rm.judge import Judge
+    from deltarubric.rm.types import Verdict
 
     bench = get_benchmark("genai-bench")
     data = tmp_path / "genai"
@@ -224,7 +224,7 @@ def test_official_format_only_for_the_preset_run_as_the_protocol_runs_it(tiny_co
 
 
 def test_resume_judges_failed_items_again(tiny_config, tiny_backend, vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
     judge = Judge(config, backend=tiny_backend)

@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from eval.core import Prediction, judge_stats
-from eval.registry import get_benchmark
-from eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
-from rm.backends.base import Backend, Conversation, Generation, ImagePart
-from rm.cli import app
-from rm.config import SamplingConfig, build_config
+from deltarubric.eval.core import Prediction, judge_stats
+from deltarubric.eval.registry import get_benchmark
+from deltarubric.eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
+from deltarubric.rm.backends.base import Backend, Conversation, Generation, ImagePart
+from deltarubric.rm.cli import app
+from deltarubric.rm.config import SamplingConfig, build_config
 from tests.scripted import user_text
 from tests.test_official_oracles import VLRB_OUTPUTS, assert_official_equals_oracle, cal_every_sample, vlrb_row
 
@@ -70,7 +70,7 @@ class SeededBackend(Backend):
 def vlrb_rows() -> list[dict]:
     """Rows of every group, the five whose second response is preferred among them."""
     rows = [json.loads(line) for line in SHIPPED_VLRB.read_text().splitlines()]
-    from eval.benchmarks.vl_rewardbench import group_of
+    from deltarubric.eval.benchmarks.vl_rewardbench import group_of
 
     by_group: dict[str, list[dict]] = {}
     for r in rows:
@@ -95,11 +95,11 @@ def vlrb_dir(tmp_path) -> Path:
 @pytest.fixture
 def seeded(monkeypatch):
     """Every Judge the CLI builds answers through one SeededBackend (no model is loaded)."""
-    import rm.judge
+    import deltarubric.rm.judge as judge_module
 
     shared = SeededBackend()
-    real = rm.judge.Judge
-    monkeypatch.setattr(rm.judge, "Judge", lambda config, backend=None: real(config, backend=shared))
+    real = judge_module.Judge
+    monkeypatch.setattr(judge_module, "Judge", lambda config, backend=None: real(config, backend=shared))
     return shared
 
 
@@ -109,7 +109,7 @@ def rows_of(run: Path) -> list[dict]:
 
 def cal_rows(run: Path, data_dir: Path) -> list[dict]:
     """The run's stored samples written as cal.py's input rows (one per sample, its drawn order and its text)."""
-    from eval.benchmarks.vl_rewardbench import item_key
+    from deltarubric.eval.benchmarks.vl_rewardbench import item_key
 
     items = {item_key(r): r for r in (json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines())}
     out = []
@@ -170,7 +170,7 @@ def test_samples_cut_by_the_token_limit_are_counted_and_said(seeded, vlrb_dir, t
 
 
 def test_a_generation_cut_in_a_one_sample_run_is_counted_too(vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, build_config(None, model="scripted", judge="direct"), official=False)
     backend = SeededBackend(cut_share=2)
@@ -195,7 +195,7 @@ def test_sampling_flags_override_the_official_defaults_and_others_keep_ours():
 
 
 def test_samples_resume_extend_and_refuse_another_k(vlrb_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, build_config(None, model="scripted", sampling={}), official=True)
     backend = SeededBackend(fail={(1, "Answer 1:")})  # sample 1 of the first item fails once (the server was down)
@@ -239,7 +239,7 @@ def test_swap_consistency_counts_items_judged_once_in_each_order():
 def test_vlrb_preset_with_swap_or_samples_is_read_with_the_official_rule(vlrb_dir, tmp_path):
     """cal.py reads each sample with the order it drew: 'Answer 3 is better' is agree in either order, so a preset
     run with --swap or k samples scores it as cal.py does (strict: no side, wrong)."""
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     class Three(SeededBackend):
         async def agenerate(self, conversations, sampling):
@@ -267,7 +267,7 @@ def test_vlrb_preset_with_swap_or_samples_is_read_with_the_official_rule(vlrb_di
 
 
 def test_other_presets_keep_the_official_order_rule():
-    from eval.runner import official_format
+    from deltarubric.eval.runner import official_format
 
     mmrb = get_benchmark("multimodal-rewardbench")
     assert official_format(GENAI, "genai_bench_official", False, "given")
@@ -320,7 +320,7 @@ def test_a_video_folder_is_judged_as_its_frames_in_time_order(mmrlhf_dir):
 
 
 def test_frames_reach_the_judge_as_images_and_the_run_scores_them(mmrlhf_dir, tmp_path):
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     seen: list[list[int]] = []
 
@@ -356,7 +356,7 @@ def test_a_video_folder_without_frames_is_named_and_a_missing_one_stays_a_video(
 
 def test_frames_run_through_the_transformers_backend(tiny_config, tiny_backend, mmrlhf_dir, tmp_path):
     """The local backend takes frames as images, with or without a video decoder."""
-    from rm.judge import Judge
+    from deltarubric.rm.judge import Judge
 
     config = eval_config(MMRLHF, tiny_config.model_copy(update={"judge": "direct"}), official=False)
     items = MMRLHF.load(mmrlhf_dir, "default")[2:]  # the three-frame clip

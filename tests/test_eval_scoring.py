@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.core import Prediction
-from eval.registry import get_benchmark
+from deltarubric.eval.core import Prediction
+from deltarubric.eval.registry import get_benchmark
 
 EXTERNAL = Path(os.environ.get("DELTARUBRIC_EXTERNAL", Path(__file__).resolve().parents[2] / "shared" / "external"))
 # Outside CI a clone without ../shared skips these; in CI (shared/ beside the clone) they must run, never skip.
@@ -50,7 +50,7 @@ def test_genai_bench_reproduces_every_leaderboard_cell_we_have_outputs_for():
 def test_genai_bench_parser_agrees_with_the_published_parsed_votes():
     for path in sorted((EXTERNAL / "genai-bench/official_results").glob("*/*/pairwise.jsonl")):
         for row in map(json.loads, path.read_text().splitlines()):
-            from eval.benchmarks.genai_bench import CORRECT_VOTES, official_vote
+            from deltarubric.eval.benchmarks.genai_bench import CORRECT_VOTES, official_vote
 
             assert official_vote(row["response"]) == row["model_vote"]
             assert (official_vote(row["response"]) in CORRECT_VOTES[row["human_vote"]]) == row["correct"]
@@ -92,7 +92,7 @@ def test_vl_rewardbench_groups_match_the_data():
     assert Counter(i.group for i in items) == {"hallucination": 749, "general": 183, "reasoning": 318}
     assert Counter(i.gold for i in items) == {"A": 1245, "B": 5}
     # the official id rule gives the same group as the image folder for every row
-    from eval.benchmarks.vl_rewardbench import _SUBSET_GROUP
+    from deltarubric.eval.benchmarks.vl_rewardbench import _SUBSET_GROUP
 
     folder_group = {"reasoning_tasks": "reasoning", **_SUBSET_GROUP}
     for item in items:
@@ -154,7 +154,7 @@ def test_multimodal_rewardbench_official_fallback_is_one_seeded_stream():
 
 
 def test_multimodal_rewardbench_categories_and_schema_round_trip(tmp_path):
-    from eval.benchmarks.multimodal_rewardbench import category, write_official
+    from deltarubric.eval.benchmarks.multimodal_rewardbench import category, write_official
 
     assert category("pairs_12", "safety") == "safety/bias" and category("x_1", "safety") == "safety/toxicity"
     assert category("math_3", "reasoning") == "reasoning/math" and category("code_3", "reasoning") == "reasoning/coding"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rm.backends.base import ImagePart, TextPart
-from rm.config import JudgeConfig
-from rm.judge import Judge
-from rm.types import JudgeRequest
+from deltarubric.rm.backends.base import ImagePart, TextPart
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import JudgeRequest
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend, all_text, user_text
 
@@ -185,8 +185,8 @@ def test_video_without_decoder_is_a_clear_error(tmp_path: Path):
 
 
 def test_lowercase_verdict_letter_gets_p_a():
-    from rm.aggregate import verdict_probability
-    from rm.backends.base import TokenLogprob
+    from deltarubric.rm.aggregate import verdict_probability
+    from deltarubric.rm.backends.base import TokenLogprob
 
     # '[[a]]' is read as A (the parser ignores case), so its p_a compares the lower-case 'a' and 'b' tokens.
     tokens = [TokenLogprob("Winner: [[", -0.1), TokenLogprob("a", -0.2, {"a": -0.2, "b": -1.9}), TokenLogprob("]]", 0.0)]
@@ -216,7 +216,7 @@ def test_odd_media_references_are_item_errors(image_file, ref, message):
 
 def test_blocking_engine_failure_is_isolated_per_conversation(request_):
     """An engine that raises on a batch (as vLLM does for one over-long prompt) fails only the bad conversation."""
-    from rm.backends.base import Generation, ThreadedBackend
+    from deltarubric.rm.backends.base import Generation, ThreadedBackend
 
     class Picky(ThreadedBackend):
         name = "picky"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rm.backends.base import ImagePart, Message, TextPart
-from rm.config import SamplingConfig
-from rm.judge import Judge
-from rm.types import JudgeRequest
+from deltarubric.rm.backends.base import ImagePart, Message, TextPart
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import JudgeRequest
 from tests.conftest import make_image
 
 STAGES = {"direct": ["judge"], "deltarubric": ["planner", "verifier"], "msrl": ["judge"]}
@@ -56,7 +56,7 @@ def test_verifier_prompt_extends_planner_prompt(tiny_config, tiny_backend, tmp_p
 def test_planner_conversation_is_a_token_prefix_of_the_verifier(tiny_backend, image_file):
     from PIL import Image
 
-    from rm.backends.hf import _to_hf
+    from deltarubric.rm.backends.hf import _to_hf
 
     img = ImagePart(Image.open(image_file).convert("RGB"))
     planner = [Message.text("system", "sys"), Message("user", (img, TextPart("Plan.")))]
@@ -98,7 +98,7 @@ def test_sampling_is_reproducible_with_a_seed(tiny_backend):
 
 
 def test_min_max_pixels_reach_the_processor(tiny_model_dir):
-    from rm.backends.hf import TransformersBackend
+    from deltarubric.rm.backends.hf import TransformersBackend
 
     backend = TransformersBackend(str(tiny_model_dir), device="cpu", min_pixels=32 * 32, max_pixels=64 * 64)
     assert backend.processor.image_processor.size == {"shortest_edge": 32 * 32, "longest_edge": 64 * 64}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from rm.media import MAX_ASPECT_RATIO, MediaError, image_to_data_url, load_image, read_bytes, video_to_url
+from deltarubric.rm.media import MAX_ASPECT_RATIO, MediaError, image_to_data_url, load_image, read_bytes, video_to_url
 
 BIG = 10**12  # a max_input_pixels that never triggers
 DEFAULT_LIMIT = 64_000_000  # JudgeConfig.max_input_pixels' default

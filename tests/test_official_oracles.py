@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.core import EvalItem, Prediction
-from eval.registry import get_benchmark
-from rm.types import OrderResult, Verdict
+from deltarubric.eval.core import EvalItem, Prediction
+from deltarubric.eval.registry import get_benchmark
+from deltarubric.rm.types import OrderResult, Verdict
 
 EXTERNAL = Path(os.environ.get("DELTARUBRIC_EXTERNAL", Path(__file__).resolve().parents[2] / "shared" / "external"))
 needs_external = pytest.mark.skipif(
@@ -237,8 +237,8 @@ def test_vlrb_run_predictions_equal_cal_py_on_the_same_samples():
     """Our runs (official preset, one order; or both orders with each order's raw text): the same samples written as
     cal.py's rows give the same official figures; the strict ones stay ours."""
     items = [json.loads(line) for line in (SHIPPED / "vl-rewardbench/data.jsonl").read_text().splitlines()][:400]
-    from eval.benchmarks.vl_rewardbench import group_of, item_key
-    from rubrics.parsing import parse_vlrb
+    from deltarubric.eval.benchmarks.vl_rewardbench import group_of, item_key
+    from deltarubric.rubrics.parsing import parse_vlrb
 
     rng = random.Random(3)
     for n_orders in (1, 2):
@@ -278,7 +278,7 @@ def test_vlrb_no_crash_where_cal_py_would_divide_by_zero_or_overflow(tmp_path):
 def test_vlrb_unicode_digits_read_as_int_reads_them():
     import sys
 
-    from rubrics.parsing import parse_vlrb, vlrb_answer
+    from deltarubric.rubrics.parsing import parse_vlrb, vlrb_answer
 
     for cp in range(sys.maxunicode + 1):
         ch = chr(cp)
@@ -354,7 +354,7 @@ def test_mmrb_swap_run_export_and_score_are_one_definition(tmp_path):
         preds.append(Prediction(key=f"{rid}_{n}", gold=rng.choice("AB"), group=cat, winner=winner,
                                 samples=[("AB", a), ("BA", b)], sample_raw=list(raw.values()), parse_ok=None not in (a, b),
                                 meta={"Image": f"img/{n}.png", "Category": cat}))  # fmt: skip
-    from eval.benchmarks.multimodal_rewardbench import category
+    from deltarubric.eval.benchmarks.multimodal_rewardbench import category
 
     preds = [p.model_copy(update={"group": category(p.key, p.meta["Category"])}) for p in preds]
     out = tmp_path / "export.jsonl"
@@ -371,7 +371,7 @@ def test_mmrb_swap_run_export_and_score_are_one_definition(tmp_path):
 
 
 def test_mmrb_categories_compare_for_equality_and_lower_case_ids():
-    from eval.benchmarks.multimodal_rewardbench import category
+    from deltarubric.eval.benchmarks.multimodal_rewardbench import category
 
     assert category("PAIRS_2", "safety") == "safety/bias" and category("Math_1", "reasoning") == "reasoning/math"
     assert category("pairs_1", "Safety") == "Safety" and category("pairs_1", "safety_extra") == "safety_extra"
@@ -523,7 +523,7 @@ GENAI_OUTPUTS = [
 
 
 def test_genai_official_and_no_ties_read_two_labels_as_the_official_parser(tmp_path):
-    from rubrics.parsing import parse_genai_vote
+    from deltarubric.rubrics.parsing import parse_genai_vote
 
     rng = random.Random(4)
     rows = [{"idx": n, "response": rng.choice(GENAI_OUTPUTS), "human_vote": rng.choice(list(ALLOWED))} for n in range(800)]
@@ -546,7 +546,7 @@ def test_genai_official_and_no_ties_read_two_labels_as_the_official_parser(tmp_p
 def test_genai_swapped_preset_run_reads_two_labels_the_same_way():
     """A run of the preset that is not the protocol (official_format False) scores no_ties from the parsed winners:
     a two-label line is no verdict there as well."""
-    from rubrics.parsing import parse_genai_vote
+    from deltarubric.rubrics.parsing import parse_genai_vote
 
     preds = [Prediction(key=str(i), gold="leftvote", winner=parse_genai_vote(t).winner, samples=[("AB", parse_genai_vote(t).winner)])
              for i, t in enumerate(["[[A>B]] or [[B>A]]", "[[A>B]]", "[[A>B]] [[A>B]]"])]  # fmt: skip
@@ -563,7 +563,7 @@ def test_genai_published_outputs_equal_the_oracle():
 
 
 def test_genai_preset_keeps_the_official_answer_constraints():
-    from rubrics.prompts import load_method, render
+    from deltarubric.rubrics.prompts import load_method, render
 
     method = load_method("genai_bench_official")
     for task, context in (("image_generation", []), ("image_editing", ["<img>"]), ("video_generation", [])):

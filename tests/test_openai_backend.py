@@ -14,11 +14,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from rm.backends.base import ImagePart, Message, TextPart
-from rm.backends.openai_api import OpenAIBackend
-from rm.config import JudgeConfig, SamplingConfig
-from rm.judge import Judge
-from rm.types import JudgeRequest
+from deltarubric.rm.backends.base import ImagePart, Message, TextPart
+from deltarubric.rm.backends.openai_api import OpenAIBackend
+from deltarubric.rm.config import JudgeConfig, SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import JudgeRequest
 from tests.conftest import LoopbackServer, free_port, tiny_app
 
 
@@ -196,8 +196,8 @@ def test_images_are_encoded_once_per_image_and_off_the_event_loop(monkeypatch, i
     thread, so a server's event loop keeps answering while a large photo is encoded."""
     import threading
 
-    import rm.backends.openai_api as api
-    from rm.backends.base import Generation
+    import deltarubric.rm.backends.openai_api as api
+    from deltarubric.rm.backends.base import Generation
 
     encoded: list[str] = []
     real = api.image_to_engine_url
@@ -229,7 +229,7 @@ def test_images_are_encoded_once_per_image_and_off_the_event_loop(monkeypatch, i
 
 
 def test_pictures_from_jpegs_are_sent_as_jpeg_and_others_as_exact_png():
-    from rm.media import decode_image, image_to_engine_url
+    from deltarubric.rm.media import decode_image, image_to_engine_url
 
     def encoded(fmt: str) -> tuple[Image.Image, str]:
         buf = io.BytesIO()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pairdata.caption import caption_file
-from rm.backends import ImagePart
-from rm.cli import app
-from rm.config import SamplingConfig
-from rm.pairs import read_pairs
+from deltarubric.pairdata.caption import caption_file
+from deltarubric.rm.backends import ImagePart
+from deltarubric.rm.cli import app
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene
 from tests.scripted import ScriptedBackend, user_text
 
@@ -78,7 +78,7 @@ def test_caption_overwrite_in_place(tmp_path: Path) -> None:
 def test_cli_caption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = pair_file(tmp_path)
     backend = ScriptedBackend(describe)
-    monkeypatch.setattr("rm.backends.make_backend", lambda config: backend)
+    monkeypatch.setattr("deltarubric.rm.backends.make_backend", lambda config: backend)
     result = runner.invoke(app, ["data", "caption", str(src), "--out", str(tmp_path / "c.jsonl"), "-m", "judge",
                                  "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-tokens", "32"])  # fmt: skip
     assert result.exit_code == 0, result.output

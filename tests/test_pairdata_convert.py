@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pairdata import sources
-from pairdata.converters import convert, converter_names
-from pairdata.sources import SchemaError
-from rm.cli import app
-from rm.pairs import read_pairs
+from deltarubric.pairdata import sources
+from deltarubric.pairdata.converters import convert, converter_names
+from deltarubric.pairdata.sources import SchemaError
+from deltarubric.rm.cli import app
+from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,7 +283,7 @@ def test_cli_convert_and_list(tmp_path: Path) -> None:
 def test_cli_wrong_schema_is_one_line_on_stderr(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "wrong.jsonl", [WRONG])
     args = ["data", "convert", "rlaif_v", "--src", str(src), "--out", str(tmp_path / "o.jsonl")]
-    proc = subprocess.run([sys.executable, "-m", "rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: rlaif_v:")
@@ -328,7 +328,7 @@ def test_helpsteer3_rationale_renames_both_numbers_of_a_joint_mention(tmp_path: 
 def test_cli_zero_pairs_is_an_error_naming_the_skip_reasons(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "hs.jsonl", [hs_row(0, 0), hs_row(1, 0), hs_row(2, "x")])
     out = tmp_path / "o.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "rm.cli", "data", "convert", "helpsteer3", "--src", str(src), "--out",
+    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", "data", "convert", "helpsteer3", "--src", str(src), "--out",
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: no pairs written from 3 rows")

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pairdata.dedup import REPORT_NAME, dedup, normalise
-from pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, hash_image
-from rm.cli import app
-from rm.pairs import read_pairs
+from deltarubric.pairdata.dedup import REPORT_NAME, dedup, normalise
+from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, hash_image
+from deltarubric.rm.cli import app
+from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import encoded, scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_against_a_folder_that_does_not_exist_is_an_error(tmp_path: Path, spec: 
     with pytest.raises(FileNotFoundError, match=f"--against {against}: {missing}.* does not exist"):
         dedup([train], [against], tmp_path / "o")
     args = ["data", "dedup", str(train), "--against", against, "--out", str(tmp_path / "o")]
-    proc = subprocess.run([sys.executable, "-m", "rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: --against") and "does not exist" in proc.stderr

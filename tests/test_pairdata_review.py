@@ -29,11 +29,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pairdata.converters import convert
-from pairdata.dedup import dedup
-from pairdata.sources import SchemaError
-from rm.cli import app
-from rm.pairs import read_pairs
+from deltarubric.pairdata.converters import convert
+from deltarubric.pairdata.dedup import dedup
+from deltarubric.pairdata.sources import SchemaError
+from deltarubric.rm.cli import app
+from deltarubric.rm.pairs import read_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -79,7 +79,7 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": "", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "rm.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=240, check=False)  # fmt: skip
 
 
@@ -636,7 +636,7 @@ def test_cli_dedup_output_and_errors(tmp_path: Path) -> None:
 def test_converted_pairs_run_through_eval_pairs(tmp_path: Path, monkeypatch) -> None:
     """A converted file is usable by `eval run pairs --data FILE`: a judge that always picks the GOOD text scores
     100 in both orders, which holds only if every label names the preferred text after the A/B flip."""
-    import rm.judge
+    import deltarubric.rm.judge as judge_module
     from tests.scripted import ScriptedBackend, user_text
 
     src, _ = _rlaif(tmp_path / "src")
@@ -649,8 +649,8 @@ def test_converted_pairs_run_through_eval_pairs(tmp_path: Path, monkeypatch) -> 
         pick = "A" if text.index("GOOD") < text.index("BAD") else "B"
         return f"Analysis: compared.\nJustification: better.\nWinner: [[{pick}]]"
 
-    real = rm.judge.Judge
-    monkeypatch.setattr(rm.judge, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(judge)))
+    real = judge_module.Judge
+    monkeypatch.setattr(judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(judge)))
     monkeypatch.chdir(tmp_path / "src")  # another working directory than the file's
     result = runner.invoke(app, ["eval", "run", "pairs", "--data", str(data), "-m", "scripted", "--judge", "direct",
                                  "--swap", "--out", str(tmp_path / "run"), "--json"])  # fmt: skip
@@ -658,7 +658,7 @@ def test_converted_pairs_run_through_eval_pairs(tmp_path: Path, monkeypatch) -> 
     scores = json.loads(result.stdout)
     assert scores["strict_overall"] == pytest.approx(100.0), scores
     assert scores["swap_consistency"] == pytest.approx(100.0)
-    from eval.runner import RESULTS_FILE
+    from deltarubric.eval.runner import RESULTS_FILE
 
     assert len((tmp_path / "run" / RESULTS_FILE).read_text().splitlines()) == 10
 

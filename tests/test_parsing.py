@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rubrics.parsing import (
+from deltarubric.rubrics.parsing import (
     parse_genai_vote,
     parse_mmrb,
     parse_vlrb,

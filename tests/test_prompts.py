@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rubrics.prompts import available_methods, load_method, media_marker, render, split_media
+from deltarubric.rubrics.prompts import available_methods, load_method, media_marker, render, split_media
 
 GOLDEN = Path(__file__).parent / "golden"
 

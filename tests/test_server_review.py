@@ -1,6 +1,6 @@
 """Independent review of the reward server's hardening (issue 11), against real `deltarubric serve` processes.
 
-Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m rm.cli serve ...`), stderr to a file so
+Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m deltarubric.rm.cli serve ...`), stderr to a file so
 the access log can be read:
 
 - `tiny`: the tiny random-weight Qwen3-VL on the transformers backend (the local engine: token counting with its own
@@ -81,7 +81,7 @@ def serve(tmp: Path, *args: str, headers: dict[str, str] | None = None) -> Itera
     port = free_port()
     log_path = tmp / f"serve-{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "rm.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -339,7 +339,7 @@ DOC_DEFAULTS = {  # flag -> default as docs/server.md's limits table states it (
 def serve_help() -> dict[str, str]:
     """`deltarubric serve --help`, wide, as {flag: its whole entry}."""
     env = {**os.environ, "COLUMNS": "300", "TERM": "dumb", "NO_COLOR": "1"}
-    out = subprocess.run([sys.executable, "-m", "rm.cli", "serve", "--help"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", "serve", "--help"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120, check=True).stdout  # fmt: skip
     entries: dict[str, str] = {}
     current = None
@@ -622,15 +622,15 @@ def test_concurrent_small_requests_cannot_multiply_decoded_memory(tmp_path):
 @pytest.fixture(scope="module")
 def token_counter(tiny_model_dir: Path):
     """The server's own counting (app.limits.TokenCounter) over the tiny model's processor, without loading weights."""
-    from app.limits import TokenCounter
-    from rm.hf_compat import load_processor
+    from deltarubric.app.limits import TokenCounter
+    from deltarubric.rm.hf_compat import load_processor
 
     return TokenCounter(types.SimpleNamespace(processor=load_processor(str(tiny_model_dir))))
 
 
 def text_of_exactly(counter: Any, limit: int) -> str:
     """A chat message whose prompt is exactly `limit` tokens after the chat template."""
-    from rm.backends import Message
+    from deltarubric.rm.backends import Message
 
     def fits(text: str, n: int) -> bool:
         return counter.excess([Message.text("user", text)], n) is None

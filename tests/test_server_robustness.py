@@ -42,11 +42,11 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.server import build_app
-from app.settings import ServerSettings
-from rm.backends.base import Conversation, Generation, TokenLogprob
-from rm.config import JudgeConfig, SamplingConfig
-from rm.judge import Judge
+from deltarubric.app.server import build_app
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.backends.base import Conversation, Generation, TokenLogprob
+from deltarubric.rm.config import JudgeConfig, SamplingConfig
+from deltarubric.rm.judge import Judge
 from tests.conftest import LoopbackServer
 from tests.scripted import ScriptedBackend, all_text
 
@@ -936,7 +936,7 @@ def test_streamed_body_over_the_limit_is_413():
 
 
 def test_group_mode_pair_limit_is_checked_before_building_pairs(monkeypatch):
-    import app.server as server_module
+    import deltarubric.app.server as server_module
 
     real, built = server_module.JudgeRequest, []
 
@@ -1021,8 +1021,8 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
 
 def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
     """The scoring step on its own: one pass over the pairs (the old `details` scanned every pair for every item)."""
-    from app.reward_protocol import RewardsRequest
-    from app.server import rewards_answer, rewards_plan
+    from deltarubric.app.reward_protocol import RewardsRequest
+    from deltarubric.app.server import rewards_answer, rewards_plan
 
     items = [{"group_id": f"g{i // 3}", "question": "q", "response": f"r{i}"} for i in range(192)]  # 64 groups of 3
     body = RewardsRequest.model_validate({"mode": "group", "items": items})
@@ -1095,11 +1095,11 @@ def test_issue11_2_a_timed_out_local_generation_stops_and_frees_the_backend(tiny
 
 WEDGED_SERVER = """
 import sys, time
-from app.server import build_app, run_server
-from app.settings import ServerSettings
-from rm.backends.base import Generation, ThreadedBackend
-from rm.config import JudgeConfig
-from rm.judge import Judge
+from deltarubric.app.server import build_app, run_server
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.backends.base import Generation, ThreadedBackend
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
 
 class Wedged(ThreadedBackend):
     name = "wedged"

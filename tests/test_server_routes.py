@@ -17,10 +17,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.server import build_app
-from app.settings import ServerSettings
-from rm.config import JudgeConfig
-from rm.judge import Judge
+from deltarubric.app.server import build_app
+from deltarubric.app.settings import ServerSettings
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
 from tests.conftest import LoopbackServer
 from tests.scripted import ScriptedBackend, all_text
 
@@ -300,7 +300,7 @@ def test_group_rewards_do_not_depend_on_other_groups():
 
 
 def test_bradley_terry_fits_the_prior_anchored_model():
-    from app.rewards import bradley_terry
+    from deltarubric.app.rewards import bradley_terry
 
     # One decisive comparison between two players: symmetric strengths around the centre, the winner above it.
     (x, y) = bradley_terry(2, [(0, 1, 1.0)])
@@ -361,7 +361,7 @@ def test_connections_that_never_finish_their_headers_are_closed():
     """300 of 300 slow-header connections were still held after 15 s; now each has `header_timeout_s`."""
     import socket
 
-    from app.edge import server_config
+    from deltarubric.app.edge import server_config
 
     client, _ = make_client()
     server = LoopbackServer(client.app)  # its port and start-up wait, with the server `deltarubric serve` runs
@@ -480,9 +480,9 @@ def test_the_per_message_token_bound_never_exceeds_a_real_count(tiny_model_dir):
     messages in every role order."""
     import types
 
-    from app.limits import TokenCounter
-    from rm.backends import Message
-    from rm.hf_compat import load_processor
+    from deltarubric.app.limits import TokenCounter
+    from deltarubric.rm.backends import Message
+    from deltarubric.rm.hf_compat import load_processor
 
     counter = TokenCounter(types.SimpleNamespace(processor=load_processor(str(tiny_model_dir))))
     per = counter.tokens_per_message
@@ -495,8 +495,8 @@ def test_the_per_message_token_bound_never_exceeds_a_real_count(tiny_model_dir):
 
 
 def test_pixel_budget_is_first_come_first_served_and_gives_back_what_waiters_leave():
-    from app.metrics import Metrics
-    from app.pools import PixelBudget
+    from deltarubric.app.metrics import Metrics
+    from deltarubric.app.pools import PixelBudget
 
     async def scenario() -> None:
         budget = PixelBudget(100, Metrics())
@@ -519,8 +519,8 @@ def test_pixel_budget_is_first_come_first_served_and_gives_back_what_waiters_lea
 
 
 def test_a_request_that_waits_past_its_timeout_for_pixel_budget_is_503_with_retry_after():
-    from app.batcher import Saturated
-    from app.server import ServerState
+    from deltarubric.app.batcher import Saturated
+    from deltarubric.app.server import ServerState
 
     backend = ScriptedBackend(cat_lover)
     judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
@@ -568,9 +568,9 @@ class HeldBackend(ScriptedBackend):
 
 
 def test_work_nobody_waits_for_is_dropped_from_the_queue_and_cancelled_when_running():
-    from app.batcher import MicroBatcher
-    from app.metrics import Metrics
-    from rm.types import JudgeRequest
+    from deltarubric.app.batcher import MicroBatcher
+    from deltarubric.app.metrics import Metrics
+    from deltarubric.rm.types import JudgeRequest
 
     def req(question: str) -> JudgeRequest:
         return JudgeRequest(id=question, task_type="text", question=question, a="one", b="two")
@@ -642,7 +642,7 @@ def test_mpo_jpegs_shrink_while_decoding_like_jpegs(monkeypatch):
     decoded straight at a reduced scale rather than at full size first."""
     from PIL import JpegImagePlugin
 
-    from rm.media import SOURCE_FORMAT, decode_image, open_image
+    from deltarubric.rm.media import SOURCE_FORMAT, decode_image, open_image
 
     frames = [Image.new("RGB", (1600, 1200), (200, 30, 30)), Image.new("RGB", (1600, 1200), (30, 30, 200))]
     buf = io.BytesIO()
@@ -668,9 +668,9 @@ def test_prompts_within_the_limit_in_bytes_are_not_tokenized(tiny_model_dir):
     tokenizing it; one near the limit is still counted exactly."""
     import types
 
-    from app.limits import TokenCounter
-    from rm.backends import Message
-    from rm.hf_compat import load_processor
+    from deltarubric.app.limits import TokenCounter
+    from deltarubric.rm.backends import Message
+    from deltarubric.rm.hf_compat import load_processor
 
     counter = TokenCounter(types.SimpleNamespace(processor=load_processor(str(tiny_model_dir))))
     conv = [Message.text("user", "How many cats are on the sofa? " * 20)]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rm.pairs import LabelledPair, read_pairs
-from rm.types import Candidate
-from rubrics.parsing import _LEAK_RE
-from train.synthetic import CONFIDENT, FILLERS, blind_copy, make_synthetic, scene_corpus
+from deltarubric.rm.pairs import LabelledPair, read_pairs
+from deltarubric.rm.types import Candidate
+from deltarubric.rubrics.parsing import _LEAK_RE
+from deltarubric.train.synthetic import CONFIDENT, FILLERS, blind_copy, make_synthetic, scene_corpus
 
 N = 2000  # 1600 train / 400 val: on 400 pairs a coin's accuracy has a standard deviation of 2.5 points
 SEED = 3

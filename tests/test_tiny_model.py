@@ -16,8 +16,8 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 from transformers.utils import is_torchvision_available
 
-from rm.hf_compat import expose_video_processor_base, load_processor, video_supported
-from rm.tiny import SPECIAL_TOKENS, make_tiny_model
+from deltarubric.rm.hf_compat import expose_video_processor_base, load_processor, video_supported
+from deltarubric.rm.tiny import SPECIAL_TOKENS, make_tiny_model
 
 EXPECTED_FILES = {
     "chat_template.jinja",

@@ -22,7 +22,7 @@ SMALL = ["--num_checklists", "2", "--num_verifications", "2", "--per_device_trai
 
 
 def cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "rm.cli", *args], env=ENV, cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], env=ENV, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(f"deltarubric {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -37,7 +37,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_make_synthetic_writes_pair_files(synthetic: Path) -> None:
-    from rm.pairs import read_pairs
+    from deltarubric.rm.pairs import read_pairs
 
     train, val = read_pairs(synthetic / "train.jsonl"), read_pairs(synthetic / "val.jsonl")
     assert len(train) + len(val) == 24 and all(p.checklist and p.rationale and p.caption for p in train)
@@ -109,7 +109,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir: Path, synth
             "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"), "--out", str(out), "--max_steps", "40",
             "--save_steps", "1", "--max_completion_length", "4", "--logging_steps", "1", *CPU,
             "--eval_data", str(synthetic / "val.jsonl"), "--eval_limit", "2", "--eval_steps", "1", "--eval_max_tokens", "4"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "rm.cli", *args], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "deltarubric.rm.cli", *args], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
     while not (out / "checkpoint-2" / "trainer_state.json").exists():
@@ -137,7 +137,7 @@ def test_two_processes_under_accelerate_keep_pairs_whole(tiny_model_dir: Path, s
     """The multi-GPU code path on CPU: two ranks (gloo), each generating whole pairs, both stepping."""
     out = tmp_path / "rl"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rm.cli", "train", "grpo",
+           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "deltarubric.rm.cli", "train", "grpo",
            "--judge", "deltarubric", "--model", str(tiny_model_dir), "--data", str(synthetic / "train.jsonl"), "--out", str(out),
            "--max_steps", "2", "--save_strategy", "no", *SMALL, *CPU]  # fmt: skip
     env = {**ENV, "DELTARUBRIC_LOG_LEVEL": "INFO", "DELTARUBRIC_DEBUG": "1"}
@@ -155,8 +155,8 @@ def test_two_processes_under_accelerate_keep_pairs_whole(tiny_model_dir: Path, s
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")
                                           if p.name != "zero3.yaml" and "msrl" not in p.name))
 def test_every_recipe_parses(recipe: str, tmp_path: Path) -> None:
-    from train.cli import parse_train_args
-    from train.config import JudgeGRPOConfig, JudgeSFTConfig
+    from deltarubric.train.cli import parse_train_args
+    from deltarubric.train.config import JudgeGRPOConfig, JudgeSFTConfig
 
     kind = JudgeGRPOConfig if "grpo" in recipe else JudgeSFTConfig
     cpu = ["--bf16", "false"]  # GPU recipes ask for bf16, which this CPU machine refuses at parse time
@@ -171,7 +171,7 @@ def test_every_recipe_parses(recipe: str, tmp_path: Path) -> None:
 def test_without_the_train_extra_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from rm.cli import app
+    from deltarubric.rm.cli import app
 
     monkeypatch.setitem(sys.modules, "trl", None)  # as if TRL were not installed
     for command in ("grpo", "sft"):
@@ -183,7 +183,7 @@ def test_resumed_validation_drops_rows_past_the_checkpoint(tmp_path: Path) -> No
     """A run killed after validating step 5 but before saving checkpoint-5 resumes at 4: row 5 must not stay twice."""
     from types import SimpleNamespace
 
-    from train.validation import JudgeValidation
+    from deltarubric.train.validation import JudgeValidation
 
     (tmp_path / "validation.jsonl").write_text("".join(json.dumps({"step": s, "accuracy": 50.0}) + "\n" for s in range(6)))
     callback = JudgeValidation([], "direct")

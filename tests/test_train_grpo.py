@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import torch
 
-from rm.backends.hf import _to_hf
-from rm.config import JudgeConfig
-from rm.hf_compat import load_processor
-from rm.judge import Judge
-from rm.pairs import LabelledPair, read_pairs
+from deltarubric.rm.backends.hf import _to_hf
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.hf_compat import load_processor
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.pairs import LabelledPair, read_pairs
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend
 
@@ -48,8 +48,8 @@ def make_trainer(model_dir: Path, pairs: list[LabelledPair], out: Path, *, judge
                  **overrides: Any):  # fmt: skip
     from transformers import AutoModelForImageTextToText
 
-    from train.config import JudgeGRPOConfig
-    from train.grpo import JudgeGRPOTrainer
+    from deltarubric.train.config import JudgeGRPOConfig
+    from deltarubric.train.grpo import JudgeGRPOTrainer
 
     settings: dict[str, Any] = dict(
         output_dir=str(out), judge=judge, num_checklists=2, num_verifications=2, num_generations=4,
@@ -148,7 +148,7 @@ def test_direct_judge_trains_on_trl_generation_with_judge_prompts(tiny_model_dir
 
 
 def test_a_pair_split_across_processes_is_refused(tiny_model_dir: Path, pair_file: Path, tmp_path: Path) -> None:
-    from train.grpo import check_whole_pairs
+    from deltarubric.train.grpo import check_whole_pairs
 
     # G = 2 * (1 + 2) = 6 rows per pair. Two processes with 3 rows each make TRL's global batch of 6 valid, but each
     # process would hold half a pair.
@@ -180,7 +180,7 @@ def test_trl_contract() -> None:
 
 def test_two_pairs_per_batch_align_image_tokens_and_get_per_role_advantages(tiny_model_dir: Path, pair_file: Path,
                                                                             tmp_path: Path) -> None:  # fmt: skip
-    from train.grpo import role_advantages
+    from deltarubric.train.grpo import role_advantages
 
     # Pairs whose prompts differ in length share one batch: left padding must shift ids and image-token types alike.
     pairs = read_pairs(pair_file)

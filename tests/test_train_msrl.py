@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
-from rm.config import JudgeConfig
-from rm.judge import Judge
-from rm.pairs import LabelledPair, read_pairs
-from rubrics.parsing import parse_msrl
-from rubrics.targets import render_target
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.pairs import LabelledPair, read_pairs
+from deltarubric.rubrics.parsing import parse_msrl
+from deltarubric.rubrics.targets import render_target
 from tests.scripted import ScriptedBackend
-from train import msrl
-from train.cmkd import Chain, select_chains
-from train.render import order_for, shown
-from train.views import CAPTION_LEAD, caption_view, describe, text_view, views
+from deltarubric.train import msrl
+from deltarubric.train.cmkd import Chain, select_chains
+from deltarubric.train.render import order_for, shown
+from deltarubric.train.views import CAPTION_LEAD, caption_view, describe, text_view, views
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +47,8 @@ CHAIN = "<type>image_understanding</type><think>Response A matches the caption.<
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Image pairs with captions (syn/), other scenes' text views (text.jsonl), and a small test recipe."""
-    from train.synthetic import make_synthetic
-    from train.views import write_views
+    from deltarubric.train.synthetic import make_synthetic
+    from deltarubric.train.views import write_views
 
     root = tmp_path_factory.mktemp("msrl-data")
     make_synthetic(root / "syn", 10, seed=0)
@@ -199,7 +199,7 @@ def test_caption_stage_trains_on_caption_views_plus_replayed_text(full_run: Path
 
 
 def test_cmkd_distils_only_gold_chains_onto_the_real_image(full_run: Path, data: Path) -> None:
-    from train.sft import sft_examples
+    from deltarubric.train.sft import sft_examples
 
     real = {p.request.id: p for p in read_pairs(data / "syn" / "train.jsonl")}
     gold_a = {pid for pid, p in real.items() if shown(p.label, order_for(0, pid, 0, 0)) == "A"}
@@ -258,7 +258,7 @@ def test_stage_subset_from_the_command_line(full_run: Path, data: Path, tmp_path
         [
             sys.executable,
             "-m",
-            "rm.cli",
+            "deltarubric.rm.cli",
             "train",
             "msrl",
             "--resume",
@@ -338,7 +338,7 @@ def test_recipes_parse_with_the_authors_grpo_settings(recipe: str, tmp_path: Pat
 
 
 def test_task_type_reward_authors_and_plain() -> None:
-    from train.rewards import task_type_authors, task_type_correct
+    from deltarubric.train.rewards import task_type_authors, task_type_correct
 
     completions = [
         "<type>Image Understanding</type><think>x</think><answer>A</answer>",

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
-from rubrics.targets import render_target
-from train.grpo import role_advantages, role_layout
-from train.render import order_for, shown, swap_labels
-from train.rewards import (
+from deltarubric.rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
+from deltarubric.rubrics.targets import render_target
+from deltarubric.train.grpo import role_advantages, role_layout
+from deltarubric.train.render import order_for, shown, swap_labels
+from deltarubric.train.rewards import (
     checklist_format,
     checklist_probe,
     checklist_usable,
@@ -127,7 +127,7 @@ def test_rewards_for_each_judge() -> None:
 
 
 def test_zero_variance_groups_are_counted_per_role() -> None:
-    from train.grpo import baseline_keys, zero_variance_share
+    from deltarubric.train.grpo import baseline_keys, zero_variance_share
 
     roles = ["planner", "planner", "verifier", "verifier", "verifier", "verifier"]
     keys = baseline_keys(roles, [0] * 6, [0, 1, 0, 0, 1, 1], "checklist")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
-from rubrics.parsing import parse_checklist, parse_verdict
+from deltarubric.rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
+from deltarubric.rubrics.parsing import parse_checklist, parse_verdict
 from tests.conftest import make_image
-from train.render import order_for
-from train.sft import sft_examples
+from deltarubric.train.render import order_for
+from deltarubric.train.sft import sft_examples
 
 
 @pytest.fixture

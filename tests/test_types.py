@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from rm.config import JudgeConfig, SamplingConfig, build_config, load_config_file
-from rm.types import TASK_SHAPES, TASK_TYPES, Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
+from deltarubric.rm.config import JudgeConfig, SamplingConfig, build_config, load_config_file
+from deltarubric.rm.types import TASK_SHAPES, TASK_TYPES, Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
 
 PIL_IMG = Image.new("RGB", (4, 4), (1, 2, 3))
 IMG = "photo.png"  # media refs are not opened at validation time: a name is enough

@@ -8,8 +8,8 @@ from types import SimpleNamespace as NS
 import pytest
 from PIL import Image
 
-from rm.backends.base import ImagePart, Message, TextPart
-from rm.backends.vllm_engine import VLLMBackend, from_vllm_output, to_vllm_messages
+from deltarubric.rm.backends.base import ImagePart, Message, TextPart
+from deltarubric.rm.backends.vllm_engine import VLLMBackend, from_vllm_output, to_vllm_messages
 
 
 def test_messages_carry_pil_images_in_place():

@@ -38,7 +38,7 @@ def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
     _require_train_extra()
     from trl import TrlParser
 
-    from train.config import JudgeArguments
+    from deltarubric.train.config import JudgeArguments
 
     parser = TrlParser((JudgeArguments, config_cls))
     judge_args, config = parser.parse_args_and_config(_argv(args))
@@ -46,7 +46,7 @@ def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
         raise typer.BadParameter("give --model (checkpoint or HF id) and --data (labelled-pair JSONL)")
     if not config.output_dir or config.output_dir == "trainer_output":
         raise typer.BadParameter("give --out DIR: where checkpoints and the final model go")
-    from rubrics.prompts import load_method
+    from deltarubric.rubrics.prompts import load_method
 
     load_method(config.judge)  # an unknown judge fails here, before a model is loaded
     sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
@@ -61,7 +61,7 @@ def load_model(judge_args: Any, config: Any) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from rm.hf_compat import load_processor
+    from deltarubric.rm.hf_compat import load_processor
 
     dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(judge_args.model, dtype=dtype)
@@ -106,7 +106,7 @@ def _resume(config: Any) -> str | None:
 
 def run(trainer: Any, processor: Any, config: Any, judge_args: Any, val: list[Any] | None, *, default_eval_steps: int) -> None:
     """Validate on held-out pairs while training (when given), train or resume, save, print where it went."""
-    from train.validation import JudgeValidation
+    from deltarubric.train.validation import JudgeValidation
 
     if val:
         JudgeValidation(val, config.judge, every=config.eval_steps or default_eval_steps, max_tokens=judge_args.eval_max_tokens,
@@ -126,9 +126,9 @@ def grpo(ctx: typer.Context) -> None:
     """
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; pinned and tested
     _require_train_extra()
-    from rm.pairs import read_pairs
-    from train.config import JudgeGRPOConfig
-    from train.grpo import JudgeGRPOTrainer
+    from deltarubric.rm.pairs import read_pairs
+    from deltarubric.train.config import JudgeGRPOConfig
+    from deltarubric.train.grpo import JudgeGRPOTrainer
 
     judge_args, config = parse_train_args(JudgeGRPOConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
@@ -147,9 +147,9 @@ def sft(ctx: typer.Context) -> None:
     --out ckpt/warm   (all flags: deltarubric train sft --help)
     """
     _require_train_extra()
-    from rm.pairs import read_pairs
-    from train.config import JudgeSFTConfig
-    from train.sft import make_sft_trainer, sft_examples
+    from deltarubric.rm.pairs import read_pairs
+    from deltarubric.train.config import JudgeSFTConfig
+    from deltarubric.train.sft import make_sft_trainer, sft_examples
 
     judge_args, config = parse_train_args(JudgeSFTConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
@@ -172,7 +172,7 @@ def msrl(ctx: typer.Context) -> None:
     """
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     _require_train_extra()
-    from train.msrl import main
+    from deltarubric.train.msrl import main
 
     main(list(ctx.args))
 
@@ -184,7 +184,7 @@ def views(
 ) -> None:
     """Write MSRL's other views of image pairs: the caption view (image replaced by its caption, stage 2a) and the
     text view (the scene told as prose, a text preference pair: stage 1 on the testbed)."""
-    from train.views import write_views
+    from deltarubric.train.views import write_views
 
     print(json.dumps(write_views(src, out)))
 
@@ -198,7 +198,7 @@ def make_synthetic_cmd(
 ) -> None:
     """Write the synthetic visual-preference testbed: 64x64 grid scenes, labelled pairs with one planted error,
     captions and gold traces. Smoke-tests a set-up and proves learning without real weights (docs/training.md)."""
-    from train.synthetic import make_synthetic
+    from deltarubric.train.synthetic import make_synthetic
 
     paths = make_synthetic(out, n, seed, splits={"train": 1 - val_fraction, "val": val_fraction})
     print(json.dumps({k: str(v) for k, v in paths.items()}))

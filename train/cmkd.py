@@ -19,14 +19,14 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rm.aggregate import Order
-from rm.backends import Backend
-from rm.config import JudgeConfig
-from rm.judge import Judge
-from rm.pairs import LabelledPair
-from rubrics.parsing import parse_msrl
-from rubrics.prompts import load_method
-from train.render import order_for, shown, swap_labels
+from deltarubric.rm.aggregate import Order
+from deltarubric.rm.backends import Backend
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rubrics.parsing import parse_msrl
+from deltarubric.rubrics.prompts import load_method
+from deltarubric.train.render import order_for, shown, swap_labels
 
 OTHER: dict[str, Order] = {"AB": "BA", "BA": "AB"}
 
@@ -150,7 +150,7 @@ def sample_chains(
 
 
 def sft_orders(pairs: list[LabelledPair], order_seed: int) -> dict[str, Order]:
-    """The A/B order `train.sft.sft_examples` shows each pair in (step 0, chain 0)."""
+    """The A/B order `deltarubric.train.sft.sft_examples` shows each pair in (step 0, chain 0)."""
     return {p.request.id: order_for(order_seed, p.request.id, 0, 0) for p in pairs}
 
 

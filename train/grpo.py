@@ -23,12 +23,12 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import GRPOTrainer
 
-from rm.pairs import LabelledPair
-from rubrics.parsing import PARSERS, parse_checklist
-from rubrics.prompts import load_method
-from train.config import JudgeGRPOConfig
-from train.render import first_turn, next_turn, order_for, prepare_pair, shown, to_trl
-from train.rewards import rewards_for
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rubrics.parsing import PARSERS, parse_checklist
+from deltarubric.rubrics.prompts import load_method
+from deltarubric.train.config import JudgeGRPOConfig
+from deltarubric.train.render import first_turn, next_turn, order_for, prepare_pair, shown, to_trl
+from deltarubric.train.rewards import rewards_for
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from typing import Any
 
 import yaml
 
-from rm.pairs import LabelledPair, read_pairs, write_pairs
-from train.config import JudgeArguments, MSRLGRPOConfig, MSRLSFTConfig
-from train.grpo import JudgeGRPOTrainer
+from deltarubric.rm.pairs import LabelledPair, read_pairs, write_pairs
+from deltarubric.train.config import JudgeArguments, MSRLGRPOConfig, MSRLSFTConfig
+from deltarubric.train.grpo import JudgeGRPOTrainer
 
 RECORD = "msrl_stage.json"
 RECIPE = "msrl.yaml"
@@ -201,7 +201,7 @@ def _route(settings: dict[str, Any] | list[str], stage: Stage, what: str) -> Any
 
 def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> tuple[Any, Any]:
     """(JudgeArguments, MSRL*Config) of `stage`: stage defaults <- recipe `common` <- its section <- flags."""
-    from train.cli import parse_train_args
+    from deltarubric.train.cli import parse_train_args
 
     settings = {
         "freeze_vision": stage.freeze_vision,
@@ -321,7 +321,7 @@ def _pairs_of(path: str) -> tuple[list[LabelledPair], dict[str, Any]]:
 
 def caption_data(judge_args: Any, config: Any, stage_dir: Path, main: bool) -> StageData:
     """Caption views of the image pairs, plus replayed stage-1 text pairs at new:old = replay_ratio:1 (seeded)."""
-    from train.views import views
+    from deltarubric.train.views import views
 
     real, src = _pairs_of(judge_args.data)
     viewed, skipped = views(real, "caption")
@@ -366,9 +366,9 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from train.cmkd import Chain, chain_problem, distilled_pair, sample_chains, select_chains, sft_orders
-    from train.render import shown
-    from train.views import views
+    from deltarubric.train.cmkd import Chain, chain_problem, distilled_pair, sample_chains, select_chains, sft_orders
+    from deltarubric.train.render import shown
+    from deltarubric.train.views import views
 
     state = PartialState()
     real, src = _pairs_of(judge_args.data)
@@ -450,8 +450,8 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
 
 def sampling_backend(model: str, judge_args: Any, config: Any) -> Any:
     """The CMKD sampler: the start model in the production transformers backend, on this process's device."""
-    from rm.backends.hf import TransformersBackend
-    from train.cli import load_model
+    from deltarubric.rm.backends.hf import TransformersBackend
+    from deltarubric.train.cli import load_model
 
     args = dataclasses.replace(judge_args, model=model, freeze_vision=False)
     loaded, processor = load_model(args, config)
@@ -469,7 +469,7 @@ def _free_memory() -> None:
 # -- training one stage ------------------------------------------------------------------------------------------------
 def stage_rewards(stage: Stage, task_reward: str) -> tuple[list[Any], list[float]]:
     """The msrl parser's rewards and MSRL's weights: accuracy 1.0, format 0.2, and (stages 2a, 3) task type 0.2."""
-    from train.rewards import task_type_authors, task_type_correct, verdict_correct, verdict_format
+    from deltarubric.train.rewards import task_type_authors, task_type_correct, verdict_correct, verdict_format
 
     funcs: list[Any] = [verdict_correct, verdict_format]
     if stage.task_reward:
@@ -494,7 +494,7 @@ class MSRLGRPOTrainer(JudgeGRPOTrainer):
 def _grpo_trainer(
     model: Any, config: Any, data: StageData, processor: Any, judge_args: Any, stage: Stage
 ) -> MSRLGRPOTrainer:
-    from train.cli import peft_config
+    from deltarubric.train.cli import peft_config
 
     funcs, weights = stage_rewards(stage, config.task_reward)
     if config.reward_weights is None:
@@ -515,8 +515,8 @@ def run_stage(inv: Invocation, stage: Stage, start: str) -> dict[str, Any]:
     """Train one stage from `start` in OUT/<stage> (resuming an interrupted one) and write its record."""
     from accelerate import PartialState
 
-    from train.cli import _resume, load_model, peft_config, run
-    from train.sft import make_sft_trainer, sft_examples
+    from deltarubric.train.cli import _resume, load_model, peft_config, run
+    from deltarubric.train.sft import make_sft_trainer, sft_examples
 
     t0 = time.time()
     stage_dir = inv.out / stage.name

@@ -1,4 +1,4 @@
-"""Training examples rendered with the judge's own prompt renderer (`rm.prompting`), in TRL's conversational shape.
+"""Training examples rendered with the judge's own prompt renderer (`deltarubric.rm.prompting`), in TRL's conversational shape.
 
 TRL wants a prompt as message dicts with `{"type": "image"}` placeholders plus the images in order; we get those from
 the same `Conversation` the judge sends, so a trained model sees at inference exactly what it saw in training.
@@ -12,12 +12,12 @@ from typing import Any
 
 from PIL import Image
 
-from rm.aggregate import FLIP, Order
-from rm.backends.base import Conversation, ImagePart, to_chat_dicts
-from rm.media import DEFAULT_MAX_INPUT_PIXELS, load_image
-from rm.pairs import LabelledPair
-from rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
-from rubrics.prompts import Method
+from deltarubric.rm.aggregate import FLIP, Order
+from deltarubric.rm.backends.base import Conversation, ImagePart, to_chat_dicts
+from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS, load_image
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
+from deltarubric.rubrics.prompts import Method
 
 
 def order_for(seed: int, pair_id: str, step: int, chain: int) -> Order:

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
+from deltarubric.rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
 
 Reward = list[float | None]
 MIN_CHECKLIST_ITEMS = 1

@@ -12,13 +12,13 @@ from typing import Any
 from datasets import Dataset
 from trl import SFTTrainer
 
-from rm.backends.base import Message, TextPart
-from rm.pairs import LabelledPair
-from rm.prompting import assistant_reply
-from rubrics.prompts import load_method
-from rubrics.targets import render_target
-from train.config import JudgeSFTConfig
-from train.render import first_turn, next_turn, order_for, prepare_pair, shown, swap_labels, to_trl
+from deltarubric.rm.backends.base import Message, TextPart
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rm.prompting import assistant_reply
+from deltarubric.rubrics.prompts import load_method
+from deltarubric.rubrics.targets import render_target
+from deltarubric.train.config import JudgeSFTConfig
+from deltarubric.train.render import first_turn, next_turn, order_for, prepare_pair, shown, swap_labels, to_trl
 
 
 def _example(conversation: list[Message], target: str) -> dict[str, Any]:

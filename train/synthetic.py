@@ -23,9 +23,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from rm.pairs import LabelledPair, read_pairs, write_pairs
-from rm.types import JudgeRequest
-from rubrics.parsing import _LEAK_RE
+from deltarubric.rm.pairs import LabelledPair, read_pairs, write_pairs
+from deltarubric.rm.types import JudgeRequest
+from deltarubric.rubrics.parsing import _LEAK_RE
 
 VERSION = 2  # 2: gold findings per checklist item
 SIZE, CELL, SHAPE = 64, 32, 22  # one 32x32 cell = one merged vision token (patch 16 x merge 2)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rm.pairs import read_pairs
-from rm.tiny import make_tiny_model
-from rubrics.prompts import available_methods, load_method
-from rubrics.targets import render_target
-from train.render import first_turn, next_turn, prepare_pair
-from train.synthetic import scene_corpus
+from deltarubric.rm.pairs import read_pairs
+from deltarubric.rm.tiny import make_tiny_model
+from deltarubric.rubrics.prompts import available_methods, load_method
+from deltarubric.rubrics.targets import render_target
+from deltarubric.train.render import first_turn, next_turn, prepare_pair
+from deltarubric.train.synthetic import scene_corpus
 
 HIDDEN, LAYERS = 128, 4  # 1.2M parameters: learns the testbed in minutes (docs/training.md)
 

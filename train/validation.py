@@ -18,11 +18,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from rm.backends.hf import TransformersBackend
-from rm.config import JudgeConfig
-from rm.judge import Judge
-from rm.pairs import LabelledPair
-from rubrics.parsing import parse_checklist
+from deltarubric.rm.backends.hf import TransformersBackend
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rubrics.parsing import parse_checklist
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from rm.pairs import LabelledPair, read_pairs, write_pairs
+from deltarubric.rm.pairs import LabelledPair, read_pairs, write_pairs
 
 CAPTION_LEAD = "Image description: "
 SCENE_LEAD = "Scene: "

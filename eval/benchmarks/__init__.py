@@ -1,6 +1,6 @@
 """Importing this package registers every benchmark (one module each)."""
 
-from eval.benchmarks import (  # noqa: F401
+from deltarubric.eval.benchmarks import (  # noqa: F401
     genai_bench,
     mm_rlhf_rewardbench,
     multimodal_rewardbench,

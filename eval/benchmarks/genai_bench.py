@@ -2,7 +2,7 @@
 
 Official metric (leaderboard, split test_v1; `inference.py:parse_response` and `show_results.py` @ f0b0334, exactly):
 the judge must output only one of four verdicts, `[[A>B]]`, `[[B>A]]`, `[[A=B=Good]]`, `[[A=B=Bad]]`; the verdict
-string is the greedy `[[...]]` match (`rubrics.parsing.genai_vote`: from the first '[[' to the last ']]' of its line,
+string is the greedy `[[...]]` match (`deltarubric.rubrics.parsing.genai_vote`: from the first '[[' to the last ']]' of its line,
 so two labels on one line are one string that is no verdict) and must be exactly one the human vote allows; no match
 is wrong; accuracy over all rows, ties included. Left image = A always, no swap.
 "No ties" (ours) is the variant most papers quote: only left/right-vote rows, a decisive A/B verdict must match. It
@@ -19,11 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from eval.core import EvalItem, Prediction, decided, judge_stats, pct
-from eval.io import media_path, read_records
-from eval.registry import Benchmark, Scores, register
-from rm.types import JudgeRequest
-from rubrics.parsing import genai_vote
+from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
+from deltarubric.eval.io import media_path, read_records
+from deltarubric.eval.registry import Benchmark, Scores, register
+from deltarubric.rm.types import JudgeRequest
+from deltarubric.rubrics.parsing import genai_vote
 
 TASKS = ("image_generation", "image_edition", "video_generation")
 _TASK_TYPE = {"image_generation": "image_generation", "image_edition": "image_editing", "video_generation": "video_generation"}

@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, decided, judge_stats, pct
-from eval.io import find_file, media_path, read_records
-from eval.registry import Benchmark, HubSource, Scores, register
-from rm.types import JudgeRequest
+from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
+from deltarubric.eval.io import find_file, media_path, read_records
+from deltarubric.eval.registry import Benchmark, HubSource, Scores, register
+from deltarubric.rm.types import JudgeRequest
 
 CATEGORIES = ("mcq", "long", "short", "safety", "video")
 VIDEO_FRAMES = 32  # eval_mm_reward_bench.py: sample_frames = 32

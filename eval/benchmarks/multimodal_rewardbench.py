@@ -18,11 +18,11 @@ import json
 import random
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, decided, judge_stats, pct
-from eval.io import find_file, media_path, read_records
-from eval.registry import Benchmark, Scores, register
-from rm.types import JudgeRequest
-from rubrics.parsing import parse_mmrb
+from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
+from deltarubric.eval.io import find_file, media_path, read_records
+from deltarubric.eval.registry import Benchmark, Scores, register
+from deltarubric.rm.types import JudgeRequest
+from deltarubric.rubrics.parsing import parse_mmrb
 
 
 UNDECIDED = "No verdict: the judged orders disagreed or none could be read."  # carries neither tag

@@ -17,9 +17,9 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from eval.core import EvalItem, Prediction, decided, judge_stats, pct
-from eval.registry import Benchmark, Scores, register
-from rm.pairs import read_pairs
+from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
+from deltarubric.eval.registry import Benchmark, Scores, register
+from deltarubric.rm.pairs import read_pairs
 
 NAME = "pairs"
 

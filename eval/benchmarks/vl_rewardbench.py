@@ -5,7 +5,7 @@ Strict metrics (the headline, ours): correct / all items; an unparsable verdict,
 split between samples counts wrong.
 Official metrics (`cal.py` @ 9b10abd, exactly): each sample (here: each judged order of each of the run's
 `--samples k` judgments; in a published file, each row) is *agree*, *reject* or *doesntMatch*. With the official output format the number N of 'Answer N is better' is read
-as `int()` reads it (`rubrics.parsing.vlrb_answer`): reject iff N is the position the rejected answer was shown at,
+as `int()` reads it (`deltarubric.rubrics.parsing.vlrb_answer`): reject iff N is the position the rejected answer was shown at,
 agree for any other number ('Answer 3', 'Answer ０', 'Answer 01' when 2 was rejected), doesntMatch without a match.
 Without the official format (our judges) the sample's winner is agree / reject, anything else doesntMatch. An item
 is agree, reject or doesntMatch when more than half of its samples are, else split; only agree and reject items are
@@ -27,11 +27,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from eval.core import EvalItem, Prediction, decided, judge_stats, pct, short_hash
-from eval.io import find_file, json_lines, media_path, read_records
-from eval.registry import Benchmark, HubSource, Scores, register
-from rm.types import JudgeRequest
-from rubrics.parsing import vlrb_answer
+from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct, short_hash
+from deltarubric.eval.io import find_file, json_lines, media_path, read_records
+from deltarubric.eval.registry import Benchmark, HubSource, Scores, register
+from deltarubric.rm.types import JudgeRequest
+from deltarubric.rubrics.parsing import vlrb_answer
 
 GROUPS = ("general", "hallucination", "reasoning")
 _SUBSET_GROUP = {

@@ -1,6 +1,6 @@
 """One module per public dataset; importing this package registers them all (`base.get_converter`)."""
 
-from pairdata.converters import (  # noqa: F401
+from deltarubric.pairdata.converters import (  # noqa: F401
     gram_rr,
     helpsteer3,
     mm_rlhf,
@@ -9,4 +9,4 @@ from pairdata.converters import (  # noqa: F401
     rlaif_v,
     vision_feedback_mix,
 )
-from pairdata.converters.base import ConvertSummary, convert, converter_names, get_converter  # noqa: F401
+from deltarubric.pairdata.converters.base import ConvertSummary, convert, converter_names, get_converter  # noqa: F401

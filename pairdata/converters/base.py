@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from pairdata.media import ImageStore, MediaSkip
-from pairdata.sources import Row, iter_rows, require
-from rm.pairs import LabelledPair
-from rm.types import JudgeRequest
+from deltarubric.pairdata.media import ImageStore, MediaSkip
+from deltarubric.pairdata.sources import Row, iter_rows, require
+from deltarubric.rm.pairs import LabelledPair
+from deltarubric.rm.types import JudgeRequest
 
 # Placeholders a rationale uses for "the first-listed / second-listed response"; replaced by "Response A" or
 # "Response B" once the order is drawn, so the rationale names the candidates as the judge will see them.
@@ -102,13 +102,13 @@ def register(converter: Converter) -> Converter:
 
 
 def converter_names() -> list[str]:
-    import pairdata.converters  # noqa: F401  (registers every converter module)
+    import deltarubric.pairdata.converters  # noqa: F401  (registers every converter module)
 
     return sorted(_REGISTRY)
 
 
 def get_converter(name: str) -> Converter:
-    import pairdata.converters  # noqa: F401
+    import deltarubric.pairdata.converters  # noqa: F401
 
     key = name.strip().lower().replace("-", "_")
     if key not in _REGISTRY:

@@ -1,5 +1,5 @@
 """wangclnlp/GRAM-RR-TrainingData: text pairs inside a whole judging prompt (MSRL stage 1b; files of 7 and 21 GB,
-streamed row by row by `pairdata.sources`).
+streamed row by row by `deltarubric.pairdata.sources`).
 
 Fields (dataset card): `instruction` holds the full GRAM-RR prompt: rules, then `[User Question]`, then the two
 responses between `[The Start of Assistant A's Response]` ... `[The End of Assistant A's Response]` (and B's); the
@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pairdata.converters.base import Context, Converter, Draft, Skip, register, text
-from pairdata.sources import Row
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, Skip, register, text
+from deltarubric.pairdata.sources import Row
 
 _SIDE = (
     r"\[The Start of Assistant {s}'s (?:Response|Answer)\]\s*\n(.*?)\n?\s*"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pairdata.converters.base import FIRST, SECOND, Context, Converter, Draft, Skip, register, text
-from pairdata.sources import Row, SchemaError
+from deltarubric.pairdata.converters.base import FIRST, SECOND, Context, Converter, Draft, Skip, register, text
+from deltarubric.pairdata.sources import Row, SchemaError
 
 # "@Response 1", and "Response 1 and 2" (either order, and/or/&/vs): each number becomes its own mention.
 _MENTION = re.compile(r"@?\bresponses?\s*([12])\b(?:(\s*(?:,|and|or|&|/|vs\.?)\s*)([12])\b)?", re.IGNORECASE)

@@ -9,8 +9,8 @@ references (task video_understanding); a folder of frames is not expanded here.
 
 from __future__ import annotations
 
-from pairdata.converters.base import Context, Converter, Draft, register, text
-from pairdata.sources import Row, SchemaError, schema_message
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, register, text
+from deltarubric.pairdata.sources import Row, SchemaError, schema_message
 
 EXPECTED = "prompt (or question), image (or video), chosen, rejected"
 _ALTERNATIVES = (("prompt", "question"), ("image", "video"))

@@ -6,8 +6,8 @@ name state them; the card's full feature list could not be read here, so other l
 
 from __future__ import annotations
 
-from pairdata.converters.base import Context, Converter, Draft, register, text
-from pairdata.sources import Row
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, register, text
+from deltarubric.pairdata.sources import Row
 
 
 def build(row: Row, ctx: Context) -> Draft:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pairdata.converters.base import Context, Converter, Draft, Skip, register, text
-from pairdata.sources import Row, SchemaError
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, Skip, register, text
+from deltarubric.pairdata.sources import Row, SchemaError
 
 CRITERION = "preference"
 

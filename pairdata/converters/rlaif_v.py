@@ -6,8 +6,8 @@ origin_dataset, origin_split, idx, image_path. VL-RewardBench's hallucination gr
 
 from __future__ import annotations
 
-from pairdata.converters.base import Context, Converter, Draft, register, text
-from pairdata.sources import Row
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, register, text
+from deltarubric.pairdata.sources import Row
 
 
 def build(row: Row, ctx: Context) -> Draft:

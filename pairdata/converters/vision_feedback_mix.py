@@ -16,8 +16,8 @@ import json
 import re
 from typing import Any
 
-from pairdata.converters.base import Context, Converter, Draft, Skip, register, text
-from pairdata.sources import Row, SchemaError
+from deltarubric.pairdata.converters.base import Context, Converter, Draft, Skip, register, text
+from deltarubric.pairdata.sources import Row, SchemaError
 
 _IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
 

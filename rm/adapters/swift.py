@@ -4,7 +4,7 @@ Register it in a plugin file and point ms-swift at it (ms-swift 4.x; in 3.x impo
 
     # deltarubric_plugin.py
     from swift.rewards import orms
-    from rm.adapters.swift import JudgeORM
+    from deltarubric.rm.adapters.swift import JudgeORM
 
     orms["deltarubric"] = JudgeORM
 
@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from rm.adapters.client import RewardClient, image_ref, last_user_text
+from deltarubric.rm.adapters.client import RewardClient, image_ref, last_user_text
 
 __all__ = ["JudgeORM"]
 

@@ -1,6 +1,6 @@
 """A reward function for TRL's `GRPOTrainer` that scores rollouts with the reward server.
 
-    from rm.adapters.trl import make_judge_reward
+    from deltarubric.rm.adapters.trl import make_judge_reward
 
     reward = make_judge_reward("http://judge-host:8000")  # mode "reference": the dataset needs a `reference` column
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], processing_class=processor, train_dataset=ds, args=cfg)
@@ -28,7 +28,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rm.adapters.client import GroupScoring, Mode, RewardClient, content_text, image_ref, last_user_text
+from deltarubric.rm.adapters.client import GroupScoring, Mode, RewardClient, content_text, image_ref, last_user_text
 
 __all__ = ["AsyncJudgeReward", "JudgeReward", "make_judge_reward"]
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from rm.adapters.client import RewardClient, image_ref
+from deltarubric.rm.adapters.client import RewardClient, image_ref
 
 __all__ = ["compute_score", "compute_score_async"]
 

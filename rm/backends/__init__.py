@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rm.backends.base import Backend, Conversation, Generation, ImagePart, Message, TextPart, TokenLogprob, VideoPart
-from rm.config import JudgeConfig
+from deltarubric.rm.backends.base import Backend, Conversation, Generation, ImagePart, Message, TextPart, TokenLogprob, VideoPart
+from deltarubric.rm.config import JudgeConfig
 
 __all__ = [
     "Backend",
@@ -21,7 +21,7 @@ __all__ = [
 def make_backend(config: JudgeConfig) -> Backend:
     """Build the configured backend. Engines are imported only here, so `import rm` stays light."""
     if config.backend == "openai":
-        from rm.backends.openai_api import OpenAIBackend
+        from deltarubric.rm.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(
             config.model,
@@ -34,7 +34,7 @@ def make_backend(config: JudgeConfig) -> Backend:
             max_pixels=config.max_pixels,
         )
     if config.backend == "vllm":
-        from rm.backends.vllm_engine import VLLMBackend
+        from deltarubric.rm.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(
             config.model,
@@ -43,7 +43,7 @@ def make_backend(config: JudgeConfig) -> Backend:
             max_pixels=config.max_pixels,
             **config.vllm_kwargs,
         )
-    from rm.backends.hf import TransformersBackend
+    from deltarubric.rm.backends.hf import TransformersBackend
 
     return TransformersBackend(
         config.model,

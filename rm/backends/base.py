@@ -16,8 +16,8 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
-from rm.config import SamplingConfig
-from rm.types import Usage
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.types import Usage
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

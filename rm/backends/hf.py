@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
 
-from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
-from rm.config import SamplingConfig
-from rm.hf_compat import load_processor, video_supported
-from rm.types import Usage
+from deltarubric.rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.hf_compat import load_processor, video_supported
+from deltarubric.rm.types import Usage
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

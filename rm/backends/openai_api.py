@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob, to_chat_dicts
-from rm.config import SamplingConfig
-from rm.media import image_to_engine_url, pixel_limits, video_to_url
-from rm.types import Usage
+from deltarubric.rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob, to_chat_dicts
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.media import image_to_engine_url, pixel_limits, video_to_url
+from deltarubric.rm.types import Usage
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
-from rm.config import SamplingConfig
-from rm.media import pixel_limits, video_to_url
-from rm.types import Usage
+from deltarubric.rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
+from deltarubric.rm.config import SamplingConfig
+from deltarubric.rm.media import pixel_limits, video_to_url
+from deltarubric.rm.types import Usage
 
 
 def to_vllm_messages(conv: Conversation) -> list[dict[str, Any]]:
