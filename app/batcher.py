@@ -87,8 +87,10 @@ def mirrored(v: Verdict, request_id: str) -> Verdict:
     def flip_p(p: float | None) -> float | None:
         return None if p is None else 1.0 - p
 
-    orders = [OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
-              for o in reversed(v.orders)]  # fmt: skip
+    orders = [
+        OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+        for o in reversed(v.orders)
+    ]
     return v.model_copy(
         update={
             "id": request_id,
@@ -181,8 +183,12 @@ class MicroBatcher:
         except TimeoutError:
             pass
         running = sum(map(len, self._pending_batches.values()))
-        log.error("shutdown: %d queued and %d running pairs not judged within %.3g s; answering them with errors",
-                  len(self._queue), running, timeout_s)  # fmt: skip
+        log.error(
+            "shutdown: %d queued and %d running pairs not judged within %.3g s; answering them with errors",
+            len(self._queue),
+            running,
+            timeout_s,
+        )
         draining.cancel()
         if self._worker:
             self._worker.cancel()
@@ -200,7 +206,11 @@ class MicroBatcher:
         plans = self._plan_all(requests) if small else await self._offload(self._plan_all, requests)
         if self._closing:
             raise Saturated("the server is shutting down")
-        new = {key: (req, flip) for req, (key, flip) in zip(requests, plans) if key not in self._cache and key not in self._inflight}
+        new = {
+            key: (req, flip)
+            for req, (key, flip) in zip(requests, plans)
+            if key not in self._cache and key not in self._inflight
+        }
         if len(self._queue) + len(new) > self.max_queue:
             self.metrics.rejected.inc()
             raise Saturated(f"queue full ({len(self._queue)} pairs waiting)")
@@ -241,8 +251,9 @@ class MicroBatcher:
             return
         batch = p.batch
         if batch.call is not None and not batch.stopping and all(q.waiters == 0 for q in batch.pairs):
-            log.warning("a judge call of %d pairs: every request waiting for it has gone; cancelling it",
-                        len(batch.pairs))  # fmt: skip
+            log.warning(
+                "a judge call of %d pairs: every request waiting for it has gone; cancelling it", len(batch.pairs)
+            )
             batch.abandoned = batch.stopping = True
             self.metrics.cancelled_calls.inc()
             for q in batch.pairs:  # a request arriving for one of these pairs now gets a fresh one, not this error
@@ -336,7 +347,10 @@ class MicroBatcher:
             verdicts = call.result()
         except Exception as e:  # a bug or an engine crash: every pair still gets its one answer
             log.exception("judge call failed for a batch of %d", len(batch))
-            verdicts = [Verdict(id=p.request.id, judge=self.judge.config.judge, error=f"judge failed: {type(e).__name__}: {e}") for p in batch]
+            verdicts = [
+                Verdict(id=p.request.id, judge=self.judge.config.judge, error=f"judge failed: {type(e).__name__}: {e}")
+                for p in batch
+            ]
         for p, v in zip(batch, verdicts):
             self.metrics.parse_failures.inc(0 if v.parse_ok or v.error else 1)
             self.metrics.judge_errors.inc(1 if v.error else 0)

@@ -98,7 +98,9 @@ class StageReport:
 class _StageTap(Backend):
     """The shared backend, reporting each finished `agenerate` call (= one judge stage) to `on_stage`."""
 
-    def __init__(self, inner: Backend, stages: Sequence[tuple[str, str]], on_stage: Callable[[StageReport], None]) -> None:
+    def __init__(
+        self, inner: Backend, stages: Sequence[tuple[str, str]], on_stage: Callable[[StageReport], None]
+    ) -> None:
         self.inner = inner
         self.name = inner.name
         self.supports_video = inner.supports_video
@@ -133,7 +135,15 @@ class PageState:
     progress_desc: str = ""
 
     def outputs(self) -> tuple[Any, ...]:
-        return (self.status_html, self.verdict_html, self.checklist, self.justification, self.raw_html, self.usage, self.verdict_json)
+        return (
+            self.status_html,
+            self.verdict_html,
+            self.checklist,
+            self.justification,
+            self.raw_html,
+            self.usage,
+            self.verdict_json,
+        )
 
 
 def build_request(
@@ -150,7 +160,9 @@ def build_request(
     """
     missing = [label for label, path in images.items() if not path]
     if missing:
-        raise InputError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: upload, paste or pick an example image.")
+        raise InputError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: upload, paste or pick an example image."
+        )
     paths = list(images.values())
     if task_type == "image_understanding":
         fields: dict[str, Any] = {"images": paths[:1], "a": a if a is not None else "", "b": b if b is not None else ""}
@@ -213,11 +225,12 @@ def _judge_events(
     try:
         defaults = SamplingConfig()  # for fields a client left empty (None)
         judge = factory(
-            judge=method, swap=bool(swap),
+            judge=method,
+            swap=bool(swap),
             temperature=defaults.temperature if temperature is None else float(temperature),
             max_tokens=defaults.max_tokens if max_tokens is None else int(max_tokens),
             seed=defaults.seed if seed is None else int(seed),
-        )  # fmt: skip
+        )
     except ValidationError as e:
         yield error_state(f"Invalid judge settings: {validation_message(e)}")
         return
@@ -276,7 +289,9 @@ def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _stepper(stages: Sequence[tuple[str, str]], done: Sequence[StageReport], *, failed: bool = False, finished: bool = False) -> str:
+def _stepper(
+    stages: Sequence[tuple[str, str]], done: Sequence[StageReport], *, failed: bool = False, finished: bool = False
+) -> str:
     items = []
     for k, (name, _) in enumerate(stages):
         if k < len(done):
@@ -317,7 +332,9 @@ def _placeholder(text: str) -> pd.DataFrame:
 
 def idle_state() -> PageState:
     return PageState(
-        status_html=_status([], [], "Fill in a pair (or pick an example), choose a judge and press <b>Judge</b>.", kind="idle"),
+        status_html=_status(
+            [], [], "Fill in a pair (or pick an example), choose a judge and press <b>Judge</b>.", kind="idle"
+        ),
         verdict_html=_card("idle", "No judgment yet"),
         checklist=_placeholder("(the DeltaRubric checklist appears here)"),
         raw_html='<p class="dr-muted">No model output yet.</p>',
@@ -340,7 +357,9 @@ def stream_state(method: str, stages, done: Sequence[StageReport], orders: Seque
     n = len(stages)
     running = stages[len(done)][0] if len(done) < n else ""
     msg = f"Judging with <b>{_esc(method)}</b>: stage {len(done) + 1} of {n} (<i>{_esc(running)}</i>)…"
-    checklist = _placeholder("(waiting for the planner's checklist…)" if any(p == "checklist" for _, p in stages) else "(judging…)")
+    checklist = _placeholder(
+        "(waiting for the planner's checklist…)" if any(p == "checklist" for _, p in stages) else "(judging…)"
+    )
     for rep in done:
         if rep.parser == "checklist":
             lead = next((g for g in rep.generations if not g.error), None)
@@ -355,10 +374,16 @@ def stream_state(method: str, stages, done: Sequence[StageReport], orders: Seque
         for k, g in enumerate(rep.generations):
             order = orders[k] if len(rep.generations) == len(orders) else f"#{k + 1}"
             rows.append([rep.name, order, g.usage.prompt_tokens, g.usage.completion_tokens, round(rep.seconds, 3)])
-    raw = {f"{orders[k] if len(rep.generations) == len(orders) else k + 1}/{rep.name}": g.text for rep in done for k, g in enumerate(rep.generations)}
+    raw = {
+        f"{orders[k] if len(rep.generations) == len(orders) else k + 1}/{rep.name}": g.text
+        for rep in done
+        for k, g in enumerate(rep.generations)
+    }
     return PageState(
         status_html=_status(stages, done, msg, kind="running"),
-        verdict_html=_card("pending", "Judging…", '<div class="dr-muted">The verdict appears when the last stage finishes.</div>'),
+        verdict_html=_card(
+            "pending", "Judging…", '<div class="dr-muted">The verdict appears when the last stage finishes.</div>'
+        ),
         checklist=checklist,
         raw_html=_raw_html(raw) if raw else '<p class="dr-muted">Waiting for the first stage…</p>',
         usage=_table(rows, USAGE_HEADERS),
@@ -383,10 +408,18 @@ def final_state(v: Verdict, stages, done: Sequence[StageReport], *, labels: dict
     usage_rows = []
     for key, u in v.usage.items():
         order, _, stage = key.partition("/")
-        usage_rows.append([stage, order, u.prompt_tokens, u.completion_tokens, round(seconds.get(stage, float("nan")), 3)])
+        usage_rows.append(
+            [stage, order, u.prompt_tokens, u.completion_tokens, round(seconds.get(stage, float("nan")), 3)]
+        )
     usage_rows.sort(key=lambda r: (rank.get(r[0], len(rank)), r[1]))  # stage by stage, as they ran
     usage_rows.append(
-        ["total", "", sum(u.prompt_tokens for u in v.usage.values()), sum(u.completion_tokens for u in v.usage.values()), round(v.latency_s, 3)]
+        [
+            "total",
+            "",
+            sum(u.prompt_tokens for u in v.usage.values()),
+            sum(u.completion_tokens for u in v.usage.values()),
+            round(v.latency_s, 3),
+        ]
     )
     parsed = "parsed" if v.parse_ok else "unparsable"
     msg = f"Done in {v.latency_s:.2f} s — judge <b>{_esc(v.judge)}</b>, {len(v.orders)} order(s), verdict {parsed}."
@@ -414,7 +447,7 @@ def verdict_card(v: Verdict) -> str:
     if v.winner is None:
         body = (
             '<div class="dr-bar dr-bar-na"><span>p(A better): n/a</span></div>'
-            "<div class=\"dr-note\">The judge's reply had no readable verdict (no <code>Winner: [[A]]</code> / "
+            '<div class="dr-note">The judge\'s reply had no readable verdict (no <code>Winner: [[A]]</code> / '
             "<code>&lt;answer&gt;</code>), so nothing is guessed. A random-weight test checkpoint "
             "(<code>deltarubric make-tiny-model</code>) always ends here; the raw model outputs below show what it wrote.</div>"
         )
@@ -530,8 +563,13 @@ class JudgeImage(gr.Image):
 
 def _image(label: str, elem_id: str, height: int = 200) -> JudgeImage:
     return JudgeImage(
-        label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], height=height, elem_id=elem_id,
-    )  # fmt: skip
+        label=label,
+        type="filepath",
+        image_mode=None,
+        sources=["upload", "clipboard"],
+        height=height,
+        elem_id=elem_id,
+    )
 
 
 def _examples(examples_dir: Path, rows: list[list[Any]], image_columns: Sequence[int]) -> list[list[Any]]:
@@ -545,17 +583,30 @@ def _examples(examples_dir: Path, rows: list[list[Any]], image_columns: Sequence
 
 
 UNDERSTANDING_EXAMPLES = [
-    ["cats.png", "How many cats are in the picture?", "There are two orange cats sitting side by side.",
-     "There are three cats: two orange ones and a grey one on the right."],
+    [
+        "cats.png",
+        "How many cats are in the picture?",
+        "There are two orange cats sitting side by side.",
+        "There are three cats: two orange ones and a grey one on the right.",
+    ],
     ["shapes.png", "What is the shape on the left, and what colour is it?", "A red circle.", "A blue square."],
-]  # fmt: skip
+]
 GENERATION_EXAMPLES = [["A red circle above a blue square on a white background.", "gen_a.png", "gen_b.png"]]
-EDITING_EXAMPLES = [["edit_source.png", "Make it night: turn the sky dark blue and replace the sun with a white moon.",
-                     "edit_a.png", "edit_b.png"]]  # fmt: skip
+EDITING_EXAMPLES = [
+    [
+        "edit_source.png",
+        "Make it night: turn the sky dark blue and replace the sun with a white moon.",
+        "edit_a.png",
+        "edit_b.png",
+    ]
+]
 
 
 def build_demo(
-    judge_factory: JudgeFactory, *, examples_dir: str | Path | None = DEFAULT_EXAMPLES_DIR, defaults: JudgeConfig | None = None
+    judge_factory: JudgeFactory,
+    *,
+    examples_dir: str | Path | None = DEFAULT_EXAMPLES_DIR,
+    defaults: JudgeConfig | None = None,
 ) -> gr.Blocks:
     """The page. `judge_factory(judge=, swap=, temperature=, max_tokens=, seed=)` returns a Judge for the choices made
     (see SharedBackendJudges). `defaults` (else `judge_factory.config`, if any) sets the initial settings."""
@@ -570,7 +621,6 @@ def build_demo(
         shown = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model  # a local checkpoint: its folder name
         model_line = f'Model <code title="{_esc(cfg.model)}">{_esc(shown)}</code> on the <code>{_esc(cfg.backend)}</code> backend.'
 
-
     with gr.Blocks(title="DeltaRubric judge", analytics_enabled=False) as demo:
         gr.HTML(
             f'<div class="dr-header"><h1 style="margin:0 0 4px">DeltaRubric pairwise judge</h1>'
@@ -581,17 +631,39 @@ def build_demo(
             with gr.Column(scale=5, min_width=420):
                 with gr.Row():
                     method = gr.Radio(
-                        methods, value=method0, label="Judge", info="DeltaRubric: a checklist (planner), then its verification (verifier)",
-                        scale=4, elem_id="judge-method",
-                    )  # fmt: skip
+                        methods,
+                        value=method0,
+                        label="Judge",
+                        info="DeltaRubric: a checklist (planner), then its verification (verifier)",
+                        scale=4,
+                        elem_id="judge-method",
+                    )
                     swap = gr.Checkbox(
-                        value=bool(cfg.swap) if cfg else False, label="Swap A/B", info="judge both orders",
-                        scale=1, min_width=150, elem_id="judge-swap",
-                    )  # fmt: skip
+                        value=bool(cfg.swap) if cfg else False,
+                        label="Swap A/B",
+                        info="judge both orders",
+                        scale=1,
+                        min_width=150,
+                        elem_id="judge-swap",
+                    )
                 with gr.Accordion("Sampling", open=False, elem_id="sampling"):
                     with gr.Row():
-                        temperature = gr.Slider(0.0, 2.0, value=sampling.temperature, step=0.05, label="Temperature (0 = greedy)", elem_id="temperature")
-                        max_tokens = gr.Slider(1, max(4096, sampling.max_tokens), value=sampling.max_tokens, step=1, label="Max tokens per stage", elem_id="max-tokens")
+                        temperature = gr.Slider(
+                            0.0,
+                            2.0,
+                            value=sampling.temperature,
+                            step=0.05,
+                            label="Temperature (0 = greedy)",
+                            elem_id="temperature",
+                        )
+                        max_tokens = gr.Slider(
+                            1,
+                            max(4096, sampling.max_tokens),
+                            value=sampling.max_tokens,
+                            step=1,
+                            label="Max tokens per stage",
+                            elem_id="max-tokens",
+                        )
                         seed = gr.Number(value=sampling.seed, precision=0, label="Seed", elem_id="seed")
                 settings = [method, swap, temperature, max_tokens, seed]
 
@@ -631,14 +703,22 @@ def build_demo(
                 status = gr.HTML(idle.status_html, elem_id="status")
                 verdict = gr.HTML(idle.verdict_html, elem_id="verdict")
                 checklist = gr.Dataframe(
-                    idle.checklist, headers=CHECKLIST_HEADERS, label="DeltaRubric checklist: each item's finding and which response it favors",
-                    interactive=False, wrap=True, column_widths=["6%", "40%", "42%", "12%"], elem_id="checklist",
-                )  # fmt: skip
+                    idle.checklist,
+                    headers=CHECKLIST_HEADERS,
+                    label="DeltaRubric checklist: each item's finding and which response it favors",
+                    interactive=False,
+                    wrap=True,
+                    column_widths=["6%", "40%", "42%", "12%"],
+                    elem_id="checklist",
+                )
                 justification = gr.Textbox(label="Justification", lines=2, interactive=False, elem_id="justification")
                 usage = gr.Dataframe(
-                    idle.usage, headers=USAGE_HEADERS, label="Per-stage latency and tokens (orders of a stage run batched)",
-                    interactive=False, elem_id="usage",
-                )  # fmt: skip
+                    idle.usage,
+                    headers=USAGE_HEADERS,
+                    label="Per-stage latency and tokens (orders of a stage run batched)",
+                    interactive=False,
+                    elem_id="usage",
+                )
                 with gr.Accordion("Raw model outputs (per order/stage)", open=False, elem_id="raw-panel"):
                     raw = gr.HTML(idle.raw_html, elem_id="raw")
                 with gr.Accordion("Verdict as JSON", open=False, elem_id="json-panel"):
@@ -647,8 +727,19 @@ def build_demo(
 
         def stream(task_type: str, question, images: dict[str, str | None], a, b, choices, progress) -> Iterator[tuple]:
             m, sw, temp, mt, sd = choices
-            for state in judge_events(judge_factory, task_type, question, images, a, b,
-                                      method=m, swap=sw, temperature=temp, max_tokens=mt, seed=sd):  # fmt: skip
+            for state in judge_events(
+                judge_factory,
+                task_type,
+                question,
+                images,
+                a,
+                b,
+                method=m,
+                swap=sw,
+                temperature=temp,
+                max_tokens=mt,
+                seed=sd,
+            ):
                 if state.error:
                     gr.Warning(state.error)
                 elif not state.done:
@@ -672,24 +763,44 @@ def build_demo(
             (e_button, judge_editing, e_inputs, "judge_editing"),
         ):
             button.click(
-                fn, inputs + settings, outputs, api_name=name, show_progress="full", show_progress_on=[verdict],
-                concurrency_limit=concurrency, concurrency_id="judge",
-            )  # fmt: skip
+                fn,
+                inputs + settings,
+                outputs,
+                api_name=name,
+                show_progress="full",
+                show_progress_on=[verdict],
+                concurrency_limit=concurrency,
+                concurrency_id="judge",
+            )
     return demo
 
 
-def serve_demo(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = False) -> str:
+def serve_demo(
+    demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = False
+) -> str:
     """Launch on host:port (never a public share link); returns the local URL. `block=False` returns at once."""
     demo.queue(max_size=64)
     _, url, _ = demo.launch(
-        server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block, quiet=quiet,
-        show_error=False, max_file_size=MAX_UPLOAD_BYTES, css=DEMO_CSS, ssr_mode=False, mcp_server=False, pwa=False,
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        show_error=False,
+        max_file_size=MAX_UPLOAD_BYTES,
+        css=DEMO_CSS,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
-    )  # fmt: skip
+    )
     return url
 
 
-def launch_demo(config: JudgeConfig, host: str = "127.0.0.1", port: int = 7860, *, examples_dir: str | Path | None = None) -> None:
+def launch_demo(
+    config: JudgeConfig, host: str = "127.0.0.1", port: int = 7860, *, examples_dir: str | Path | None = None
+) -> None:
     """What `deltarubric demo` runs: load the model once, build the page, serve it until interrupted."""
     judges = SharedBackendJudges(config)
     serve_demo(build_demo(judges, examples_dir=examples_dir or DEFAULT_EXAMPLES_DIR), host, port)

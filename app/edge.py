@@ -150,7 +150,9 @@ class Edge:
     queries and tokens are never logged, and unknown paths are logged as 'other'.
     """
 
-    def __init__(self, app: Any, *, metrics: Metrics, routes: Sequence[str], api_key: str | None, access_log: bool) -> None:
+    def __init__(
+        self, app: Any, *, metrics: Metrics, routes: Sequence[str], api_key: str | None, access_log: bool
+    ) -> None:
         self.app, self.metrics, self.routes = app, metrics, frozenset(routes)
         self.api_key, self.access_log = api_key, access_log
 
@@ -169,7 +171,9 @@ class Edge:
 
         try:
             if self.api_key and scope["path"] != "/health" and not self._authorized(scope):
-                await error_response(401, "missing or wrong bearer token", type_="authentication_error")(scope, receive, sending)
+                await error_response(401, "missing or wrong bearer token", type_="authentication_error")(
+                    scope, receive, sending
+                )
             else:
                 await self.app(scope, receive, sending)
         except ClientDisconnect:  # the client went away: not an error of ours, and nobody left to tell
@@ -184,7 +188,9 @@ class Edge:
             # uvicorn cancels what is still running at the drain timeout: answer 503 rather than drop the connection
             # (the task then ends normally; uvicorn only cancelled it to end it).
             if status is None:
-                gone = error_response(503, "the server is shutting down; retry", type_="overloaded", headers={"Retry-After": "1"})
+                gone = error_response(
+                    503, "the server is shutting down; retry", type_="overloaded", headers={"Retry-After": "1"}
+                )
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(gone(scope, receive, sending), 1.0)
             if status is None:
@@ -197,7 +203,9 @@ class Edge:
                 if self.access_log:
                     client = scope.get("client") or ("-", 0)
                     pairs = (scope.get("state") or {}).get("pairs", "-")
-                    access.info('%s "%s %s" %d %.3fs pairs=%s', client[0], scope["method"], route, status, elapsed, pairs)
+                    access.info(
+                        '%s "%s %s" %d %.3fs pairs=%s', client[0], scope["method"], route, status, elapsed, pairs
+                    )
 
     def _authorized(self, scope: dict) -> bool:
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -207,11 +215,20 @@ class Edge:
 # ---------------------------------------------------------------------------------------------------- the process
 
 
-def server_config(app: Any, *, host: str, port: int, header_timeout_s: float, drain_s: float, **kwargs: Any) -> uvicorn.Config:
+def server_config(
+    app: Any, *, host: str, port: int, header_timeout_s: float, drain_s: float, **kwargs: Any
+) -> uvicorn.Config:
     """uvicorn's settings for this app: the header deadline, graceful shutdown within the drain timeout, and our own
     access log instead of uvicorn's (which would log every path, unknown ones included)."""
-    return uvicorn.Config(app, host=host, port=port, http=header_protocol(header_timeout_s),
-                          timeout_graceful_shutdown=max(1, math.floor(drain_s)), access_log=False, **kwargs)  # fmt: skip
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=header_protocol(header_timeout_s),
+        timeout_graceful_shutdown=max(1, math.floor(drain_s)),
+        access_log=False,
+        **kwargs,
+    )
 
 
 class DrainingServer(uvicorn.Server):
@@ -219,8 +236,9 @@ class DrainingServer(uvicorn.Server):
     deadline (the app's shutdown uses what is left of it) and starts a watchdog that ends the process at the deadline
     plus `grace_s` if something (an engine thread that never returns) still holds it."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float, on_deadline: Callable[[float], None],
-                 grace_s: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self, config: uvicorn.Config, drain_s: float, on_deadline: Callable[[float], None], grace_s: float = 5.0
+    ) -> None:
         super().__init__(config)
         self.drain_s, self.grace_s, self.on_deadline = drain_s, grace_s, on_deadline
         self._watchdog: threading.Thread | None = None
@@ -229,8 +247,9 @@ class DrainingServer(uvicorn.Server):
         if self._watchdog is None:
             deadline = time.monotonic() + self.drain_s
             self.on_deadline(deadline)
-            self._watchdog = threading.Thread(target=_exit_at, args=(deadline + self.grace_s,), daemon=True,
-                                              name="deltarubric-watchdog")  # fmt: skip
+            self._watchdog = threading.Thread(
+                target=_exit_at, args=(deadline + self.grace_s,), daemon=True, name="deltarubric-watchdog"
+            )
             self._watchdog.start()
         super().handle_exit(sig, frame)
 

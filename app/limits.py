@@ -75,8 +75,11 @@ class TokenCounter:
             for p in m.content:
                 found = next((t for t in self.placeholders if isinstance(p, TextPart) and t in p.text), None)
                 if found:
-                    raise InputError(f"{where}[{i}]: the text contains {found}, the model's media placeholder; send media "
-                                     "as image_url/video_url parts", f"{where}[{i}]")  # fmt: skip
+                    raise InputError(
+                        f"{where}[{i}]: the text contains {found}, the model's media placeholder; send media "
+                        "as image_url/video_url parts",
+                        f"{where}[{i}]",
+                    )
 
     @property
     def max_chars_per_token(self) -> int:
@@ -99,8 +102,9 @@ class TokenCounter:
 
         def count(roles: list[str]) -> int:
             messages = [{"role": r, "content": [{"type": "text", "text": ""}]} for r in roles]
-            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                      add_generation_prompt=True)  # fmt: skip
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            )
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
         deltas = []
@@ -116,8 +120,12 @@ class TokenCounter:
         building or templating anything."""
         least = messages * self.tokens_per_message
         if least > limit:
-            raise InputError(f"{where}: the prompt is over {least} tokens ({messages} messages) after the chat "
-                             f"template; the limit is {limit} (--max-input-tokens)", where, 413)  # fmt: skip
+            raise InputError(
+                f"{where}: the prompt is over {least} tokens ({messages} messages) after the chat "
+                f"template; the limit is {limit} (--max-input-tokens)",
+                where,
+                413,
+            )
 
     def excess(self, conv: Conversation, limit: int) -> str | None:
         """None when the conversation's text fits in `limit` tokens after the chat template, else how many it is."""
@@ -130,11 +138,17 @@ class TokenCounter:
         chars = sum(map(len, texts))
         if chars > limit * self.max_chars_per_token:
             return f"over {chars // self.max_chars_per_token} tokens ({chars} characters)"
-        messages = [{"role": m.role, "content": [{"type": "text", "text": p.text} for p in m.content if isinstance(p, TextPart)]}
-                    for m in conv]  # fmt: skip
+        messages = [
+            {
+                "role": m.role,
+                "content": [{"type": "text", "text": p.text} for p in m.content if isinstance(p, TextPart)],
+            }
+            for m in conv
+        ]
         try:
-            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                      add_generation_prompt=True)  # fmt: skip
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            )
             # Every byte-level BPE token (Qwen's) covers at least one byte of the text: a prompt of no more bytes
             # than the limit fits without tokenizing it (most judge prompts; a group's 120 pairs are then cheap).
             if self._byte_level and len(text.encode("utf-8", "surrogatepass")) + 1 <= limit:
@@ -147,8 +161,11 @@ class TokenCounter:
     def check(self, conv: Conversation, limit: int, where: str) -> None:
         excess = self.excess(conv, limit)
         if excess:
-            raise InputError(f"{where}: the prompt is {excess} after the chat template; the limit is {limit} "
-                             "(--max-input-tokens)", where, 413)  # fmt: skip
+            raise InputError(
+                f"{where}: the prompt is {excess} after the chat template; the limit is {limit} (--max-input-tokens)",
+                where,
+                413,
+            )
 
 
 def judge_conversation(method: Method, req: JudgeRequest) -> Conversation:

@@ -158,7 +158,10 @@ class MediaPolicy:
         if total > s.max_request_pixels:
             raise InputError(
                 f"the request's {len(probes)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
-                f"the limit is {s.max_request_pixels}", "images", 413)  # fmt: skip
+                f"the limit is {s.max_request_pixels}",
+                "images",
+                413,
+            )
         await lease.take(total)
         decoded = await all_or_none([self._decode(p, ref, where) for p, (ref, where) in zip(probes, refs.items())])
         return dict(zip(refs, decoded))
@@ -182,7 +185,12 @@ class MediaPolicy:
 
     def _decode_now(self, probe: _Probe, ref: str, where: str) -> Image.Image:
         s = self.settings
-        img = _named(lambda: decode_image(probe.data, describe(ref), max_input_pixels=s.max_input_pixels, max_pixels=s.max_pixels), where)
+        img = _named(
+            lambda: decode_image(
+                probe.data, describe(ref), max_input_pixels=s.max_input_pixels, max_pixels=s.max_pixels
+            ),
+            where,
+        )
         if probe.full_pixels >= _TRIM_ABOVE_PIXELS:
             release_memory()
         return img
@@ -201,7 +209,11 @@ class MediaPolicy:
     def local_path(self, ref: str) -> Path:
         resolved = local_file(ref).resolve()
         if not any(resolved.is_relative_to(root) for root in self.roots):
-            hint = "no media folders are allowed (--allow-media-dir)" if not self.roots else "outside the allowed media folders"
+            hint = (
+                "no media folders are allowed (--allow-media-dir)"
+                if not self.roots
+                else "outside the allowed media folders"
+            )
             raise MediaError(f"{describe(ref)}: local files are refused: {hint}")
         return resolved
 
@@ -237,8 +249,11 @@ class MediaPolicy:
 
     async def _get(self, url: str, budget: _ByteBudget) -> bytes:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.settings.media_timeout_s,
-                                             limits=httpx.Limits(max_connections=self.settings.media_downloads))  # fmt: skip
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=self.settings.media_timeout_s,
+                limits=httpx.Limits(max_connections=self.settings.media_downloads),
+            )
         try:
             async with self._client.stream("GET", url) as r:
                 if r.is_redirect:  # a public URL must not bounce the server to an internal one

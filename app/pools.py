@@ -64,7 +64,9 @@ class WorkPool(Slots):
         loop = asyncio.get_running_loop()
         try:
             if self._threads is None:
-                self._threads = concurrent.futures.ThreadPoolExecutor(self.size, thread_name_prefix=f"deltarubric-{self.name}")
+                self._threads = concurrent.futures.ThreadPoolExecutor(
+                    self.size, thread_name_prefix=f"deltarubric-{self.name}"
+                )
             job = self._threads.submit(fn, *args)
         except BaseException:
             self.release()

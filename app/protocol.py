@@ -89,7 +89,10 @@ def completion_response(model: str, gen: Any, top_logprobs: int | None) -> dict[
                     "token": t.token,
                     "logprob": t.logprob,
                     "bytes": list(t.token.encode()),
-                    "top_logprobs": [{"token": k, "logprob": v, "bytes": list(k.encode())} for k, v in list(t.top.items())[:top_logprobs]],
+                    "top_logprobs": [
+                        {"token": k, "logprob": v, "bytes": list(k.encode())}
+                        for k, v in list(t.top.items())[:top_logprobs]
+                    ],
                 }
                 for t in gen.tokens
             ]

@@ -90,7 +90,9 @@ def parse_body(raw: bytes, model: type[M], precheck: Callable[[Any], None] | Non
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON ({type(e).__name__})"}]) from e
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON ({type(e).__name__})"}]
+        ) from e
     if precheck is not None:
         precheck(data)
     try:
@@ -144,8 +146,10 @@ def media_count(requests: list[tuple[JudgeRequest, str]]) -> int:
 
 def _substitute(req: JudgeRequest, images: dict[str, Any], videos: dict[str, str]) -> JudgeRequest:
     """The request with its references replaced by what the policy loaded: PIL images, so the judge fetches nothing."""
-    update: dict[str, Any] = {"images": [images.get(x, x) if isinstance(x, str) else x for x in req.images],
-                              "videos": [videos.get(v, v) for v in req.videos]}  # fmt: skip
+    update: dict[str, Any] = {
+        "images": [images.get(x, x) if isinstance(x, str) else x for x in req.images],
+        "videos": [videos.get(v, v) for v in req.videos],
+    }
     for side in ("a", "b"):
         c = getattr(req, side)
         if isinstance(c.image, str):
@@ -181,7 +185,9 @@ class ServerState:
         self.policy = MediaPolicy(settings, self.metrics)
         self.tokens = TokenCounter(judge.backend)
         # Rewards are always debiased: each pair in both orders, whatever the judge was started with.
-        self.reward_judge = judge if judge.config.swap else Judge(judge.config.model_copy(update={"swap": True}), backend=judge.backend)
+        self.reward_judge = (
+            judge if judge.config.swap else Judge(judge.config.model_copy(update={"swap": True}), backend=judge.backend)
+        )
         self.batcher = self._batcher(judge)
         self.chat_inflight = 0  # OpenAI-route generations running; bounded like the judge queue
         self.reward_batcher = self.batcher if self.reward_judge is judge else self._batcher(self.reward_judge)
@@ -189,10 +195,18 @@ class ServerState:
 
     def _batcher(self, judge: Judge) -> MicroBatcher:
         s = self.settings
-        return MicroBatcher(judge, self.metrics, max_batch=s.max_batch, window_s=s.batch_window_ms / 1000,
-                            max_queue=s.max_queue, concurrent_batches=s.concurrent_batches, cache_size=s.cache_size,
-                            call_timeout_s=s.request_timeout_s, max_batch_pixels=s.max_batch_pixels,
-                            offload=self.work.run)  # fmt: skip
+        return MicroBatcher(
+            judge,
+            self.metrics,
+            max_batch=s.max_batch,
+            window_s=s.batch_window_ms / 1000,
+            max_queue=s.max_queue,
+            concurrent_batches=s.concurrent_batches,
+            cache_size=s.cache_size,
+            call_timeout_s=s.request_timeout_s,
+            max_batch_pixels=s.max_batch_pixels,
+            offload=self.work.run,
+        )
 
     def batchers(self) -> list[MicroBatcher]:
         return list(dict.fromkeys([self.batcher, self.reward_batcher]))
@@ -214,8 +228,13 @@ class ServerState:
         pixels = self.policy.pixels.snapshot()
         if pixels["waiting"]:
             saturated.append("pixels")
-        return {"status": "saturated" if saturated else "ok", "saturated": saturated, "pools": pools,
-                "queue": {"pairs": queued, "limit": self.settings.max_queue}, "pixels": pixels}  # fmt: skip
+        return {
+            "status": "saturated" if saturated else "ok",
+            "saturated": saturated,
+            "pools": pools,
+            "queue": {"pairs": queued, "limit": self.settings.max_queue},
+            "pixels": pixels,
+        }
 
     async def parse(self, request: Request, model: type[M], precheck: Callable[[Any], None] | None = None) -> M:
         """The body, validated: on the event loop when small (a thread hop would cost more), else in the work pool,
@@ -268,8 +287,9 @@ class ServerState:
         checked = await all_or_none([self.policy.video(v, where) for v, where in videos.items()])
         return [_substitute(r, loaded, dict(zip(videos, checked))) for r, _ in requests]
 
-    async def judge_all(self, requests: list[tuple[JudgeRequest, str]], lease: PixelLease,
-                        rewards: bool = False) -> list[Verdict]:  # fmt: skip
+    async def judge_all(
+        self, requests: list[tuple[JudgeRequest, str]], lease: PixelLease, rewards: bool = False
+    ) -> list[Verdict]:
         """Load media for and judge a request's pairs (checked by `check_pairs` already); run within `deadline`,
         which cancels downloads and the judge call (once nobody else waits for it) if it comes to that."""
         batcher = self.reward_batcher if rewards else self.batcher
@@ -290,8 +310,10 @@ class ServerState:
                     raise
                 self.metrics.rejected.inc()
                 budget = self.policy.pixels
-                raise Saturated(f"other requests' decoded images hold the --max-held-pixels budget ({budget.limit} "
-                                f"pixels; {budget.waiting - 1} more requests waiting)") from None  # fmt: skip
+                raise Saturated(
+                    f"other requests' decoded images hold the --max-held-pixels budget ({budget.limit} "
+                    f"pixels; {budget.waiting - 1} more requests waiting)"
+                ) from None
 
 
 # ---------------------------------------------------------------------------------------------------- routes' logic
@@ -373,8 +395,14 @@ def rewards_plan(body: RewardsRequest, settings: ServerSettings) -> RewardsPlan:
         # A prompt that is only an image (captioning) has no question text; ask neutrally, as /get_reward does.
         question = item.question if item.question.strip() or not item.images else IMAGE_ONLY_QUESTION
         try:
-            req = JudgeRequest(id=str(k), task_type=item.task_type or ("image_understanding" if item.images else "text"),
-                               question=question, images=item.images, a=item.response or "-", b=other or "-")  # fmt: skip
+            req = JudgeRequest(
+                id=str(k),
+                task_type=item.task_type or ("image_understanding" if item.images else "text"),
+                question=question,
+                images=item.images,
+                a=item.response or "-",
+                b=other or "-",
+            )
         except ValueError as e:
             raise InputError(f"items[{i}]: {e}", f"items[{i}]") from e
         requests.append(None if fixed[-1] is not None else req)
@@ -464,7 +492,9 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="deltarubric reward server", version="0.1.0", lifespan=lifespan)
     app.state.server = state
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
-    app.add_middleware(Edge, metrics=state.metrics, routes=ROUTES, api_key=settings.api_key, access_log=settings.access_log)
+    app.add_middleware(
+        Edge, metrics=state.metrics, routes=ROUTES, api_key=settings.api_key, access_log=settings.access_log
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -486,7 +516,9 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.exception_handler(Saturated)
     async def _saturated(_: Request, exc: Saturated) -> JSONResponse:
-        return error_response(503, f"server busy: {exc}; retry shortly", type_="overloaded", headers={"Retry-After": "1"})
+        return error_response(
+            503, f"server busy: {exc}; retry shortly", type_="overloaded", headers={"Retry-After": "1"}
+        )
 
     @app.exception_handler(TimeoutError)
     async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
@@ -587,8 +619,12 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         if isinstance(messages, list):
             state.tokens.check_message_count(len(messages), settings.max_input_tokens, "messages")
             if len(messages) > settings.max_chat_messages:
-                raise InputError(f"{len(messages)} messages in one request; the limit is {settings.max_chat_messages} "
-                                 "(--max-chat-messages)", "messages", 413)  # fmt: skip
+                raise InputError(
+                    f"{len(messages)} messages in one request; the limit is {settings.max_chat_messages} "
+                    "(--max-chat-messages)",
+                    "messages",
+                    413,
+                )
 
     @app.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
     async def chat(request: Request) -> Any:
@@ -599,13 +635,17 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         cap = settings.max_completion_tokens
         if asked is not None and asked > cap:
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            return error_response(400, f"{param} is {asked}; this server allows at most {cap} (--max-completion-tokens)", param=param)
+            return error_response(
+                400, f"{param} is {asked}; this server allows at most {cap} (--max-completion-tokens)", param=param
+            )
         refs = _image_refs(req.messages)
         media = [p.type for m in req.messages if isinstance(m.content, list) for p in m.content if p.type != "text"]
         state.check_counts(1, len(media))
         videos = media.count("video_url")
         if videos and not backend.supports_video:
-            return error_response(400, f"video input is not supported by the {backend.name!r} backend here", param="messages")
+            return error_response(
+                400, f"video input is not supported by the {backend.name!r} backend here", param="messages"
+            )
         if state.chat_inflight >= settings.max_queue:
             state.metrics.rejected.inc()
             raise Saturated(f"{state.chat_inflight} chat completions in flight")
@@ -637,8 +677,9 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         state.tokens.check_placeholders(text, "messages")
         state.tokens.check(text, settings.max_input_tokens, "messages")
 
-    async def _generate(messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig, light: bool,
-                        lease: PixelLease) -> Any:  # fmt: skip
+    async def _generate(
+        messages: list[ChatMessage], refs: dict[str, str], sampling: SamplingConfig, light: bool, lease: PixelLease
+    ) -> Any:
         """Tokens checked on the text (before decoding any image; in the work pool unless the chat is small), images
         decoded under the budgets, then one generation; a timeout cancels it (a local engine stops at its next
         token)."""
@@ -668,7 +709,9 @@ def _with_body_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            _, defs = models_json_schema([(m, "validation") for m in _BODIES], ref_template="#/components/schemas/{model}")
+            _, defs = models_json_schema(
+                [(m, "validation") for m in _BODIES], ref_template="#/components/schemas/{model}"
+            )
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
             app.openapi_schema = doc
         return app.openapi_schema

@@ -28,14 +28,26 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_items_per_request: int = Field(256, ge=1, description="Rollouts (or queries) per request, judged or not.")
     max_pairs_per_request: int = Field(256, ge=1)
-    max_images_per_request: int = Field(64, ge=0, description="Distinct images and videos per request (a group's "
-                                        "shared image counts once), and all a pair or a chat shows.")  # fmt: skip
+    max_images_per_request: int = Field(
+        64,
+        ge=0,
+        description="Distinct images and videos per request (a group's "
+        "shared image counts once), and all a pair or a chat shows.",
+    )
     max_input_pixels: int = Field(DEFAULT_MAX_INPUT_PIXELS, ge=1, description="Per image, from its header.")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Per image: larger ones are downscaled while decoding.")
-    max_request_pixels: int = Field(64 * 1024 * 1024, ge=1, description="Decoded pixels per request (after downscaling).")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="Per image: larger ones are downscaled while decoding."
+    )
+    max_request_pixels: int = Field(
+        64 * 1024 * 1024, ge=1, description="Decoded pixels per request (after downscaling)."
+    )
     max_batch_pixels: int = Field(128 * 1024 * 1024, ge=1, description="Decoded pixels per judge call.")
-    max_held_pixels: int | None = Field(None, ge=1, description="Decoded pixels held by all requests together, from "
-                                        "decoding until answered; default: see `held_pixels`.")  # fmt: skip
+    max_held_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Decoded pixels held by all requests together, from "
+        "decoding until answered; default: see `held_pixels`.",
+    )
     max_chat_messages: int = Field(1024, ge=1, description="Messages of a chat completion, checked before templating.")
     max_input_tokens: int = Field(32768, ge=1, description="Text tokens of a prompt after the chat template.")
     max_completion_tokens: int = Field(4096, ge=1, le=32768, description="Largest max_tokens a chat request may ask.")
@@ -49,8 +61,9 @@ class ServerSettings(BaseModel):
     decode_threads: int = Field(2, ge=1, description="Threads decoding images: at most this many at full size at once.")
     # connections and shutdown
     header_timeout_s: float = Field(10.0, gt=0, description="A connection must send its request headers by then.")
-    drain_timeout_s: float | None = Field(None, gt=0, description="On SIGTERM: answer what was accepted by then, then "
-                                          "exit; default: the request timeout.")  # fmt: skip
+    drain_timeout_s: float | None = Field(
+        None, gt=0, description="On SIGTERM: answer what was accepted by then, then exit; default: the request timeout."
+    )
     access_log: bool = Field(True, description="One line per request: method, route, status, latency, pairs.")
 
     @property

@@ -42,15 +42,23 @@ def main() -> None:
 
         args.model = str(make_tiny_model(tmp / "tiny"))
     config = JudgeConfig(
-        model=args.model, judge=args.judge, device=args.device, batch_size=args.batch_size,
+        model=args.model,
+        judge=args.judge,
+        device=args.device,
+        batch_size=args.batch_size,
         sampling={"max_tokens": args.max_tokens},
-    )  # fmt: skip
+    )
     judge = Judge(config)
     requests = [
-        JudgeRequest(id=str(i), question=f"How many shapes? ({i})", images=[str(placeholder(tmp / f"{i}.png", i))],
-                     a="One orange circle.", b="Two orange circles and a square.")
+        JudgeRequest(
+            id=str(i),
+            question=f"How many shapes? ({i})",
+            images=[str(placeholder(tmp / f"{i}.png", i))],
+            a="One orange circle.",
+            b="Two orange circles and a square.",
+        )
         for i in range(args.pairs)
-    ]  # fmt: skip
+    ]
     judge.judge_batch(requests[:2])  # warm-up
 
     t0 = time.perf_counter()

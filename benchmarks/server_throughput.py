@@ -44,8 +44,13 @@ def data_url(i: int) -> str:
 
 
 def pair(i: int) -> dict:
-    return {"id": str(i), "question": f"How many shapes are there? ({i})", "images": [data_url(i)],
-            "a": {"text": f"{i % 3 + 1} shapes."}, "b": {"text": "One orange circle."}}  # fmt: skip
+    return {
+        "id": str(i),
+        "question": f"How many shapes are there? ({i})",
+        "images": [data_url(i)],
+        "a": {"text": f"{i % 3 + 1} shapes."},
+        "b": {"text": "One orange circle."},
+    }
 
 
 async def drive(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
@@ -86,8 +91,13 @@ def main() -> None:
         from deltarubric.rm.tiny import make_tiny_model
 
         args.model = str(make_tiny_model(Path(tempfile.mkdtemp()) / "tiny"))
-    config = JudgeConfig(model=args.model, judge=args.judge, device=args.device, batch_size=args.max_batch,
-                         sampling={"max_tokens": args.max_tokens})  # fmt: skip
+    config = JudgeConfig(
+        model=args.model,
+        judge=args.judge,
+        device=args.device,
+        batch_size=args.max_batch,
+        sampling={"max_tokens": args.max_tokens},
+    )
     judge = Judge(config)
     bodies = [pair(i) for i in range(args.pairs)]
     requests = [JudgeRequest.model_validate(b) for b in bodies]
@@ -100,13 +110,36 @@ def main() -> None:
         return time.perf_counter() - t0
 
     before = direct_seconds()
-    print(f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens} max_batch={args.max_batch}")
+    print(
+        f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens} max_batch={args.max_batch}"
+    )
     print(f"direct batched:            {args.pairs / before:8.2f} pairs/s")
 
     port = free_port()
-    cmd = [sys.executable, "-m", "deltarubric.rm.cli", "serve", "-m", args.model, "--judge", args.judge, "--device", args.device,
-           "--max-tokens", str(args.max_tokens), "--max-batch", str(args.max_batch), "--batch-size", str(args.max_batch),
-           "--cache-size", "0", "--max-queue", "100000", "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "deltarubric.rm.cli",
+        "serve",
+        "-m",
+        args.model,
+        "--judge",
+        args.judge,
+        "--device",
+        args.device,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--max-batch",
+        str(args.max_batch),
+        "--batch-size",
+        str(args.max_batch),
+        "--cache-size",
+        "0",
+        "--max-queue",
+        "100000",
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # access log included
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600  # loading a full-size model can take minutes
@@ -131,8 +164,10 @@ def main() -> None:
     for clients, elapsed, lat in results:
         p50, p99 = statistics.median(lat), statistics.quantiles(lat, n=100)[98]
         overhead = elapsed / direct - 1
-        print(f"server, {clients:3d} clients:     {args.pairs / elapsed:8.2f} pairs/s   p50 {p50 * 1000:7.1f} ms   "
-              f"p99 {p99 * 1000:7.1f} ms   overhead vs direct {overhead * 100:+6.1f}%")  # fmt: skip
+        print(
+            f"server, {clients:3d} clients:     {args.pairs / elapsed:8.2f} pairs/s   p50 {p50 * 1000:7.1f} ms   "
+            f"p99 {p99 * 1000:7.1f} ms   overhead vs direct {overhead * 100:+6.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-       "TRANSFORMERS_OFFLINE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_DISABLED": "true",
+}
 
 
 def train(kind: str, recipe: str, *flags: str, log: Path) -> subprocess.Popen[bytes] | None:
@@ -60,7 +66,9 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
 
     torch.set_num_threads(1)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint)
-    rows = judge_pairs(model, load_processor(str(checkpoint)), judge, read_pairs(pairs_file)[:limit], max_tokens=160, batch_size=32)
+    rows = judge_pairs(
+        model, load_processor(str(checkpoint)), judge, read_pairs(pairs_file)[:limit], max_tokens=160, batch_size=32
+    )
     return summarize(rows)
 
 
@@ -90,16 +98,30 @@ def curve(out: Path, runs: dict[str, Path]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, folder in runs.items():
         rows = [json.loads(x) for x in (folder / "validation.jsonl").read_text().splitlines()]
-        ax.plot([r["step"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"{name}: held-out accuracy")
-        state = json.loads((folder / "trainer_state.json").read_text()) if (folder / "trainer_state.json").exists() else None
+        ax.plot(
+            [r["step"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"{name}: held-out accuracy"
+        )
+        state = (
+            json.loads((folder / "trainer_state.json").read_text())
+            if (folder / "trainer_state.json").exists()
+            else None
+        )
         if state:
             hist = [h for h in state["log_history"] if "rewards/verdict_correct/mean" in h]
-            ax.plot([h["step"] for h in hist], [100 * h["rewards/verdict_correct/mean"] for h in hist], alpha=0.4,
-                    label=f"{name}: {'verifier' if name == 'deltarubric' else 'judge'} train reward")  # fmt: skip
+            ax.plot(
+                [h["step"] for h in hist],
+                [100 * h["rewards/verdict_correct/mean"] for h in hist],
+                alpha=0.4,
+                label=f"{name}: {'verifier' if name == 'deltarubric' else 'judge'} train reward",
+            )
             probe = [h for h in hist if "rewards/checklist_probe/mean" in h]
             if probe:
-                ax.plot([h["step"] for h in probe], [100 * h["rewards/checklist_probe/mean"] for h in probe], alpha=0.4,
-                        label="deltarubric: planner probe accuracy")  # fmt: skip
+                ax.plot(
+                    [h["step"] for h in probe],
+                    [100 * h["rewards/checklist_probe/mean"] for h in probe],
+                    alpha=0.4,
+                    label="deltarubric: planner probe accuracy",
+                )
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("RL step")
     ax.set_ylabel("accuracy (%)")
@@ -133,44 +155,114 @@ def main() -> None:
     blind = blind_copy(val, out / "data" / "val_blind.jsonl")
     warm, labels = split_warm(paths["train"], args.warm_pairs, out / "data")
     rl_pairs = len(read_pairs(labels))
-    print(f"data: {len(read_pairs(paths['train']))} train ({args.warm_pairs} with traces), {len(read_pairs(val))} held out", flush=True)
+    print(
+        f"data: {len(read_pairs(paths['train']))} train ({args.warm_pairs} with traces), {len(read_pairs(val))} held out",
+        flush=True,
+    )
 
     base0 = out / "base-init"
     if not (base0 / "model.safetensors").exists():
         make_testbed_model(base0, paths["train"], args.seed)
-    wait(train("sft", "testbed_caption.yaml", "--model", str(base0), "--data", str(paths["train"]), "--out", str(out / "base"),
-               "--max_steps", str(args.caption_steps), "--seed", seed, log=out / "logs" / "caption.log"))  # fmt: skip
+    wait(
+        train(
+            "sft",
+            "testbed_caption.yaml",
+            "--model",
+            str(base0),
+            "--data",
+            str(paths["train"]),
+            "--out",
+            str(out / "base"),
+            "--max_steps",
+            str(args.caption_steps),
+            "--seed",
+            seed,
+            log=out / "logs" / "caption.log",
+        )
+    )
     print(f"base (caption stage): {time.time() - t0:.0f}s", flush=True)
 
     judges = ("direct", "deltarubric")
-    procs = [train("sft", "testbed_warm.yaml", "--judge", j, "--model", str(out / "base"), "--data", str(warm),
-                   "--out", str(out / f"warm-{j}"), "--max_steps", str(args.warm_steps), "--seed", seed,
-                   log=out / "logs" / f"warm-{j}.log") for j in judges]  # fmt: skip
+    procs = [
+        train(
+            "sft",
+            "testbed_warm.yaml",
+            "--judge",
+            j,
+            "--model",
+            str(out / "base"),
+            "--data",
+            str(warm),
+            "--out",
+            str(out / f"warm-{j}"),
+            "--max_steps",
+            str(args.warm_steps),
+            "--seed",
+            seed,
+            log=out / "logs" / f"warm-{j}.log",
+        )
+        for j in judges
+    ]
     wait(*procs)
     summary: dict = {"seed": args.seed, "methods": {j: {} for j in judges}}
     for j in judges:
         summary["methods"][j]["warm_start"] = accuracy(out / f"warm-{j}", j, val, args.eval_limit)["accuracy"]
-    print(f"warm start: {time.time() - t0:.0f}s {json.dumps({j: summary['methods'][j]['warm_start'] for j in judges})}", flush=True)
+    print(
+        f"warm start: {time.time() - t0:.0f}s {json.dumps({j: summary['methods'][j]['warm_start'] for j in judges})}",
+        flush=True,
+    )
 
     eval_flags = ["--eval_data", str(val), "--eval_limit", str(args.eval_limit or 200)]
-    procs = [train("grpo", f"testbed_grpo_{j}.yaml", "--model", str(out / f"warm-{j}"), "--data", str(labels),
-                   "--out", str(out / f"rl-{j}"), "--max_steps", str(args.rl_steps), "--seed", seed, *eval_flags,
-                   log=out / "logs" / f"rl-{j}.log") for j in judges]  # fmt: skip
+    procs = [
+        train(
+            "grpo",
+            f"testbed_grpo_{j}.yaml",
+            "--model",
+            str(out / f"warm-{j}"),
+            "--data",
+            str(labels),
+            "--out",
+            str(out / f"rl-{j}"),
+            "--max_steps",
+            str(args.rl_steps),
+            "--seed",
+            seed,
+            *eval_flags,
+            log=out / "logs" / f"rl-{j}.log",
+        )
+        for j in judges
+    ]
     # The label-only SFT baseline sees as many pairs as RL: rl_steps x 2 pairs per step.
     sft_steps = max(1, args.rl_steps * 2 // 8)
     wait(*procs)
     print(f"RL: {time.time() - t0:.0f}s", flush=True)
-    wait(train("sft", "testbed_verdicts.yaml", "--model", str(out / "warm-direct"), "--data", str(labels),
-               "--out", str(out / "sft-verdicts"), "--max_steps", str(sft_steps), "--seed", seed,
-               log=out / "logs" / "sft-verdicts.log"))  # fmt: skip
+    wait(
+        train(
+            "sft",
+            "testbed_verdicts.yaml",
+            "--model",
+            str(out / "warm-direct"),
+            "--data",
+            str(labels),
+            "--out",
+            str(out / "sft-verdicts"),
+            "--max_steps",
+            str(sft_steps),
+            "--seed",
+            seed,
+            log=out / "logs" / "sft-verdicts.log",
+        )
+    )
 
     for j in judges:
         summary["methods"][j]["rl"] = accuracy(out / f"rl-{j}", j, val, args.eval_limit)["accuracy"]
         summary["methods"][j]["rl_blind"] = accuracy(out / f"rl-{j}", j, blind, args.eval_limit)["accuracy"]
         tokens = json.loads((out / f"rl-{j}" / "trainer_state.json").read_text())["log_history"]
         summary["methods"][j]["rl_tokens_seen"] = max((h.get("num_tokens", 0) for h in tokens), default=0)
-    summary["methods"]["sft_verdicts"] = {"warm_start": summary["methods"]["direct"]["warm_start"],
-                                          "sft": accuracy(out / "sft-verdicts", "direct", val, args.eval_limit)["accuracy"]}  # fmt: skip
+    summary["methods"]["sft_verdicts"] = {
+        "warm_start": summary["methods"]["direct"]["warm_start"],
+        "sft": accuracy(out / "sft-verdicts", "direct", val, args.eval_limit)["accuracy"],
+    }
     summary["blind_accuracy"] = max(summary["methods"][j]["rl_blind"] for j in judges)
     summary["held_out_pairs"] = args.eval_limit or len(read_pairs(val))
     summary["rl_pairs_seen"] = args.rl_steps * 2
@@ -183,9 +275,13 @@ def main() -> None:
     print(f"{'method':<14}{'warm start':>12}{'after':>10}{'gain':>8}")
     for j in judges:
         m = summary["methods"][j]
-        print(f"{j:<14}{m['warm_start']:>12.1f}{m['rl']:>10.1f}{m['rl'] - m['warm_start']:>+8.1f}   (RL; blind {m['rl_blind']:.1f})")
+        print(
+            f"{j:<14}{m['warm_start']:>12.1f}{m['rl']:>10.1f}{m['rl'] - m['warm_start']:>+8.1f}   (RL; blind {m['rl_blind']:.1f})"
+        )
     m = summary["methods"]["sft_verdicts"]
-    print(f"{'sft_verdicts':<14}{m['warm_start']:>12.1f}{m['sft']:>10.1f}{m['sft'] - m['warm_start']:>+8.1f}   (SFT on labels)")
+    print(
+        f"{'sft_verdicts':<14}{m['warm_start']:>12.1f}{m['sft']:>10.1f}{m['sft'] - m['warm_start']:>+8.1f}   (SFT on labels)"
+    )
 
 
 if __name__ == "__main__":

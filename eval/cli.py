@@ -14,7 +14,9 @@ from deltarubric.eval.core import json_scores
 from deltarubric.rm.cli_options import judge_options
 from deltarubric.rm.config import JudgeConfig
 
-app = typer.Typer(help="Benchmark harnesses: run a judge on a benchmark, score predictions, report runs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmark harnesses: run a judge on a benchmark, score predictions, report runs.", no_args_is_help=True
+)
 
 
 def print_scores(scores: dict[str, float], headline: tuple[str, ...], as_json: bool) -> None:
@@ -56,7 +58,9 @@ def present_tasks(bench, data_dir: Path) -> tuple[dict[str, list], list[str]]:
         except FileNotFoundError as e:
             skipped.append(f"{t} ({e.filename or e} not found)")
     if not loaded:
-        raise ValueError(f"{bench.name}: no task's data under --data-dir {data_dir}: {'; '.join(skipped)} (layout: docs/eval.md)")
+        raise ValueError(
+            f"{bench.name}: no task's data under --data-dir {data_dir}: {'; '.join(skipped)} (layout: docs/eval.md)"
+        )
     return loaded, skipped
 
 
@@ -64,16 +68,53 @@ def present_tasks(bench, data_dir: Path) -> tuple[dict[str, list], list[str]]:
 @judge_options
 def run(
     config: JudgeConfig,
-    benchmark: Annotated[str, typer.Argument(help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench | pairs (your own data, with --data)")],
+    benchmark: Annotated[
+        str,
+        typer.Argument(
+            help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench | pairs (your own data, with --data)"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Run directory; rerunning the same command resumes it.")],
-    data_dir: Annotated[Optional[Path], typer.Option(help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md.")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md).")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Sub-task (GenAI-Bench); default: every task whose data is present, each in OUT/<task>.")] = None,
-    official: Annotated[bool, typer.Option("--official", help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, top_p 0.2, 2048 tokens, unless you set them).")] = False,
-    samples: Annotated[int, typer.Option(min=1, help="Judgments per item, each with its own seed (seed + s) and drawn order; the official metric votes over them (VL-RewardBench's cal.py protocol).")] = 1,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N items (smoke runs); a larger N later extends the same run.")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md."
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md)."),
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="Sub-task (GenAI-Bench); default: every task whose data is present, each in OUT/<task>."),
+    ] = None,
+    official: Annotated[
+        bool,
+        typer.Option(
+            "--official",
+            help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, top_p 0.2, 2048 tokens, unless you set them).",
+        ),
+    ] = False,
+    samples: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Judgments per item, each with its own seed (seed + s) and drawn order; the official metric votes over them (VL-RewardBench's cal.py protocol).",
+        ),
+    ] = 1,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Only the first N items (smoke runs); a larger N later extends the same run.")
+    ] = None,
     chunk_size: Annotated[int, typer.Option(help="Items judged per batch, and written after each batch.")] = 16,
-    max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, backend down).")] = 0.05,
+    max_error_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, backend down).",
+        ),
+    ] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
@@ -90,8 +131,10 @@ def run(
     if limit is not None and limit < 1:
         raise ValueError("--limit must be at least 1")
     if samples > 1 and not bench.votes_over_samples:
-        raise ValueError(f"--samples {samples}: {benchmark}'s metric does not vote over sampled judgments (only "
-                         "vl-rewardbench's does, as cal.py): drop --samples")  # fmt: skip
+        raise ValueError(
+            f"--samples {samples}: {benchmark}'s metric does not vote over sampled judgments (only "
+            "vl-rewardbench's does, as cal.py): drop --samples"
+        )
     if bench.name == pairs.NAME:
         if data_dir is not None:
             raise ValueError("pairs reads one labelled-pair file: pass --data FILE.jsonl instead of --data-dir")
@@ -107,8 +150,11 @@ def run(
         data_dir = hub_data(bench)  # says at once when the hub is off or unreachable
     config = eval_config(bench, config, official)
     if samples > 1 and config.sampling.temperature == 0:
-        print(f"warning: --samples {samples} at temperature 0: greedy samples differ only in the order drawn; "
-              "pass --temperature (the official protocol samples at 0.2)", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: --samples {samples} at temperature 0: greedy samples differ only in the order drawn; "
+            "pass --temperature (the official protocol samples at 0.2)",
+            file=sys.stderr,
+        )
     several = task is None and len(bench.tasks) > 1  # one sub-folder per task, whichever tasks are present
     if several:
         loaded, skipped = present_tasks(bench, data_dir)
@@ -122,9 +168,19 @@ def run(
     for t, items in loaded.items():
         target = out / t if several else out
         try:
-            all_scores[t] = run_benchmark(bench, t, config, data_dir, target, limit=limit, chunk_size=chunk_size,
-                                          judge=judge, items=items, max_error_rate=max_error_rate,
-                                          samples=samples)  # fmt: skip
+            all_scores[t] = run_benchmark(
+                bench,
+                t,
+                config,
+                data_dir,
+                target,
+                limit=limit,
+                chunk_size=chunk_size,
+                judge=judge,
+                items=items,
+                max_error_rate=max_error_rate,
+                samples=samples,
+            )
         except RunFailed as e:
             if e.scores is None:  # stopped early: every first item failed alike, the rest would too
                 raise fail(str(e)) from None
@@ -143,9 +199,18 @@ def run(
 @app.command(no_args_is_help=True)
 def prepare(
     benchmark: Annotated[str, typer.Argument(help="A benchmark whose release needs converting (genai-bench).")],
-    src: Annotated[Path, typer.Option(help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset --local-dir SRC).")],
-    out: Annotated[Path, typer.Option(help="The folder to write the local layout into: pass it to `eval run --data-dir`.")],
-    split: Annotated[str | None, typer.Option(help="Which split to export (genai-bench: test_v1, the leaderboard's, by default).")] = None,
+    src: Annotated[
+        Path,
+        typer.Option(
+            help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset --local-dir SRC)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The folder to write the local layout into: pass it to `eval run --data-dir`.")
+    ],
+    split: Annotated[
+        str | None, typer.Option(help="Which split to export (genai-bench: test_v1, the leaderboard's, by default).")
+    ] = None,
 ) -> None:
     """Turn a benchmark's downloaded release into the layout `eval run --data-dir` reads."""
     from deltarubric.eval.registry import benchmark_names, get_benchmark
@@ -153,22 +218,33 @@ def prepare(
     bench = get_benchmark(benchmark)
     if bench.prepare is None:
         needing = [n for n in benchmark_names() if get_benchmark(n).prepare is not None]
-        raise ValueError(f"{benchmark} has no prepare step (docs/eval.md, 'Where the data comes from', says how to get "
-                         f"its data); benchmarks with one: {', '.join(needing)}")  # fmt: skip
+        raise ValueError(
+            f"{benchmark} has no prepare step (docs/eval.md, 'Where the data comes from', says how to get "
+            f"its data); benchmarks with one: {', '.join(needing)}"
+        )
     split = split or bench.default_split
     written = bench.prepare(src, out, split)
     for t in bench.tasks:
-        print(f"{t:<20} {written[t]} rows -> {out / t}.jsonl" if t in written else f"{t:<20} skipped: no split {split!r} under {src}")
+        print(
+            f"{t:<20} {written[t]} rows -> {out / t}.jsonl"
+            if t in written
+            else f"{t:<20} skipped: no split {split!r} under {src}"
+        )
     print(f"next: deltarubric eval run {bench.name} --data-dir {out} ...")
 
 
 @app.command(no_args_is_help=True)
 def score(
     benchmark: Annotated[str, typer.Argument(help="Benchmark name (see `deltarubric eval list`).")],
-    predictions: Annotated[Path, typer.Option(help="A run directory, or a prediction file in the benchmark's official format.")],
+    predictions: Annotated[
+        Path, typer.Option(help="A run directory, or a prediction file in the benchmark's official format.")
+    ],
     task: Annotated[Optional[str], typer.Option(help="Sub-task the predictions belong to (GenAI-Bench).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
-    export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench).")] = None,
+    export: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench)."),
+    ] = None,
 ) -> None:
     """Compute the official and strict metrics from predictions, without running a model."""
     from deltarubric.eval.registry import get_benchmark
@@ -180,11 +256,15 @@ def score(
     if predictions.is_dir():
         record = json.loads((predictions / RUN_FILE).read_text())
         if record["benchmark"] != bench.name:
-            raise ValueError(f"{predictions} is a run of {record['benchmark']}, not {bench.name}: score it with "
-                             f"`deltarubric eval score {record['benchmark']}`")  # fmt: skip
+            raise ValueError(
+                f"{predictions} is a run of {record['benchmark']}, not {bench.name}: score it with "
+                f"`deltarubric eval score {record['benchmark']}`"
+            )
         if task is not None and task != record["task"]:
-            raise ValueError(f"{predictions} is a run of the task {record['task']!r}, not {task!r}: drop --task or "
-                             f"pass --task {record['task']}")  # fmt: skip
+            raise ValueError(
+                f"{predictions} is a run of the task {record['task']!r}, not {task!r}: drop --task or "
+                f"pass --task {record['task']}"
+            )
         preds = read_predictions(predictions)
         task = record["task"]
         max_tokens = ((record.get("judge") or {}).get("sampling") or {}).get("max_tokens")
@@ -195,8 +275,10 @@ def score(
     else:
         told = file_task(bench, predictions) if task is not None else None
         if told is not None and task not in told[0]:
-            raise ValueError(f"{predictions} holds {bench.name} predictions of {' or '.join(told[0])} ({told[1]}), "
-                             f"not of {task!r}: pass --task {told[0][0]}")  # fmt: skip
+            raise ValueError(
+                f"{predictions} holds {bench.name} predictions of {' or '.join(told[0])} ({told[1]}), "
+                f"not of {task!r}: pass --task {told[0][0]}"
+            )
         preds = bench.read_official(predictions)
     if task is None and len(bench.tasks) > 1:
         raise ValueError(f"{benchmark} has several tasks; pass --task ({', '.join(bench.tasks)})")
@@ -229,7 +311,10 @@ def file_task(bench, path: Path) -> tuple[tuple[str, ...], str] | None:
 @app.command(no_args_is_help=True)
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories of one benchmark, shown side by side.")],
-    out: Annotated[Optional[Path], typer.Option(help="Where to write report.md and the PNGs; default: <parent of the first run>/report.")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Where to write report.md and the PNGs; default: <parent of the first run>/report."),
+    ] = None,
 ) -> None:
     """Render a Markdown table and PNG plots for one or several runs."""
     from deltarubric.eval.report import write_report

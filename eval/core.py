@@ -44,9 +44,7 @@ class Prediction(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def from_verdict(
-        cls, item: EvalItem, verdict: Verdict, *, official_format: bool = False
-    ) -> Prediction:
+    def from_verdict(cls, item: EvalItem, verdict: Verdict, *, official_format: bool = False) -> Prediction:
         # With one order judged, the last raw entry is the final stage's text (entries are written stage by stage).
         single_order = len(verdict.orders) == 1 and verdict.raw
         # Each order's final stage is its last '<order>/<stage>' entry.
@@ -122,8 +120,13 @@ def judge_stats(preds: list[Prediction]) -> dict[str, float]:
     """
     errors = sum(bool(p.error) for p in preds)
     failures = sum(not p.parse_ok and not p.error for p in preds)
-    both = [p for p in preds if len(p.samples) == 2 and {o for o, _ in p.samples} == {"AB", "BA"}
-            and all(w in ("A", "B") for _, w in p.samples)]  # fmt: skip
+    both = [
+        p
+        for p in preds
+        if len(p.samples) == 2
+        and {o for o, _ in p.samples} == {"AB", "BA"}
+        and all(w in ("A", "B") for _, w in p.samples)
+    ]
     decisive = [(o, w) for p in preds for o, w in p.samples if w in ("A", "B")]
     first = sum((w == "A") == (o == "AB") for o, w in decisive)
     return {
@@ -136,9 +139,19 @@ def judge_stats(preds: list[Prediction]) -> dict[str, float]:
 
 
 # Media problems rm/media.py names after the source ("<path>: file not found"): one kind each, whichever the item.
-_MEDIA_PROBLEMS = ("file not found", "cannot read file", "not a readable image", "corrupt or truncated",
-                   "exceeds the limit", "aspect ratio", "download failed", "redirects are not followed",
-                   "larger than", "invalid base64", "only base64 data URLs")  # fmt: skip
+_MEDIA_PROBLEMS = (
+    "file not found",
+    "cannot read file",
+    "not a readable image",
+    "corrupt or truncated",
+    "exceeds the limit",
+    "aspect ratio",
+    "download failed",
+    "redirects are not followed",
+    "larger than",
+    "invalid base64",
+    "only base64 data URLs",
+)
 _PATHS = re.compile(r"[^\s'\"]*[/\\][^\s'\"]*?(?=:?(?:\s|$))")  # a path or URL, not the colon after it
 
 

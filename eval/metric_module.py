@@ -32,7 +32,9 @@ class BenchmarkMetric(evaluate.Metric):
             description=b.description,
             citation="",
             inputs_description=__doc__,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(

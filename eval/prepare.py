@@ -18,8 +18,11 @@ def hub_data(bench: Benchmark) -> Path:
     """The benchmark's pinned hub revision: from the Hugging Face cache when it is there, else downloaded once. Offline
     (HF_HUB_OFFLINE=1) or with the hub unreachable, a ValueError says so at once and names --data-dir."""
     if bench.hub is None:
-        make = (f" (make one from the downloaded release: deltarubric eval prepare {bench.name} --src DOWNLOAD --out DIR)"
-                if bench.prepare else "")  # fmt: skip
+        make = (
+            f" (make one from the downloaded release: deltarubric eval prepare {bench.name} --src DOWNLOAD --out DIR)"
+            if bench.prepare
+            else ""
+        )
         raise ValueError(f"{bench.name} is not on the hub in a usable form: pass --data-dir{make}; see docs/eval.md")
     try:
         from huggingface_hub import constants, snapshot_download

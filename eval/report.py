@@ -39,14 +39,18 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     benchmarks = sorted({r["benchmark"] for r in records})
     if len(benchmarks) > 1:
         which = ", ".join(f"{d} is {r['benchmark']}" for d, r in zip(run_dirs, records))
-        raise ValueError(f"a report compares runs of one benchmark; these are of {len(benchmarks)} ({which}): "
-                         "report each benchmark's runs separately")  # fmt: skip
+        raise ValueError(
+            f"a report compares runs of one benchmark; these are of {len(benchmarks)} ({which}): "
+            "report each benchmark's runs separately"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = [(d.name, *load_run(d)) for d in run_dirs]
     names = [n for n, *_ in runs]
     benchmark = get_benchmark(runs[0][1]["benchmark"])
     metric_names = list(dict.fromkeys(k for _, _, scores, _ in runs for k in scores if k != "n"))
-    ordered = [m for m in benchmark.headline if m in metric_names] + [m for m in metric_names if m not in benchmark.headline]
+    ordered = [m for m in benchmark.headline if m in metric_names] + [
+        m for m in metric_names if m not in benchmark.headline
+    ]
 
     lines = [f"# {benchmark.name} report", ""]
     lines += ["| run | task | judge | model | order | items | data |", "|---|---|---|---|---|---|---|"]
@@ -67,10 +71,15 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         "judge_behaviour.png": _bars(runs, JUDGE_STATS, "judge behaviour (%)", out_dir / "judge_behaviour.png"),
     }
     lines += [""] + [f"![{name}]({name})" for name, made in plots.items() if made]
-    lines += ["", ("Strict metrics count an unparsable verdict and an item that ended with an error as wrong; official "
-                   "ones follow the benchmark's own rule. parse_failure_rate: answers that could not be read; error_rate: "
-                   "items with no answer (media not loaded, backend errors)."),
-              "first_position_rate: decisive verdicts for the candidate shown first (50 = no position bias)."]  # fmt: skip
+    lines += [
+        "",
+        (
+            "Strict metrics count an unparsable verdict and an item that ended with an error as wrong; official "
+            "ones follow the benchmark's own rule. parse_failure_rate: answers that could not be read; error_rate: "
+            "items with no answer (media not loaded, backend errors)."
+        ),
+        "first_position_rate: decisive verdicts for the candidate shown first (50 = no position bias).",
+    ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
@@ -81,7 +90,9 @@ def _group_plot(runs: list, path: Path) -> bool:
     groups = sorted({g for *_, gs in runs for g in gs})
     keys = [k for k in runs[0][2] if any(k.endswith("_" + g) for g in groups)]
     # One accuracy family per plot: the strict one where there is one, else the first found.
-    prefix = "strict_" if any(k.startswith("strict_") for k in keys) else (keys[0].rsplit("_", 1)[0] + "_" if keys else "")
+    prefix = (
+        "strict_" if any(k.startswith("strict_") for k in keys) else (keys[0].rsplit("_", 1)[0] + "_" if keys else "")
+    )
     chosen = [k for k in keys if k.startswith(prefix) and k[len(prefix) :] in groups]
     return _bars(runs, chosen, f"{prefix.rstrip('_') or 'accuracy'} accuracy per group (%)", path) if chosen else False
 

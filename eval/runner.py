@@ -76,8 +76,14 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
         given = config.sampling.model_fields_set  # values set by a flag or the --config file
         defaults = {k: v for k, v in benchmark.official_sampling.items() if k not in given}
         sampling = config.sampling.model_copy(update=defaults) if defaults else config.sampling
-        return config.model_copy(update={"judge": benchmark.official_judge, "order": benchmark.official_order,
-                                         "swap": False, "sampling": sampling})  # fmt: skip
+        return config.model_copy(
+            update={
+                "judge": benchmark.official_judge,
+                "order": benchmark.official_order,
+                "swap": False,
+                "sampling": sampling,
+            }
+        )
     return config if config.swap else config.model_copy(update={"order": "random"})
 
 
@@ -181,37 +187,53 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def setting_differences(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
     """The verdict-determining settings in which two run records differ, as 'name: <there> there, <now> now'."""
     missing = "(unset)"
-    there, now = ({k: v for k, v in _flat(r.get("judge") or {}).items() if k.split(".")[0] not in OPERATIONAL_FIELDS}
-                  for r in (previous, record))  # fmt: skip
-    out = [f"{k}: {there.get(k, missing)!r} there, {now.get(k, missing)!r} now"
-           for k in sorted(set(there) | set(now)) if there.get(k, missing) != now.get(k, missing)]  # fmt: skip
+    there, now = (
+        {k: v for k, v in _flat(r.get("judge") or {}).items() if k.split(".")[0] not in OPERATIONAL_FIELDS}
+        for r in (previous, record)
+    )
+    out = [
+        f"{k}: {there.get(k, missing)!r} there, {now.get(k, missing)!r} now"
+        for k in sorted(set(there) | set(now))
+        if there.get(k, missing) != now.get(k, missing)
+    ]
     if previous.get("samples", 1) != record.get("samples", 1):
         out.append(f"samples: {previous.get('samples', 1)} there, {record.get('samples', 1)} now")
     old_prompt, new_prompt = previous.get("prompt") or {}, record["prompt"]
     if old_prompt.get("sha256") != new_prompt["sha256"] and old_prompt.get("name") == new_prompt["name"]:
-        out.append(f"prompt {new_prompt['name']!r} edited (sha256 {str(old_prompt.get('sha256'))[:12]} there, "
-                   f"{new_prompt['sha256'][:12]} now)")  # fmt: skip
+        out.append(
+            f"prompt {new_prompt['name']!r} edited (sha256 {str(old_prompt.get('sha256'))[:12]} there, "
+            f"{new_prompt['sha256'][:12]} now)"
+        )
     return out
 
 
 def check_resumable(previous: dict[str, Any], record: dict[str, Any], all_items: list[EvalItem], out_dir: Path) -> None:
     """Refuse to resume a run with another benchmark, judge configuration or data, naming what differs. The limit
     may differ: the items of a smaller limit are a prefix of a larger one's."""
-    problems = [f"{k}: {previous.get(k)!r} there, {record[k]!r} now" for k in ("benchmark", "task")
-                if previous.get(k) != record[k]]  # fmt: skip
+    problems = [
+        f"{k}: {previous.get(k)!r} there, {record[k]!r} now"
+        for k in ("benchmark", "task")
+        if previous.get(k) != record[k]
+    ]
     if problems:
-        raise ValueError(f"{out_dir} holds a run of another benchmark or task ({'; '.join(problems)}); pass a new --out")
+        raise ValueError(
+            f"{out_dir} holds a run of another benchmark or task ({'; '.join(problems)}); pass a new --out"
+        )
     if previous.get("config_hash") != record["config_hash"]:
         diffs = setting_differences(previous, record) or ["settings recorded in its run.json"]
-        raise ValueError(f"{out_dir} holds a run with another judge configuration ({'; '.join(diffs)}); resume it "
-                         "with the same settings, or pass a new --out")  # fmt: skip
+        raise ValueError(
+            f"{out_dir} holds a run with another judge configuration ({'; '.join(diffs)}); resume it "
+            "with the same settings, or pass a new --out"
+        )
     if "data_sha256" in previous:  # the whole task's items
         same_data = previous["data_sha256"] == record["data_sha256"]
     else:  # a run.json written before data_sha256: its items_sha256 covers the first `limit` items
         same_data = previous.get("items_sha256") == items_sha256(all_items[: previous.get("limit")])
     if not same_data:
-        raise ValueError(f"{out_dir} holds a run over another item set (the data's item keys or labels differ from "
-                         "this run's: another data folder, file or release); pass a new --out")  # fmt: skip
+        raise ValueError(
+            f"{out_dir} holds a run over another item set (the data's item keys or labels differ from "
+            "this run's: another data folder, file or release); pass a new --out"
+        )
 
 
 def read_run_file(run_file: Path, results: Path) -> dict[str, Any] | None:
@@ -228,8 +250,9 @@ def read_run_file(run_file: Path, results: Path) -> dict[str, Any] | None:
             return record
         problem = "not a JSON object"
     if results.exists() and results.stat().st_size:
-        raise ValueError(f"{run_file} is unreadable ({problem}) but {results} holds results: restore run.json, or "
-                         "pass a new --out")  # fmt: skip
+        raise ValueError(
+            f"{run_file} is unreadable ({problem}) but {results} holds results: restore run.json, or pass a new --out"
+        )
     return None
 
 
@@ -278,8 +301,10 @@ def fail_fast_message(judged: list[tuple[EvalItem, Verdict]], data_dir: Path) ->
     if kind == "media: file not found":
         path = next((m for i, _ in judged if (m := missing_media(i))), None) or example
         where = f"under --data-dir {data_dir}" if data_dir.is_dir() else f"where {data_dir} says"
-        return (f"no media found {where}: looked for {path} ({first}); pass the folder that holds the benchmark's "
-                "images (layout: docs/eval.md), then rerun the same command")  # fmt: skip
+        return (
+            f"no media found {where}: looked for {path} ({first}); pass the folder that holds the benchmark's "
+            "images (layout: docs/eval.md), then rerun the same command"
+        )
     return f"{first} ({kind}), e.g. {judged[0][0].key}: {example}; fix the cause and rerun the same command to resume"
 
 
@@ -307,8 +332,10 @@ def run_benchmark(
         raise ValueError("--samples must be at least 1")
     if samples > 1 and not benchmark.votes_over_samples:
         voting = [n for n in benchmark_names() if get_benchmark(n).votes_over_samples]
-        raise ValueError(f"--samples {samples}: {benchmark.name}'s metric does not vote over sampled judgments; only "
-                         f"{', '.join(voting)} has such a protocol (cal.py). Drop --samples")  # fmt: skip
+        raise ValueError(
+            f"--samples {samples}: {benchmark.name}'s metric does not vote over sampled judgments; only "
+            f"{', '.join(voting)} has such a protocol (cal.py). Drop --samples"
+        )
     all_items = benchmark.load(data_dir, task) if items is None else items
     items = all_items[:limit]
     judge = judge or Judge(config)
@@ -323,9 +350,16 @@ def run_benchmark(
         extent = None if None in (limit, previous.get("limit")) else max(limit, previous["limit"])
         if "data_sha256" not in previous or extent != previous.get("limit"):  # extended: record the new extent
             judged_items = all_items[:extent]
-            write_json_atomic(run_file, previous | {"limit": extent, "n_items": len(judged_items),
-                                                    "items_sha256": items_sha256(judged_items),
-                                                    "data_sha256": record["data_sha256"]})  # fmt: skip
+            write_json_atomic(
+                run_file,
+                previous
+                | {
+                    "limit": extent,
+                    "n_items": len(judged_items),
+                    "items_sha256": items_sha256(judged_items),
+                    "data_sha256": record["data_sha256"],
+                },
+            )
 
     done = completed_keys(results)
     todo = [i for i in items if i.key not in done]
@@ -342,8 +376,11 @@ def run_benchmark(
             per_sample = [j.judge_batch([i.request for i in chunk]) for j in judges]
             for n, item in enumerate(chunk):
                 verdicts = [vs[n] for vs in per_sample]
-                row = result_row(item, verdicts[0], watch.cut(verdicts[0])) if samples == 1 else \
-                    sampled_row(item, verdicts, [watch.cut(v) for v in verdicts])
+                row = (
+                    result_row(item, verdicts[0], watch.cut(verdicts[0]))
+                    if samples == 1
+                    else sampled_row(item, verdicts, [watch.cut(v) for v in verdicts])
+                )
                 f.write(json.dumps(row) + "\n")
                 judged.append((item, verdicts[0] if samples == 1 else combined_verdict(item, verdicts)))
             watch.clear()
@@ -359,28 +396,44 @@ def run_benchmark(
     scores = benchmark.score(preds, task)
     errors = error_counts(preds)
     limited = length_limited(out_dir, keys)
-    summary = {"benchmark": benchmark.name, "task": task, "n": len(items), "scores": json_scores(scores),
-               "errors": [{"kind": k, "count": n, "example": e} for k, n, e in errors],
-               "length_limited": limited | {"max_tokens": config.sampling.max_tokens}}  # fmt: skip
+    summary = {
+        "benchmark": benchmark.name,
+        "task": task,
+        "n": len(items),
+        "scores": json_scores(scores),
+        "errors": [{"kind": k, "count": n, "example": e} for k, n, e in errors],
+        "length_limited": limited | {"max_tokens": config.sampling.max_tokens},
+    }
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     if note := length_note(label, limited, config.sampling.max_tokens):
         print(note, file=sys.stderr)
     if errors:
         n_errors = sum(n for _, n, _ in errors)
         kind, n, example = errors[0]
-        what = (f"{label}: {n_errors} of {len(preds)} items ended with an error; the most common ({n}): {kind}, "
-                f"e.g. {example}")  # fmt: skip
+        what = (
+            f"{label}: {n_errors} of {len(preds)} items ended with an error; the most common ({n}): {kind}, "
+            f"e.g. {example}"
+        )
         if max_error_rate is not None and n_errors > max_error_rate * len(preds):
-            raise RunFailed(f"{what}. That is more than --max-error-rate {max_error_rate:g} allows: fix the cause and "
-                            "rerun the same command (errored items are judged again)", scores)  # fmt: skip
+            raise RunFailed(
+                f"{what}. That is more than --max-error-rate {max_error_rate:g} allows: fix the cause and "
+                "rerun the same command (errored items are judged again)",
+                scores,
+            )
         print(f"warning: {what}; rerun the same command to judge them again", file=sys.stderr)
     return scores
 
 
 def result_row(item: EvalItem, verdict: Verdict, length_cut: list[str] | None = None) -> dict[str, Any]:
     """One item's line: its verdict, and the '<order>/<stage>' entries whose generation hit the token limit."""
-    return {"key": item.key, "gold": item.gold, "group": item.group, "meta": item.meta, "verdict": verdict.model_dump(),
-            "length_cut": length_cut or []}  # fmt: skip
+    return {
+        "key": item.key,
+        "gold": item.gold,
+        "group": item.group,
+        "meta": item.meta,
+        "verdict": verdict.model_dump(),
+        "length_cut": length_cut or [],
+    }
 
 
 def combined_verdict(item: EvalItem, verdicts: list[Verdict]) -> Verdict:
@@ -389,10 +442,15 @@ def combined_verdict(item: EvalItem, verdicts: list[Verdict]) -> Verdict:
     orders = [o for v in verdicts for o in v.orders]
     winners = [o.winner for o in orders]
     error = next((v.error for v in verdicts if v.error), None)
-    return Verdict(id=item.key, judge=verdicts[0].judge, orders=orders, error=error,
-                   winner=next((w for w in ("A", "B", "tie") if winners.count(w) > len(winners) / 2), None),
-                   parse_ok=all(v.parse_ok for v in verdicts) and error is None,
-                   latency_s=max(v.latency_s for v in verdicts))  # fmt: skip
+    return Verdict(
+        id=item.key,
+        judge=verdicts[0].judge,
+        orders=orders,
+        error=error,
+        winner=next((w for w in ("A", "B", "tie") if winners.count(w) > len(winners) / 2), None),
+        parse_ok=all(v.parse_ok for v in verdicts) and error is None,
+        latency_s=max(v.latency_s for v in verdicts),
+    )
 
 
 def sampled_row(item: EvalItem, verdicts: list[Verdict], length_cut: list[list[str]]) -> dict[str, Any]:
@@ -439,10 +497,12 @@ def length_note(label: str, limited: dict[str, int], max_tokens: int | None) -> 
     if not limited["samples"]:
         return None
     limit = f" (max_tokens {max_tokens})" if max_tokens else ""
-    return (f"warning: {label}: {limited['samples']} of {limited['of']} judged samples stopped at the length limit"
-            f"{limit}; {limited['unreadable']} of them have no readable verdict (unparsable: wrong in the strict "
-            "metrics; VL-RewardBench's official rule counts such a sample doesntMatch, so a majority of them drops the "
-            "item). Raise --max-tokens, in a new --out, to let them finish")  # fmt: skip
+    return (
+        f"warning: {label}: {limited['samples']} of {limited['of']} judged samples stopped at the length limit"
+        f"{limit}; {limited['unreadable']} of them have no readable verdict (unparsable: wrong in the strict "
+        "metrics; VL-RewardBench's official rule counts such a sample doesntMatch, so a majority of them drops the "
+        "item). Raise --max-tokens, in a new --out, to let them finish"
+    )
 
 
 def run_official_format(record: dict[str, Any]) -> bool:

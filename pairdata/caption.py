@@ -37,9 +37,15 @@ class CaptionSummary:
     failed: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
-        return {"out": str(self.out), "pairs": self.pairs, "captioned": self.captioned, "kept_existing": self.kept,
-                "no_context_media": self.no_context_media, "captions_generated": self.generated,
-                "failed": dict(self.failed.most_common())}  # fmt: skip
+        return {
+            "out": str(self.out),
+            "pairs": self.pairs,
+            "captioned": self.captioned,
+            "kept_existing": self.kept,
+            "no_context_media": self.no_context_media,
+            "captions_generated": self.generated,
+            "failed": dict(self.failed.most_common()),
+        }
 
 
 @dataclass
@@ -63,15 +69,26 @@ class Captioner:
     def conversation(self, pair: LabelledPair) -> Conversation:
         """The captions-stage user turn of train/sft.py: the context media, then the caption question."""
         r = pair.request
-        parts = [ImagePart(load_image(i, max_input_pixels=self.max_input_pixels, max_pixels=self.max_pixels))
-                 for i in r.images] + [VideoPart(v) for v in r.videos]  # fmt: skip
+        parts = [
+            ImagePart(load_image(i, max_input_pixels=self.max_input_pixels, max_pixels=self.max_pixels))
+            for i in r.images
+        ] + [VideoPart(v) for v in r.videos]
         question = render_target("caption_question", media_word=self.media_words[r.task_type])
         return [Message("user", (*parts, TextPart(question)))]
 
 
-def caption_file(path: Path, out: Path, backend: Backend, sampling: SamplingConfig, *, judge: str = "direct",
-                 max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS, max_pixels: int | None = None,
-                 overwrite: bool = False, chunk_size: int = 16) -> CaptionSummary:  # fmt: skip
+def caption_file(
+    path: Path,
+    out: Path,
+    backend: Backend,
+    sampling: SamplingConfig,
+    *,
+    judge: str = "direct",
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
+    max_pixels: int | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 16,
+) -> CaptionSummary:
     """Write `path` to `out` (which may be `path` itself) with a `caption` on every pair that has context media."""
     captioner = Captioner(load_method(judge).words["media_word"], max_input_pixels, max_pixels)
     summary = CaptionSummary(out=out)
@@ -99,8 +116,9 @@ def caption_file(path: Path, out: Path, backend: Backend, sampling: SamplingConf
     return summary
 
 
-def _flush(pending: _Pending, captioner: Captioner, backend: Backend, sampling: SamplingConfig,
-           summary: CaptionSummary, w: Any) -> None:  # fmt: skip
+def _flush(
+    pending: _Pending, captioner: Captioner, backend: Backend, sampling: SamplingConfig, summary: CaptionSummary, w: Any
+) -> None:
     """Caption the pending media in one backend call, then write the buffered rows in file order."""
     keys = list(pending.requests)
     if keys:

@@ -14,8 +14,9 @@ from deltarubric.rm.cli_options import judge_options
 from deltarubric.rm.config import JudgeConfig
 
 DEDUP_OUT = Path("dedup")
-app = typer.Typer(help="Training data: convert public preference datasets to pair files, drop benchmark items.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Training data: convert public preference datasets to pair files, drop benchmark items.", no_args_is_help=True
+)
 
 
 @app.command("list")
@@ -123,7 +124,15 @@ def caption(
     from deltarubric.pairdata.caption import caption_file
     from deltarubric.rm.backends import make_backend
 
-    summary = caption_file(file, out or file, make_backend(config), config.sampling, judge=config.judge,
-                           max_input_pixels=config.max_input_pixels, max_pixels=config.max_pixels,
-                           overwrite=overwrite, chunk_size=chunk_size)  # fmt: skip
+    summary = caption_file(
+        file,
+        out or file,
+        make_backend(config),
+        config.sampling,
+        judge=config.judge,
+        max_input_pixels=config.max_input_pixels,
+        max_pixels=config.max_pixels,
+        overwrite=overwrite,
+        chunk_size=chunk_size,
+    )
     print(json.dumps(summary.to_json(), indent=2))

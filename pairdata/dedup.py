@@ -119,8 +119,9 @@ def parse_against(spec: str) -> tuple[str, Path | None]:
     return name.strip(), Path(where).expanduser() if sep else None
 
 
-def build_index(specs: list[str], *, hasher: Hasher | None = None, phash_max: int = PHASH_MAX,
-                dhash_max: int = DHASH_MAX) -> BenchmarkIndex:  # fmt: skip
+def build_index(
+    specs: list[str], *, hasher: Hasher | None = None, phash_max: int = PHASH_MAX, dhash_max: int = DHASH_MAX
+) -> BenchmarkIndex:
     """Load each benchmark named in `specs` through its registered loader and index its images and texts."""
     from deltarubric.eval.cli import present_tasks
     from deltarubric.eval.prepare import hub_data
@@ -154,8 +155,16 @@ def build_index(specs: list[str], *, hasher: Hasher | None = None, phash_max: in
                     h = hasher(ref, counts)
                     if h is not None:
                         index.images.add(h, label)
-        index.sources.append({"benchmark": bench.name, "data": str(data_dir), "tasks": sorted(loaded),
-                              "tasks_missing": skipped, "items": n_items, "images": counts.to_json()})  # fmt: skip
+        index.sources.append(
+            {
+                "benchmark": bench.name,
+                "data": str(data_dir),
+                "tasks": sorted(loaded),
+                "tasks_missing": skipped,
+                "items": n_items,
+                "images": counts.to_json(),
+            }
+        )
     return index
 
 
@@ -169,9 +178,15 @@ class FileResult:
     images: MediaCounts = field(default_factory=MediaCounts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"input": str(self.input), "output": str(self.output), "pairs": self.pairs, "kept": self.kept,
-                "dropped": sum(self.dropped.values()), "dropped_by_reason": dict(self.dropped),
-                "images": self.images.to_json()}  # fmt: skip
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "pairs": self.pairs,
+            "kept": self.kept,
+            "dropped": sum(self.dropped.values()),
+            "dropped_by_reason": dict(self.dropped),
+            "images": self.images.to_json(),
+        }
 
 
 def find_matches(request: JudgeRequest, index: BenchmarkIndex, hasher: Hasher, counts: MediaCounts) -> list[dict]:
@@ -187,8 +202,15 @@ def find_matches(request: JudgeRequest, index: BenchmarkIndex, hasher: Hasher, c
         hit = index.images.match(h) if h is not None else None
         if hit is not None:
             label, dp, dd = hit
-            matches.append({"reason": "image", "benchmark_item": label, "image": ref if isinstance(ref, str) else "",
-                            "phash_distance": dp, "dhash_distance": dd})  # fmt: skip
+            matches.append(
+                {
+                    "reason": "image",
+                    "benchmark_item": label,
+                    "image": ref if isinstance(ref, str) else "",
+                    "phash_distance": dp,
+                    "dhash_distance": dd,
+                }
+            )
     return matches
 
 
@@ -208,8 +230,9 @@ def dedup_file(path: Path, out: Path, index: BenchmarkIndex, hasher: Hasher, dro
     return result
 
 
-def dedup(files: list[Path], against: list[str], out_dir: Path, *, phash_max: int = PHASH_MAX,
-          dhash_max: int = DHASH_MAX) -> dict[str, Any]:  # fmt: skip
+def dedup(
+    files: list[Path], against: list[str], out_dir: Path, *, phash_max: int = PHASH_MAX, dhash_max: int = DHASH_MAX
+) -> dict[str, Any]:
     """Write each file's pairs minus benchmark items to `out_dir/<file name>`, and `out_dir/dedup_report.json`."""
     if not against:
         raise ValueError("name at least one benchmark to check against (--against NAME[=DIR])")
@@ -227,11 +250,15 @@ def dedup(files: list[Path], against: list[str], out_dir: Path, *, phash_max: in
     dropped: list[dict] = []
     results = [dedup_file(p, out_dir / p.name, index, hasher, dropped) for p in files]
     report = {
-        "settings": {"phash_max": phash_max, "dhash_max": dhash_max, "text": "normalised question + responses, "
-                     "either order (NFKC, case-folded, punctuation and <image> tokens removed)"},
+        "settings": {
+            "phash_max": phash_max,
+            "dhash_max": dhash_max,
+            "text": "normalised question + responses, "
+            "either order (NFKC, case-folded, punctuation and <image> tokens removed)",
+        },
         "benchmarks": index.sources,
         "files": [r.to_json() for r in results],
         "dropped": dropped,
-    }  # fmt: skip
+    }
     (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report

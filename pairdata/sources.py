@@ -162,5 +162,7 @@ def require(row: Row, fields: tuple[str, ...], dataset: str, expected: str | Non
 
 def schema_message(row: Row, dataset: str, missing: list[str], expected: str) -> str:
     found = ", ".join(sorted(row.data)) or "none"
-    return (f"{dataset}: {row.path}:{row.number} lacks {', '.join(missing)}. This converter expects the fields "
-            f"{expected}; the row has {found}. Is --src the right dataset?")  # fmt: skip
+    return (
+        f"{dataset}: {row.path}:{row.number} lacks {', '.join(missing)}. This converter expects the fields "
+        f"{expected}; the row has {found}. Is --src the right dataset?"
+    )

@@ -91,7 +91,9 @@ def _print_human(v: Verdict) -> None:
 @judge_options
 def judge(
     config: JudgeConfig,
-    question: Annotated[Optional[str], typer.Option("--question", "-q", help="Question, generation prompt or edit instruction.")] = None,
+    question: Annotated[
+        Optional[str], typer.Option("--question", "-q", help="Question, generation prompt or edit instruction.")
+    ] = None,
     response_a: Annotated[Optional[str], typer.Option(help="Text of candidate A.")] = None,
     response_b: Annotated[Optional[str], typer.Option(help="Text of candidate B.")] = None,
     image: Annotated[Optional[list[str]], typer.Option(help="Context image (path, URL, data URL); repeatable.")] = None,
@@ -101,9 +103,13 @@ def judge(
     video_a: Annotated[Optional[str], typer.Option(help="Candidate A as a video.")] = None,
     video_b: Annotated[Optional[str], typer.Option(help="Candidate B as a video.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference answer shown to the judge.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Task type; inferred from the candidates and --image when omitted.")] = None,
+    task: Annotated[
+        Optional[str], typer.Option(help="Task type; inferred from the candidates and --image when omitted.")
+    ] = None,
     id: Annotated[str, typer.Option(help="Item id (seeds --order random).")] = "0",
-    input: Annotated[Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")] = None,
+    input: Annotated[
+        Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Judge one preference pair (or a JSONL file of them) and print the verdict.
@@ -121,9 +127,15 @@ def judge(
         a = _candidate("a", response_a, image_a, video_a)
         b = _candidate("b", response_b, image_b, video_b)
         request = JudgeRequest(
-            id=id, task_type=task or _infer_task(a, image or [], video or []), question=question, images=image or [],
-            videos=video or [], a=a, b=b, reference=reference,
-        )  # fmt: skip
+            id=id,
+            task_type=task or _infer_task(a, image or [], video or []),
+            question=question,
+            images=image or [],
+            videos=video or [],
+            a=a,
+            b=b,
+            reference=reference,
+        )
         requests = [request]
     verdicts = Judge(config).judge_batch(requests)
     for v in verdicts:
@@ -156,34 +168,111 @@ def serve(
     config: JudgeConfig,
     host: Annotated[str, typer.Option(help="Interface to bind.", rich_help_panel=_S)] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=_S)] = 8000,
-    served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for; default: --model.", rich_help_panel=_S)] = None,
-    auth_token: Annotated[Optional[str], typer.Option(envvar="DELTARUBRIC_AUTH_TOKEN", help="Require 'Authorization: Bearer TOKEN' (all routes but /health).", rich_help_panel=_S)] = None,
-    max_batch: Annotated[int, typer.Option(help="Pairs per judge call, coalesced across requests.", rich_help_panel=_S)] = _SERVER["max_batch"],
-    batch_window_ms: Annotated[float, typer.Option(help="How long a queued pair waits for company.", rich_help_panel=_S)] = _SERVER["batch_window_ms"],
-    max_queue: Annotated[int, typer.Option(help="Queued pairs beyond which requests get 503 + Retry-After.", rich_help_panel=_S)] = _SERVER["max_queue"],
-    concurrent_batches: Annotated[int, typer.Option(help="Judge calls in flight (raise for --backend openai).", rich_help_panel=_S)] = _SERVER["concurrent_batches"],
-    request_timeout: Annotated[float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)] = _SERVER["request_timeout_s"],
-    cache_size: Annotated[int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)] = _SERVER["cache_size"],
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = _SERVER["max_body_bytes"],
-    max_items_per_request: Annotated[int, typer.Option(help="Rollouts or queries per request, judged or not.", rich_help_panel=_S)] = _SERVER["max_items_per_request"],
+    served_model_name: Annotated[
+        Optional[str], typer.Option(help="Model name clients ask for; default: --model.", rich_help_panel=_S)
+    ] = None,
+    auth_token: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="DELTARUBRIC_AUTH_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' (all routes but /health).",
+            rich_help_panel=_S,
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option(help="Pairs per judge call, coalesced across requests.", rich_help_panel=_S)
+    ] = _SERVER["max_batch"],
+    batch_window_ms: Annotated[
+        float, typer.Option(help="How long a queued pair waits for company.", rich_help_panel=_S)
+    ] = _SERVER["batch_window_ms"],
+    max_queue: Annotated[
+        int, typer.Option(help="Queued pairs beyond which requests get 503 + Retry-After.", rich_help_panel=_S)
+    ] = _SERVER["max_queue"],
+    concurrent_batches: Annotated[
+        int, typer.Option(help="Judge calls in flight (raise for --backend openai).", rich_help_panel=_S)
+    ] = _SERVER["concurrent_batches"],
+    request_timeout: Annotated[
+        float, typer.Option(help="Seconds within which every request is answered.", rich_help_panel=_S)
+    ] = _SERVER["request_timeout_s"],
+    cache_size: Annotated[
+        int, typer.Option(help="Verdicts remembered by request content (0: off).", rich_help_panel=_S)
+    ] = _SERVER["cache_size"],
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.", rich_help_panel=_S)] = _SERVER[
+        "max_body_bytes"
+    ],
+    max_items_per_request: Annotated[
+        int, typer.Option(help="Rollouts or queries per request, judged or not.", rich_help_panel=_S)
+    ] = _SERVER["max_items_per_request"],
     max_pairs_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_pairs_per_request"],
     max_images_per_request: Annotated[int, typer.Option(rich_help_panel=_S)] = _SERVER["max_images_per_request"],
-    max_request_pixels: Annotated[int, typer.Option(help="Decoded image pixels per request (after downscaling to --max-pixels, default 16777216).", rich_help_panel=_S)] = _SERVER["max_request_pixels"],
-    max_batch_pixels: Annotated[int, typer.Option(help="Decoded image pixels per judge call.", rich_help_panel=_S)] = _SERVER["max_batch_pixels"],
-    max_held_pixels: Annotated[Optional[int], typer.Option(help="Decoded image pixels all requests hold together, from decoding until answered; default: --max-batch-pixels x (--concurrent-batches + 1), at least --max-request-pixels.", rich_help_panel=_S)] = None,
-    max_chat_messages: Annotated[int, typer.Option(help="Messages of one chat completion, checked before templating.", rich_help_panel=_S)] = _SERVER["max_chat_messages"],
-    max_input_tokens: Annotated[int, typer.Option(help="Prompt text tokens after the chat template.", rich_help_panel=_S)] = _SERVER["max_input_tokens"],
-    max_completion_tokens: Annotated[int, typer.Option(help="Largest max_tokens a chat completion may ask for.", rich_help_panel=_S)] = _SERVER["max_completion_tokens"],
-    allow_media_dir: Annotated[Optional[list[Path]], typer.Option(help="Folder whose files requests may name; repeatable.", rich_help_panel=_S)] = None,
-    allow_http_media: Annotated[bool, typer.Option(help="Fetch http(s) media named in requests.", rich_help_panel=_S)] = False,
-    allow_private_addresses: Annotated[bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)] = False,
-    media_timeout: Annotated[float, typer.Option(help="Seconds for a whole http(s) image download, waiting for a slot included.", rich_help_panel=_S)] = _SERVER["media_timeout_s"],
-    media_downloads: Annotated[int, typer.Option(help="http(s) downloads at once.", rich_help_panel=_S)] = _SERVER["media_downloads"],
-    work_threads: Annotated[int, typer.Option(help="Threads for parsing, checking and tokenizing requests.", rich_help_panel=_S)] = _SERVER["work_threads"],
-    decode_threads: Annotated[int, typer.Option(help="Threads decoding images (at most this many at full size at once).", rich_help_panel=_S)] = _SERVER["decode_threads"],
-    header_timeout: Annotated[float, typer.Option(help="Seconds a connection has to send its request headers.", rich_help_panel=_S)] = _SERVER["header_timeout_s"],
-    drain_timeout: Annotated[Optional[float], typer.Option(help="On SIGTERM, seconds to answer accepted requests before exiting; default: --request-timeout.", rich_help_panel=_S)] = None,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One stderr line per request (method, route, status, latency, pairs).", rich_help_panel=_S)] = True,
+    max_request_pixels: Annotated[
+        int,
+        typer.Option(
+            help="Decoded image pixels per request (after downscaling to --max-pixels, default 16777216).",
+            rich_help_panel=_S,
+        ),
+    ] = _SERVER["max_request_pixels"],
+    max_batch_pixels: Annotated[
+        int, typer.Option(help="Decoded image pixels per judge call.", rich_help_panel=_S)
+    ] = _SERVER["max_batch_pixels"],
+    max_held_pixels: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Decoded image pixels all requests hold together, from decoding until answered; default: --max-batch-pixels x (--concurrent-batches + 1), at least --max-request-pixels.",
+            rich_help_panel=_S,
+        ),
+    ] = None,
+    max_chat_messages: Annotated[
+        int, typer.Option(help="Messages of one chat completion, checked before templating.", rich_help_panel=_S)
+    ] = _SERVER["max_chat_messages"],
+    max_input_tokens: Annotated[
+        int, typer.Option(help="Prompt text tokens after the chat template.", rich_help_panel=_S)
+    ] = _SERVER["max_input_tokens"],
+    max_completion_tokens: Annotated[
+        int, typer.Option(help="Largest max_tokens a chat completion may ask for.", rich_help_panel=_S)
+    ] = _SERVER["max_completion_tokens"],
+    allow_media_dir: Annotated[
+        Optional[list[Path]], typer.Option(help="Folder whose files requests may name; repeatable.", rich_help_panel=_S)
+    ] = None,
+    allow_http_media: Annotated[
+        bool, typer.Option(help="Fetch http(s) media named in requests.", rich_help_panel=_S)
+    ] = False,
+    allow_private_addresses: Annotated[
+        bool, typer.Option(help="Let http(s) media resolve to loopback/private hosts.", rich_help_panel=_S)
+    ] = False,
+    media_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds for a whole http(s) image download, waiting for a slot included.", rich_help_panel=_S
+        ),
+    ] = _SERVER["media_timeout_s"],
+    media_downloads: Annotated[int, typer.Option(help="http(s) downloads at once.", rich_help_panel=_S)] = _SERVER[
+        "media_downloads"
+    ],
+    work_threads: Annotated[
+        int, typer.Option(help="Threads for parsing, checking and tokenizing requests.", rich_help_panel=_S)
+    ] = _SERVER["work_threads"],
+    decode_threads: Annotated[
+        int, typer.Option(help="Threads decoding images (at most this many at full size at once).", rich_help_panel=_S)
+    ] = _SERVER["decode_threads"],
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection has to send its request headers.", rich_help_panel=_S)
+    ] = _SERVER["header_timeout_s"],
+    drain_timeout: Annotated[
+        Optional[float],
+        typer.Option(
+            help="On SIGTERM, seconds to answer accepted requests before exiting; default: --request-timeout.",
+            rich_help_panel=_S,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One stderr line per request (method, route, status, latency, pairs).",
+            rich_help_panel=_S,
+        ),
+    ] = True,
 ) -> None:
     """Serve the judge to RL trainers: /get_reward (OpenRLHF), /v1/judge, /v1/rewards, OpenAI-compatible
     /v1/chat/completions and /v1/models, /health and /metrics. See docs/server.md."""
@@ -191,19 +280,37 @@ def serve(
     from deltarubric.rm.judge import Judge
 
     settings = ServerSettings(
-        served_model_name=served_model_name or config.model, api_key=auth_token, max_batch=max_batch,
-        batch_window_ms=batch_window_ms, max_queue=max_queue, concurrent_batches=concurrent_batches,
-        request_timeout_s=request_timeout, cache_size=cache_size, max_body_bytes=max_body_bytes,
-        max_items_per_request=max_items_per_request, max_pairs_per_request=max_pairs_per_request,
-        max_images_per_request=max_images_per_request, max_input_pixels=config.max_input_pixels,
-        max_pixels=config.max_pixels or _SERVER["max_pixels"], max_request_pixels=max_request_pixels,
-        max_batch_pixels=max_batch_pixels, max_held_pixels=max_held_pixels, max_chat_messages=max_chat_messages,
-        max_input_tokens=max_input_tokens, max_completion_tokens=max_completion_tokens,
-        allowed_media_dirs=allow_media_dir or [], allow_http_media=allow_http_media,
-        allow_private_addresses=allow_private_addresses, media_timeout_s=media_timeout, media_downloads=media_downloads,
-        work_threads=work_threads, decode_threads=decode_threads, header_timeout_s=header_timeout,
-        drain_timeout_s=drain_timeout, access_log=access_log,
-    )  # fmt: skip
+        served_model_name=served_model_name or config.model,
+        api_key=auth_token,
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        max_queue=max_queue,
+        concurrent_batches=concurrent_batches,
+        request_timeout_s=request_timeout,
+        cache_size=cache_size,
+        max_body_bytes=max_body_bytes,
+        max_items_per_request=max_items_per_request,
+        max_pairs_per_request=max_pairs_per_request,
+        max_images_per_request=max_images_per_request,
+        max_input_pixels=config.max_input_pixels,
+        max_pixels=config.max_pixels or _SERVER["max_pixels"],
+        max_request_pixels=max_request_pixels,
+        max_batch_pixels=max_batch_pixels,
+        max_held_pixels=max_held_pixels,
+        max_chat_messages=max_chat_messages,
+        max_input_tokens=max_input_tokens,
+        max_completion_tokens=max_completion_tokens,
+        allowed_media_dirs=allow_media_dir or [],
+        allow_http_media=allow_http_media,
+        allow_private_addresses=allow_private_addresses,
+        media_timeout_s=media_timeout,
+        media_downloads=media_downloads,
+        work_threads=work_threads,
+        decode_threads=decode_threads,
+        header_timeout_s=header_timeout,
+        drain_timeout_s=drain_timeout,
+        access_log=access_log,
+    )
     # On SIGTERM uvicorn stops accepting, in-flight requests finish and the queue drains, all within the drain
     # timeout; a backend that never returns cannot hold the process past it (see app/edge.py).
     run_server(build_app(Judge(config), settings), host=host, port=port)
@@ -216,9 +323,14 @@ _D = "Demo"
 @judge_options
 def demo(
     config: JudgeConfig,
-    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the page on this machine.", rich_help_panel=_D)] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the page on this machine.", rich_help_panel=_D)
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=_D)] = 7860,
-    examples_dir: Annotated[Optional[Path], typer.Option(help="Folder of the example images; default: data/examples of the checkout.", rich_help_panel=_D)] = None,
+    examples_dir: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder of the example images; default: data/examples of the checkout.", rich_help_panel=_D),
+    ] = None,
 ) -> None:
     """Open the Gradio demo: judge one pair in the browser, stage by stage. Needs gradio (pip install -e ".[demo]").
 
@@ -245,7 +357,11 @@ def env() -> None:
             info[pkg] = None
     import torch
 
-    info |= {"python": sys.version.split()[0], "cuda": torch.cuda.is_available(), "torchvision (video)": is_torchvision_available()}
+    info |= {
+        "python": sys.version.split()[0],
+        "cuda": torch.cuda.is_available(),
+        "torchvision (video)": is_torchvision_available(),
+    }
     print(json.dumps(info, indent=2))
 
 

@@ -18,7 +18,6 @@ from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS
 BackendName = Literal["openai", "vllm", "transformers"]
 
 
-
 class SamplingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,9 +33,13 @@ class JudgeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., description="HF model id or local checkpoint (transformers/vllm); served model name (openai).")
+    model: str = Field(
+        ..., description="HF model id or local checkpoint (transformers/vllm); served model name (openai)."
+    )
     backend: BackendName = "transformers"
-    judge: str = Field("deltarubric", description="A method in rubrics/prompts: direct | deltarubric | msrl | <benchmark>_official.")
+    judge: str = Field(
+        "deltarubric", description="A method in rubrics/prompts: direct | deltarubric | msrl | <benchmark>_official."
+    )
     swap: bool = Field(False, description="Judge both orders and aggregate.")
     order: Literal["given", "random"] = Field(
         "given", description="Without swap: show A first ('given') or pick the order from (seed, item id) ('random')."
@@ -45,7 +48,9 @@ class JudgeConfig(BaseModel):
     min_pixels: int | None = Field(None, ge=1, description="Per image, passed to the processor.")
     max_pixels: int | None = Field(None, ge=1, description="Per image; larger images are downscaled before sending.")
     max_input_pixels: int = Field(
-        DEFAULT_MAX_INPUT_PIXELS, ge=1, description="Images above this are refused as decompression bombs, before decoding."
+        DEFAULT_MAX_INPUT_PIXELS,
+        ge=1,
+        description="Images above this are refused as decompression bombs, before decoding.",
     )
     # openai backend
     base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
@@ -74,7 +79,9 @@ class JudgeConfig(BaseModel):
 
 # Settings that cannot change a verdict (where and how fast it is computed): left out of run and cache identities, so
 # a run can resume against another server or batch size and the server's cache survives such changes.
-OPERATIONAL_FIELDS = frozenset({"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "device", "batch_size"})
+OPERATIONAL_FIELDS = frozenset(
+    {"base_urls", "api_key", "concurrency", "timeout_s", "max_retries", "device", "batch_size"}
+)
 
 
 def verdict_identity(config: JudgeConfig) -> dict[str, Any]:

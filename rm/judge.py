@@ -96,7 +96,9 @@ class Judge:
         return [v for v in verdicts if v is not None]
 
     def _prepare(self, req: JudgeRequest) -> PreparedRequest:
-        return prepare(self.method, req, self._image, no_video_backend=None if self.backend.supports_video else self.backend.name)
+        return prepare(
+            self.method, req, self._image, no_video_backend=None if self.backend.supports_video else self.backend.name
+        )
 
     def _image(self, ref: Any) -> ImagePart:
         cfg = self.config
@@ -112,7 +114,9 @@ class Judge:
                 p_shown = None if pos is None else verdict_probability(job.last.tokens, pos)
             winner, p_a = unswap(job.order, job.parsed.winner, p_shown)
             ok = job.parsed.ok and job.error is None
-            results.append(OrderResult(order=job.order, winner=winner if ok else None, p_a=p_a if ok else None, parse_ok=ok))
+            results.append(
+                OrderResult(order=job.order, winner=winner if ok else None, p_a=p_a if ok else None, parse_ok=ok)
+            )
         winner, p_a, consistent, parse_ok = aggregate(results)
         # Explanations come from the AB order when it was judged, so 'A' in their text is the caller's A. With
         # order='random' and B shown first, the texts quote the shown labels; orders[0].order says so. Findings'

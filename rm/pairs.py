@@ -38,9 +38,13 @@ class LabelledPair(BaseModel):
     label: Label
     caption: str | None = Field(None, description="A description of the visual input (captions stage, warm starts).")
     checklist: list[str] = Field(default_factory=list, description="A gold checklist (DeltaRubric warm start).")
-    findings: list[str] = Field(default_factory=list, description=(
-        "Per checklist item, what the visual input shows and which candidate that favours, ending 'Favors: A|B' "
-        "(warm start: a trace that checks before it decides)."))  # fmt: skip
+    findings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Per checklist item, what the visual input shows and which candidate that favours, ending 'Favors: A|B' "
+            "(warm start: a trace that checks before it decides)."
+        ),
+    )
     rationale: str | None = Field(None, description="A gold justification (warm start).")
 
     @model_validator(mode="after")
@@ -64,7 +68,11 @@ class LabelledPair(BaseModel):
 
 def _resolve(ref: Any, base: Path) -> Any:
     """A relative media path made absolute against the pair file's folder; URLs and absolute paths as given."""
-    if not isinstance(ref, str) or ref.startswith(("http://", "https://", "data:", "file://")) or Path(ref).is_absolute():
+    if (
+        not isinstance(ref, str)
+        or ref.startswith(("http://", "https://", "data:", "file://"))
+        or Path(ref).is_absolute()
+    ):
         return ref
     return str(base / ref)
 
@@ -80,11 +88,11 @@ def parse_pair(row: dict[str, Any], base: Path, *, check_media: bool = True) -> 
         raise ValueError("a line must hold a JSON object")
     row = dict(row)
     if "label" not in row:
-        raise ValueError("missing 'label' (\"A\" or \"B\": the better candidate)")
+        raise ValueError('missing \'label\' ("A" or "B": the better candidate)')
     targets = {k: row.pop(k) for k in TARGET_FIELDS if k in row}
     label = row.pop("label")
     if label not in ("A", "B"):
-        raise ValueError(f"label must be \"A\" or \"B\", got {label!r}")
+        raise ValueError(f'label must be "A" or "B", got {label!r}')
     row["images"] = [_resolve(x, base) for x in row.get("images") or []]
     row["videos"] = [_resolve(x, base) for x in row.get("videos") or []]
     for side in ("a", "b"):

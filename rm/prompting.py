@@ -27,14 +27,20 @@ class PreparedRequest:
 
 
 def prepare(
-    method: Method, request: JudgeRequest, load_image: Callable[[Any], ImagePart], *, no_video_backend: str | None = None
+    method: Method,
+    request: JudgeRequest,
+    load_image: Callable[[Any], ImagePart],
+    *,
+    no_video_backend: str | None = None,
 ) -> PreparedRequest:
     """Load a request's media for `method`. Raises ValueError (MediaError for media) naming what is wrong.
 
     `no_video_backend`: the name of a backend that cannot decode video here, so video requests are refused early.
     """
     if request.task_type not in method.task_types:
-        raise ValueError(f"judge {method.name!r} is written for {', '.join(method.task_types)}, not {request.task_type}")
+        raise ValueError(
+            f"judge {method.name!r} is written for {', '.join(method.task_types)}, not {request.task_type}"
+        )
     if request.videos or request.a.kind == "video":
         if no_video_backend:
             raise MediaError(

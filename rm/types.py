@@ -63,7 +63,9 @@ class JudgeRequest(BaseModel):
     id: str = Field("0", description="Caller's id; also seeds the presentation order when order='random'.")
     task_type: TaskType = "image_understanding"
     question: str = Field(..., description="The question, generation prompt or editing instruction.")
-    images: list[MediaRef] = Field(default_factory=list, description="Context images (understanding: the image; editing: the source).")
+    images: list[MediaRef] = Field(
+        default_factory=list, description="Context images (understanding: the image; editing: the source)."
+    )
     videos: list[str] = Field(default_factory=list, description="Context videos (video_understanding).")
     a: Candidate
     b: Candidate
@@ -84,7 +86,13 @@ class JudgeRequest(BaseModel):
                 raise ValueError(f"candidate {name}: text is empty")
         if not self.question.strip():
             raise ValueError("question is empty")
-        strings = [self.id, self.question, self.reference or "", *(x for x in self.images if isinstance(x, str)), *self.videos]
+        strings = [
+            self.id,
+            self.question,
+            self.reference or "",
+            *(x for x in self.images if isinstance(x, str)),
+            *self.videos,
+        ]
         strings += [x for c in (self.a, self.b) for x in (c.text, c.video, c.image) if isinstance(x, str)]
         if any("\x00" in t for t in strings):
             raise ValueError("text fields must not contain NUL characters")

@@ -167,8 +167,15 @@ _VLRB_RE = re.compile(
     r"(?:Overall Judgment|Therefore)\s*.*\s*-*\s*Answer\s*(\d+)\s*is\s*(?:the\s*)?(?:slightly\s*)?better", re.IGNORECASE
 )
 _GENAI_VOTE_RE = re.compile(r"\[\[.*\]\]")
-_GENAI_VOTES = {"[[A>>B]]": "A", "[[A>B]]": "A", "[[B>>A]]": "B", "[[B>A]]": "B",
-                "[[A=B]]": "tie", "[[A=B=Good]]": "tie", "[[A=B=Bad]]": "tie"}  # fmt: skip
+_GENAI_VOTES = {
+    "[[A>>B]]": "A",
+    "[[A>B]]": "A",
+    "[[B>>A]]": "B",
+    "[[B>A]]": "B",
+    "[[A=B]]": "tie",
+    "[[A=B=Good]]": "tie",
+    "[[A=B=Bad]]": "tie",
+}
 
 
 def vlrb_answer(text: str) -> str | None:
@@ -209,7 +216,11 @@ def parse_genai_vote(text: str) -> Parsed:
     m = _GENAI_VOTE_RE.search(text)
     winner = _GENAI_VOTES.get(m.group(0)) if m else None
     decisive = winner in ("A", "B")
-    return Parsed(winner=winner, winner_pos=m.start() + 2 if m and decisive else None, rationale=text[: m.start()].strip() if m else "")
+    return Parsed(
+        winner=winner,
+        winner_pos=m.start() + 2 if m and decisive else None,
+        rationale=text[: m.start()].strip() if m else "",
+    )
 
 
 def parse_mmrb(text: str) -> Parsed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 import tempfile
 
 # Before anything imports huggingface_hub/transformers: tests never touch a hub, and caches (evaluate copies metric
@@ -116,8 +115,12 @@ def served(*args: str) -> Iterator[str]:
     # stderr into a file, not a pipe: nobody reads it while the server runs, and the access log (on by default)
     # would fill a pipe's buffer after a few hundred requests and block the server.
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen([sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

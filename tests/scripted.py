@@ -28,7 +28,10 @@ class ScriptedBackend(Backend):
     name = "scripted"
 
     def __init__(
-        self, respond: Callable[[Conversation], str | Exception], p_letter_a: float = 0.8, confidence: float | None = None
+        self,
+        respond: Callable[[Conversation], str | Exception],
+        p_letter_a: float = 0.8,
+        confidence: float | None = None,
     ) -> None:
         """`confidence` set: the letter written gets that probability and the other letter the rest, so p_a agrees
         with the text; otherwise every A/B token has P(A) = `p_letter_a` (a judge whose text and logprobs disagree)."""
@@ -45,8 +48,16 @@ class ScriptedBackend(Backend):
             if isinstance(reply, Exception):
                 out.append(Generation(error=str(reply)))
                 continue
-            tokens = self._tokens(reply) if sampling.top_logprobs else []  # like real backends: no logprobs unless asked
-            out.append(Generation(text=reply, tokens=tokens, usage=Usage(prompt_tokens=len(all_text(conv)), completion_tokens=len(reply))))
+            tokens = (
+                self._tokens(reply) if sampling.top_logprobs else []
+            )  # like real backends: no logprobs unless asked
+            out.append(
+                Generation(
+                    text=reply,
+                    tokens=tokens,
+                    usage=Usage(prompt_tokens=len(all_text(conv)), completion_tokens=len(reply)),
+                )
+            )
         return out
 
     def _tokens(self, text: str) -> list[TokenLogprob]:

@@ -13,26 +13,25 @@ import base64
 import io
 import json
 import pickle
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tempfile
-
 from PIL import Image
 from starlette.responses import Response
 
 from deltarubric.app.server import build_app
 from deltarubric.app.settings import ServerSettings
-from deltarubric.rm.config import JudgeConfig
-from deltarubric.rm.judge import Judge
 from deltarubric.rm.adapters import client as client_module
 from deltarubric.rm.adapters.client import RewardClient, RewardServerError, image_to_data_url
 from deltarubric.rm.adapters.swift import JudgeORM
 from deltarubric.rm.adapters.trl import AsyncJudgeReward, JudgeReward, make_judge_reward
 from deltarubric.rm.adapters.verl import compute_score, compute_score_async
+from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.judge import Judge
 from tests.conftest import LoopbackServer, free_port
 from tests.scripted import ScriptedBackend, all_text
 
@@ -148,19 +147,27 @@ def test_trl_reward_pickles(reward_server_url: str) -> None:
 def test_trl_standard_prompts(reward_server_url: str, recorder: Recorder, asynchronous: bool) -> None:
     reward = make_judge_reward(reward_server_url, asynchronous=asynchronous)
     assert isinstance(reward, AsyncJudgeReward if asynchronous else JudgeReward)
-    rewards = run(reward, prompts=["What animal?", "What animal?"], completions=["A cat.", "A dog."],
-                  completion_ids=[[1], [2]], reference=["a cat", "a cat"], trainer_state=None)
+    rewards = run(
+        reward,
+        prompts=["What animal?", "What animal?"],
+        completions=["A cat.", "A dog."],
+        completion_ids=[[1], [2]],
+        reference=["a cat", "a cat"],
+        trainer_state=None,
+    )
     assert rewards == [0.5, 0.0]  # both mention a cat: a tie; a dog against a cat loses
     assert recorder.bodies[0]["mode"] == "reference" and recorder.bodies[0]["group_scoring"] == "win_rate"
     assert recorder.items() == [
         {"question": "What animal?", "images": [], "response": "A cat.", "reference": "a cat"},
-        {"question": "What animal?", "images": [], "response": "A dog.", "reference": "a cat"}]
+        {"question": "What animal?", "images": [], "response": "A dog.", "reference": "a cat"},
+    ]
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
 @pytest.mark.parametrize("column", ["image", "images"])
-def test_trl_conversational_images_from_kwargs(reward_server_url: str, recorder: Recorder, asynchronous: bool,
-                                               column: str) -> None:
+def test_trl_conversational_images_from_kwargs(
+    reward_server_url: str, recorder: Recorder, asynchronous: bool, column: str
+) -> None:
     reward = make_judge_reward(reward_server_url, asynchronous=asynchronous, reference_column="answer")
     prompt = user({"type": "image"}, {"type": "text", "text": "What is"}, {"type": "text", "text": "shown?"})
     images = [picture(1), picture(2)]
@@ -182,8 +189,11 @@ def test_trl_group_mode_images_from_prompt_blocks(reward_server_url: str, record
         return user({"type": "image", "image": picture(seed)}, {"type": "text", "text": "Describe."})
 
     # two rollouts each of two prompts that differ only in their image; no reference column in group mode
-    rewards = run(reward, [prompt(1), prompt(1), prompt(2), prompt(2)],
-                  [answer("cat"), answer("dog"), answer("cat"), answer("???")])
+    rewards = run(
+        reward,
+        [prompt(1), prompt(1), prompt(2), prompt(2)],
+        [answer("cat"), answer("dog"), answer("cat"), answer("???")],
+    )
     # group 1: cat beats dog -> opposite Bradley-Terry strengths; group 2: '???' never parses -> no valid reward
     assert rewards[0] > 0 > rewards[1] and rewards[0] == pytest.approx(-rewards[1]) and rewards[2:] == [None, None]
     body = recorder.bodies[0]
@@ -197,8 +207,12 @@ def test_trl_group_mode_images_from_prompt_blocks(reward_server_url: str, record
 def test_trl_invalid_verdicts_become_none_and_are_logged(reward_server_url: str) -> None:
     logged: list[tuple[str, float]] = []
     reward = make_judge_reward(reward_server_url)
-    rewards = reward(["Q"] * 4, ["???", "cat", "???", "dog"], reference=["cat"] * 4,
-                     log_metric=lambda name, value: logged.append((name, value)))
+    rewards = reward(
+        ["Q"] * 4,
+        ["???", "cat", "???", "dog"],
+        reference=["cat"] * 4,
+        log_metric=lambda name, value: logged.append((name, value)),
+    )
     assert rewards == [None, 0.5, None, 0.0]
     assert logged == [("deltarubric_judge/judge_valid_frac", 0.5)]
 
@@ -212,16 +226,21 @@ def test_trl_reference_mode_needs_the_column(reward_server_url: str, recorder: R
 # ------------------------------------------------------------------------------------------------ verl, ms-swift
 
 
-def test_verl_compute_score(reward_server_url: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch,
-                            image_file: Path) -> None:
+def test_verl_compute_score(
+    reward_server_url: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, image_file: Path
+) -> None:
     # parquet rows arrive with numpy arrays and {"bytes": ...} image dicts
     png = base64.b64decode(image_to_data_url(picture(3)).partition(",")[2])
     extra_info = {"question": "Which animal?", "images": np.array([{"bytes": png, "path": None}, str(image_file)])}
-    assert compute_score("geo", "a cat", "dog", extra_info, reward_url=reward_server_url) == \
-        {"score": 1.0, "judge_valid": True}
+    assert compute_score("geo", "a cat", "dog", extra_info, reward_url=reward_server_url) == {
+        "score": 1.0,
+        "judge_valid": True,
+    }
     monkeypatch.setenv("DELTARUBRIC_REWARD_URL", reward_server_url)
-    assert asyncio.run(compute_score_async("geo", "???", "cat", {"question": "Which?"})) == \
-        {"score": 0.5, "judge_valid": False}
+    assert asyncio.run(compute_score_async("geo", "???", "cat", {"question": "Which?"})) == {
+        "score": 0.5,
+        "judge_valid": False,
+    }
     first, second = recorder.items()
     assert first["question"] == "Which animal?" and first["reference"] == "dog" and first["response"] == "a cat"
     assert same_pixels(decode(first["images"][0]), picture(3)) and first["images"][1] == str(image_file)
@@ -236,10 +255,18 @@ def test_verl_needs_a_question(reward_server_url: str) -> None:
 def test_swift_orm(reward_server_url: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DELTARUBRIC_REWARD_URL", reward_server_url)
     orm = JudgeORM(args=None)
-    messages = [[{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": text}]
-                for text in ("cat", "???")]
-    rewards = orm(["cat", "???"], messages=messages, images=[[picture(4)], []], solution=["a cat", "a cat"],
-                  trainer_state=None, prompt_id=["p0", "p0"])
+    messages = [
+        [{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": text}]
+        for text in ("cat", "???")
+    ]
+    rewards = orm(
+        ["cat", "???"],
+        messages=messages,
+        images=[[picture(4)], []],
+        solution=["a cat", "a cat"],
+        trainer_state=None,
+        prompt_id=["p0", "p0"],
+    )
     assert rewards == [0.5, None]  # 'cat' against 'a cat' is a tie
     first, second = recorder.items()
     assert first["question"] == "What is it?" and first["reference"] == "a cat" and first["response"] == "cat"
@@ -279,23 +306,46 @@ def test_client_does_not_retry_bad_requests(reward_server_url: str, recorder: Re
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")  # TRL 1.16 sets the old name
 @pytest.mark.parametrize("asynchronous", [False, True])
-def test_trl_grpo_trainer_trains_with_the_judge_reward(reward_server_url: str, recorder: Recorder,
-                                                       tiny_model_dir: Path, tmp_path: Path,
-                                                       asynchronous: bool) -> None:
+def test_trl_grpo_trainer_trains_with_the_judge_reward(
+    reward_server_url: str, recorder: Recorder, tiny_model_dir: Path, tmp_path: Path, asynchronous: bool
+) -> None:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from deltarubric.rm.hf_compat import load_processor
 
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What animal is this?"}]}]
-    dataset = Dataset.from_dict({"prompt": [prompt] * 4, "image": [picture(seed) for seed in range(4)],
-                                 "reference": ["a cat", "a dog", "a bird", "a fish"]})
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                      num_generations=2, max_completion_length=8, per_device_train_batch_size=4, max_steps=2,
-                      logging_steps=1, beta=0.0, gradient_checkpointing=False, dataloader_pin_memory=False, seed=0)
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [prompt] * 4,
+            "image": [picture(seed) for seed in range(4)],
+            "reference": ["a cat", "a dog", "a bird", "a fish"],
+        }
+    )
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        num_generations=2,
+        max_completion_length=8,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        logging_steps=1,
+        beta=0.0,
+        gradient_checkpointing=False,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
     reward = make_judge_reward(reward_server_url, asynchronous=asynchronous)
-    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[reward], args=args, train_dataset=dataset,
-                          processing_class=load_processor(tiny_model_dir))
+    trainer = GRPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=load_processor(tiny_model_dir),
+    )
     trainer.train()
 
     assert trainer.state.global_step == 2

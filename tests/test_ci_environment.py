@@ -19,4 +19,3 @@ def test_torch_is_the_cpu_build():
 @pytest.mark.parametrize("package", ["torchvision", "vllm"])
 def test_gpu_only_packages_are_absent(package):
     assert importlib.util.find_spec(package) is None, f"{package} must not be installed in the CPU environment"
-

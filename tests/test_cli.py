@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from deltarubric.rm.cli import app
-from deltarubric.rm.cli_options import config_from_flags, JUDGE_OPTIONS
+from deltarubric.rm.cli_options import JUDGE_OPTIONS, config_from_flags
 from tests.conftest import make_image
 
 runner = CliRunner()
@@ -19,16 +19,39 @@ runner = CliRunner()
 
 def judge_args(model: Path, image: Path, *extra: str) -> list[str]:
     return [
-        "judge", "-m", str(model), "--image", str(image), "-q", "How many cats?",
-        "--response-a", "Two cats.", "--response-b", "Three cats.", "--max-tokens", "8", *extra,
-    ]  # fmt: skip
+        "judge",
+        "-m",
+        str(model),
+        "--image",
+        str(image),
+        "-q",
+        "How many cats?",
+        "--response-a",
+        "Two cats.",
+        "--response-b",
+        "Three cats.",
+        "--max-tokens",
+        "8",
+        *extra,
+    ]
 
 
 def test_judge_prints_the_verdict_json(tiny_model_dir, image_file):
     result = runner.invoke(app, judge_args(tiny_model_dir, image_file, "--judge", "deltarubric", "--swap", "--json"))
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
-    expected = {"winner", "p_a", "consistent", "checklist", "findings", "rationale", "raw", "parse_ok", "usage", "latency_s"}
+    expected = {
+        "winner",
+        "p_a",
+        "consistent",
+        "checklist",
+        "findings",
+        "rationale",
+        "raw",
+        "parse_ok",
+        "usage",
+        "latency_s",
+    }
     assert expected <= set(verdict)
     assert set(verdict["raw"]) == {"AB/planner", "AB/verifier", "BA/planner", "BA/verifier"}
     assert verdict["judge"] == "deltarubric" and verdict["error"] is None
@@ -37,8 +60,24 @@ def test_judge_prints_the_verdict_json(tiny_model_dir, image_file):
 def test_config_file_is_layered_under_flags(tmp_path, tiny_model_dir, image_file):
     cfg = tmp_path / "judge.yaml"
     cfg.write_text(f"model: {tiny_model_dir}\njudge: msrl\nswap: true\nsampling:\n  max_tokens: 5\n  seed: 3\n")
-    result = runner.invoke(app, ["judge", "--config", str(cfg), "--image", str(image_file), "-q", "Q?",
-                                 "--response-a", "x", "--response-b", "y", "--no-swap", "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "judge",
+            "--config",
+            str(cfg),
+            "--image",
+            str(image_file),
+            "-q",
+            "Q?",
+            "--response-a",
+            "x",
+            "--response-b",
+            "y",
+            "--no-swap",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
     assert verdict["judge"] == "msrl"  # from the file
@@ -47,7 +86,12 @@ def test_config_file_is_layered_under_flags(tmp_path, tiny_model_dir, image_file
 
 
 def test_flag_precedence_unit():
-    flags = dict.fromkeys(JUDGE_OPTIONS) | {"model": "m", "seed": 9, "base_url": ["http://a/v1", "http://b/v1"], "timeout": 5.0}
+    flags = dict.fromkeys(JUDGE_OPTIONS) | {
+        "model": "m",
+        "seed": 9,
+        "base_url": ["http://a/v1", "http://b/v1"],
+        "timeout": 5.0,
+    }
     config = config_from_flags(flags)
     assert config.sampling.seed == 9 and config.sampling.max_tokens == 1024
     assert config.base_urls == ["http://a/v1", "http://b/v1"] and config.timeout_s == 5.0
@@ -61,7 +105,9 @@ def test_jsonl_input_gives_jsonl_verdicts(tmp_path, tiny_model_dir):
     ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    result = runner.invoke(app, ["judge", "-m", str(tiny_model_dir), "--input", str(path), "--judge", "direct", "--max-tokens", "4"])
+    result = runner.invoke(
+        app, ["judge", "-m", str(tiny_model_dir), "--input", str(path), "--judge", "direct", "--max-tokens", "4"]
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["one", "two"]
 
@@ -74,7 +120,9 @@ def test_make_tiny_model_command(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
@@ -101,6 +149,8 @@ def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
 
     with served("-m", str(tiny_model_dir), "--served-model-name", "judge") as base:
         assert httpx.get(base + "/v1/models").json()["data"][0]["id"] == "judge"
-        config = JudgeConfig(model="judge", backend="openai", base_urls=[base + "/v1"], judge="msrl", sampling={"max_tokens": 6})
+        config = JudgeConfig(
+            model="judge", backend="openai", base_urls=[base + "/v1"], judge="msrl", sampling={"max_tokens": 6}
+        )
         v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
         assert v.error is None and set(v.raw) == {"AB/judge"} and v.usage["AB/judge"].prompt_tokens > 0

@@ -27,9 +27,15 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def missing(what: str, module_level: bool = False, hint: str = INSTALL) -> None:
@@ -113,7 +119,13 @@ def test_judges_share_one_backend_and_take_the_page_settings(tiny_config, tiny_b
     a = judges(judge="direct", swap=True, temperature=0.7, max_tokens=5, seed=9)
     b = judges(judge="deltarubric", swap=False, temperature=0.0, max_tokens=6, seed=0)
     assert a.backend is b.backend is tiny_backend
-    assert (a.config.judge, a.config.swap, a.config.sampling.temperature, a.config.sampling.max_tokens, a.config.sampling.seed) == ("direct", True, 0.7, 5, 9)
+    assert (
+        a.config.judge,
+        a.config.swap,
+        a.config.sampling.temperature,
+        a.config.sampling.max_tokens,
+        a.config.sampling.seed,
+    ) == ("direct", True, 0.7, 5, 9)
     assert b.config.model == tiny_config.model and b.config.sampling.top_logprobs == tiny_config.sampling.top_logprobs
 
 
@@ -121,13 +133,40 @@ def test_judges_share_one_backend_and_take_the_page_settings(tiny_config, tiny_b
     ("task", "question", "images", "a", "b", "expected"),
     [
         ("image_understanding", "How many?", {"Image": None}, "Two.", "Three.", "Image is missing"),
-        ("image_understanding", "How many?", {"Image": str(EXAMPLES / "cats.png")}, "Two.", "  ", "Response B is empty"),
-        ("image_understanding", "", {"Image": str(EXAMPLES / "cats.png")}, "Two.", "Three.", "question / prompt / instruction is empty"),
-        ("image_generation", "a red circle", {"Image A": str(EXAMPLES / "gen_a.png"), "Image B": None}, None, None, "Image B is missing"),
-        ("image_editing", "make it night", {"Source image": None, "Edited A": None, "Edited B": "x.png"}, None, None,
-         "Source image and Edited A are missing"),
+        (
+            "image_understanding",
+            "How many?",
+            {"Image": str(EXAMPLES / "cats.png")},
+            "Two.",
+            "  ",
+            "Response B is empty",
+        ),
+        (
+            "image_understanding",
+            "",
+            {"Image": str(EXAMPLES / "cats.png")},
+            "Two.",
+            "Three.",
+            "question / prompt / instruction is empty",
+        ),
+        (
+            "image_generation",
+            "a red circle",
+            {"Image A": str(EXAMPLES / "gen_a.png"), "Image B": None},
+            None,
+            None,
+            "Image B is missing",
+        ),
+        (
+            "image_editing",
+            "make it night",
+            {"Source image": None, "Edited A": None, "Edited B": "x.png"},
+            None,
+            None,
+            "Source image and Edited A are missing",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_form_input_is_one_clear_message(task, question, images, a, b, expected):
     states = run(scripted_judges(), task, question, images, a, b)
     assert len(states) == 1 and states[0].done
@@ -143,8 +182,14 @@ def test_bad_media_is_the_judges_error_message(tmp_path):
     assert str(corrupt) not in final.status_html
 
     huge = make_image(tmp_path / "huge.png", size=(400, 300))
-    final = run(scripted_judges(max_input_pixels=50_000), "image_generation", "a disc",
-                {"Image A": str(EXAMPLES / "gen_a.png"), "Image B": str(huge)}, None, None)[-1]  # fmt: skip
+    final = run(
+        scripted_judges(max_input_pixels=50_000),
+        "image_generation",
+        "a disc",
+        {"Image A": str(EXAMPLES / "gen_a.png"), "Image B": str(huge)},
+        None,
+        None,
+    )[-1]
     assert "Image B (huge.png): 400x300 = 120000 pixels exceeds the limit of 50000" in final.error
 
 
@@ -180,7 +225,9 @@ def test_tiny_model_shows_the_unparsable_state(tiny_config, tiny_backend):
     assert final.error is None and final.done
     assert "No verdict: unparsable" in final.verdict_html and "p(A better): n/a" in final.verdict_html
     assert sorted(final.verdict_json["raw"]) == ["AB/planner", "AB/verifier", "BA/planner", "BA/verifier"]
-    assert final.usage["completion tokens"].iloc[-1] == sum(u["completion_tokens"] for u in final.verdict_json["usage"].values())
+    assert final.usage["completion tokens"].iloc[-1] == sum(
+        u["completion_tokens"] for u in final.verdict_json["usage"].values()
+    )
     assert "(the planner's reply held no readable checklist)" in final.checklist["checklist item"].tolist()
 
 
@@ -215,11 +262,29 @@ def test_cli_demo_command(monkeypatch, tiny_model_dir):
         missing("the 'deltarubric demo' command", hint="add it to rm/cli.py (it calls app.demo.launch_demo)")
     calls = []
     monkeypatch.setattr(demo_module, "launch_demo", lambda config, host, port, **kw: calls.append((config, host, port)))
-    args = ["demo", "-m", str(tiny_model_dir), "--judge", "direct", "--swap", "--max-tokens", "9", "--host", "127.0.0.1", "--port", "7861"]
+    args = [
+        "demo",
+        "-m",
+        str(tiny_model_dir),
+        "--judge",
+        "direct",
+        "--swap",
+        "--max-tokens",
+        "9",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "7861",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     config, host, port = calls[0]
-    assert (config.model, config.judge, config.swap, config.sampling.max_tokens) == (str(tiny_model_dir), "direct", True, 9)
+    assert (config.model, config.judge, config.swap, config.sampling.max_tokens) == (
+        str(tiny_model_dir),
+        "direct",
+        True,
+        9,
+    )
     assert (host, port) == ("127.0.0.1", 7861)
 
 
@@ -243,9 +308,17 @@ def test_api_endpoint_answers_a_client(demo_url, tmp_path):
     client = Client(demo_url, verbose=False)
     image = make_image(tmp_path / "api.png")
     out = client.predict(
-        handle_file(str(image)), "How many shapes?", "Two.", "Three.", "deltarubric", True, 0.0, 6, 0,
+        handle_file(str(image)),
+        "How many shapes?",
+        "Two.",
+        "Three.",
+        "deltarubric",
+        True,
+        0.0,
+        6,
+        0,
         api_name="/judge_understanding",
-    )  # fmt: skip
+    )
     verdict = out[-1]
     assert verdict["judge"] == "deltarubric" and verdict["error"] is None
     assert sorted(verdict["raw"]) == ["AB/planner", "AB/verifier", "BA/planner", "BA/verifier"]

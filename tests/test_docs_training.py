@@ -17,10 +17,17 @@ def test_training_quickstart_runs_as_pasted(tmp_path: Path) -> None:
     section = doc.split("## Try it in two minutes on CPU", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "WANDB_DISABLED": "true",
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdict = json.loads(proc.stdout[proc.stdout.index("{\n") :])  # the judge's --json output ends the script
     assert verdict["judge"] == "deltarubric" and set(verdict["raw"]) == {"AB/planner", "AB/verifier"}
@@ -33,10 +40,23 @@ def test_msrl_example_runs_as_pasted(tmp_path: Path) -> None:
     section = doc.split("## MSRL staged transfer", 1)[1].split("### Try it on CPU", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "WANDB_DISABLED": "true",
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     verdict = json.loads(proc.stdout[proc.stdout.index("{\n") :])  # the judge's --json output ends the script
     assert verdict["judge"] == "msrl" and set(verdict["raw"]) == {"AB/judge"}

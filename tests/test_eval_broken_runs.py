@@ -40,7 +40,9 @@ def scripted(monkeypatch):
     import deltarubric.rm.judge as judge_module
 
     real = judge_module.Judge
-    monkeypatch.setattr(judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(respond)))
+    monkeypatch.setattr(
+        judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(respond))
+    )
 
 
 def scripted_judge(**update):
@@ -64,7 +66,12 @@ def write_genai(root: Path, tasks=("image_generation",), n: int = 10, fail=()) -
             text = f"{'[fail]' if i in fail else '[ok]'} picture number {i}"
             row = {"id": i, "vote_type": votes[i % 4], "left_image": names["left"], "right_image": names["right"]}
             if task == "image_edition":
-                row |= {"instruct_prompt": text, "source_prompt": "a", "target_prompt": "b", "source_image": names["source"]}
+                row |= {
+                    "instruct_prompt": text,
+                    "source_prompt": "a",
+                    "target_prompt": "b",
+                    "source_image": names["source"],
+                }
             else:
                 row["prompt"] = text
             rows.append(row)
@@ -86,16 +93,24 @@ def test_errors_are_counted_apart_from_parse_failures():
         Prediction(key="ok", gold="A", winner="A", samples=[("AB", "A")], parse_ok=True),
         Prediction(key="unparsable", gold="A", samples=[("AB", None)], parse_ok=False),
         Prediction(key="no-image", gold="A", parse_ok=False, error="/data/images/1.jpg: file not found"),
-        Prediction(key="backend", gold="B", samples=[("AB", None)], parse_ok=False,
-                   error="backend error in stage 'judge': http://h:8000/v1: ConnectError: refused"),
+        Prediction(
+            key="backend",
+            gold="B",
+            samples=[("AB", None)],
+            parse_ok=False,
+            error="backend error in stage 'judge': http://h:8000/v1: ConnectError: refused",
+        ),
     ]
-    scores = get_benchmark("mm-rlhf-rewardbench").score([p.model_copy(update={"meta": {"id": p.key}}) for p in preds], "default")
+    scores = get_benchmark("mm-rlhf-rewardbench").score(
+        [p.model_copy(update={"meta": {"id": p.key}}) for p in preds], "default"
+    )
     assert scores["parse_failure_rate"] == pytest.approx(25.0)  # only the answer that could not be read
     assert scores["error_rate"] == pytest.approx(50.0)  # no answer at all
     assert scores["accuracy"] == pytest.approx(25.0)  # strict: errors and unparsable verdicts are both wrong
     assert error_kind("/a/b/1.jpg: file not found") == error_kind("/c/2.jpg: file not found") == "media: file not found"
     assert error_kind("backend error in stage 'verdict': http://h:8000/v1: HTTP 503: busy 12") == error_kind(
-        "backend error in stage 'verdict': http://g:9000/v1: HTTP 503: busy 7")  # fmt: skip
+        "backend error in stage 'verdict': http://g:9000/v1: HTTP 503: busy 7"
+    )
 
 
 def test_wrong_data_dir_stops_after_the_first_chunk_naming_the_path_then_resumes(scripted, tmp_path):
@@ -126,8 +141,26 @@ def test_wrong_data_dir_stops_after_the_first_chunk_naming_the_path_then_resumes
 def test_a_dead_backend_stops_the_run_early(scripted, tmp_path):
     data = write_genai(tmp_path / "data", n=12, fail=range(12))
     run = tmp_path / "run"
-    result = runner.invoke(app, ["eval", "run", "genai-bench", "--task", "image_generation", "--data-dir", str(data),
-                                 "-m", "scripted", "--judge", "direct", "--chunk-size", "4", "--out", str(run)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "genai-bench",
+            "--task",
+            "image_generation",
+            "--data-dir",
+            str(data),
+            "-m",
+            "scripted",
+            "--judge",
+            "direct",
+            "--chunk-size",
+            "4",
+            "--out",
+            str(run),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "the first 8 items all failed the same way" in result.stderr and "connection refused" in result.stderr
     assert len(lines(run)) == 8
@@ -136,8 +169,21 @@ def test_a_dead_backend_stops_the_run_early(scripted, tmp_path):
 def test_errors_above_max_error_rate_fail_naming_the_most_common(scripted, tmp_path):
     data = write_genai(tmp_path / "data", n=10, fail={3, 6, 9})
     run = tmp_path / "run"
-    args = ["eval", "run", "genai-bench", "--task", "image_generation", "--data-dir", str(data), "-m", "scripted",
-            "--judge", "direct", "--out", str(run)]  # fmt: skip
+    args = [
+        "eval",
+        "run",
+        "genai-bench",
+        "--task",
+        "image_generation",
+        "--data-dir",
+        str(data),
+        "-m",
+        "scripted",
+        "--judge",
+        "direct",
+        "--out",
+        str(run),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "3 of 10 items ended with an error" in result.stderr and "connection refused" in result.stderr
@@ -172,8 +218,11 @@ def test_offline_without_data_dir_says_what_to_pass_at_once(tmp_path, monkeypatc
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     t0 = time.monotonic()
-    code, err = run_main(["eval", "run", "vl-rewardbench", "-m", str(tmp_path / "no-model"), "--out", str(tmp_path / "r")],
-                         monkeypatch, capsys)  # fmt: skip
+    code, err = run_main(
+        ["eval", "run", "vl-rewardbench", "-m", str(tmp_path / "no-model"), "--out", str(tmp_path / "r")],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2 and time.monotonic() - t0 < 10
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "HF_HUB_OFFLINE=1" in err and "pass --data-dir DIR" in err and "MMInstruction/VL-RewardBench" in err
@@ -187,8 +236,11 @@ def test_unreachable_hub_without_data_dir_says_what_to_pass_at_once(tmp_path, mo
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens
     t0 = time.monotonic()
-    code, err = run_main(["eval", "run", "mm-rlhf-rewardbench", "-m", str(tmp_path / "no-model"), "--out", str(tmp_path / "r")],
-                         monkeypatch, capsys)  # fmt: skip
+    code, err = run_main(
+        ["eval", "run", "mm-rlhf-rewardbench", "-m", str(tmp_path / "no-model"), "--out", str(tmp_path / "r")],
+        monkeypatch,
+        capsys,
+    )
     assert code == 2 and time.monotonic() - t0 < 10
     assert "cannot be reached" in err and "pass --data-dir DIR" in err and "Traceback" not in err
 
@@ -283,10 +335,14 @@ def pairs_run(tmp_path: Path) -> Path:
     from deltarubric.rm.judge import Judge
 
     data = tmp_path / "pairs.jsonl"
-    data.write_text(json.dumps({"id": "t1", "task_type": "text", "question": "2+2?", "a": "4", "b": "5", "label": "A"}) + "\n")
+    data.write_text(
+        json.dumps({"id": "t1", "task_type": "text", "question": "2+2?", "a": "4", "b": "5", "label": "A"}) + "\n"
+    )
     bench = pairs.for_file(data)
     config = eval_config(bench, JudgeConfig(model="scripted", judge="direct"), official=False)
-    run_benchmark(bench, "default", config, data, tmp_path / "pairs-run", judge=Judge(config, backend=ScriptedBackend(respond)))
+    run_benchmark(
+        bench, "default", config, data, tmp_path / "pairs-run", judge=Judge(config, backend=ScriptedBackend(respond))
+    )
     return tmp_path / "pairs-run"
 
 
@@ -294,7 +350,9 @@ def test_report_refuses_runs_of_different_benchmarks(tmp_path):
     config, judge = scripted_judge()
     genai_run = tmp_path / "genai-run"
     run_benchmark(GENAI, "image_generation", config, write_genai(tmp_path / "data", n=2), genai_run, judge=judge)
-    result = runner.invoke(app, ["eval", "report", str(genai_run), str(pairs_run(tmp_path)), "--out", str(tmp_path / "rep")])
+    result = runner.invoke(
+        app, ["eval", "report", str(genai_run), str(pairs_run(tmp_path)), "--out", str(tmp_path / "rep")]
+    )
     assert isinstance(result.exception, ValueError), result.output
     assert "a report compares runs of one benchmark" in str(result.exception)
     assert "genai-run is genai-bench" in str(result.exception) and not (tmp_path / "rep").exists()
@@ -314,21 +372,40 @@ def test_score_refuses_a_run_or_file_of_another_task_or_benchmark(tmp_path):
     wrong_bench = score("vl-rewardbench", "--predictions", str(genai_run))
     assert "is a run of genai-bench, not vl-rewardbench" in str(wrong_bench.exception)
 
-    editing = [{"idx": i, "source_prompt": "a", "target_prompt": "b", "instruct_prompt": "c", "response": "[[A>B]]",
-                "model_vote": "[[A>B]]", "human_vote": "leftvote", "correct": True} for i in range(3)]  # fmt: skip
+    editing = [
+        {
+            "idx": i,
+            "source_prompt": "a",
+            "target_prompt": "b",
+            "instruct_prompt": "c",
+            "response": "[[A>B]]",
+            "model_vote": "[[A>B]]",
+            "human_vote": "leftvote",
+            "correct": True,
+        }
+        for i in range(3)
+    ]
     published = tmp_path / "results/image_edition/gpt4o/pairwise.jsonl"
     published.parent.mkdir(parents=True)
     published.write_text("".join(json.dumps(r) + "\n" for r in editing))
     assert score("genai-bench", "--task", "image_edition", "--predictions", str(published)).exit_code == 0
     by_path = score("genai-bench", "--task", "image_generation", "--predictions", str(published))
-    assert "predictions of image_edition (its path names image_edition), not of 'image_generation'" in str(by_path.exception)
+    assert "predictions of image_edition (its path names image_edition), not of 'image_generation'" in str(
+        by_path.exception
+    )
     loose = tmp_path / "edits.jsonl"
     loose.write_text(published.read_text())
     by_rows = score("genai-bench", "--task", "video_generation", "--predictions", str(loose))
     assert "its rows carry instruct_prompt" in str(by_rows.exception)
     generation = tmp_path / "gen.jsonl"
-    generation.write_text("".join(json.dumps({k: v for k, v in r.items() if "_prompt" not in k} | {"prompt": "p"}) + "\n" for r in editing))
-    assert "not of 'image_edition'" in str(score("genai-bench", "--task", "image_edition", "--predictions", str(generation)).exception)
+    generation.write_text(
+        "".join(
+            json.dumps({k: v for k, v in r.items() if "_prompt" not in k} | {"prompt": "p"}) + "\n" for r in editing
+        )
+    )
+    assert "not of 'image_edition'" in str(
+        score("genai-bench", "--task", "image_edition", "--predictions", str(generation)).exception
+    )
 
 
 # 6. genai-bench without --task runs every task whose data is present ----------------------------------------------
@@ -337,16 +414,43 @@ def test_score_refuses_a_run_or_file_of_another_task_or_benchmark(tmp_path):
 def test_genai_bench_without_task_runs_the_tasks_present_and_names_the_rest(scripted, tmp_path):
     data = write_genai(tmp_path / "data", tasks=("image_generation", "image_edition"), n=3)
     run = tmp_path / "run"
-    result = runner.invoke(app, ["eval", "run", "genai-bench", "--data-dir", str(data), "-m", "scripted", "--judge",
-                                 "direct", "--out", str(run), "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "genai-bench",
+            "--data-dir",
+            str(data),
+            "-m",
+            "scripted",
+            "--judge",
+            "direct",
+            "--out",
+            str(run),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"skipping video_generation ({data / 'video_generation.jsonl'} not found)" in result.stderr
     scores = json.loads(result.stdout)
     assert set(scores) == {"image_generation", "image_edition"} and scores["image_edition"]["n"] == 3
     assert sorted(p.name for p in run.iterdir()) == ["image_edition", "image_generation"]
 
-    nothing = runner.invoke(app, ["eval", "run", "genai-bench", "--data-dir", str(tmp_path / "empty"), "-m", "scripted",
-                                  "--out", str(tmp_path / "r2")])  # fmt: skip
+    nothing = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "genai-bench",
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "-m",
+            "scripted",
+            "--out",
+            str(tmp_path / "r2"),
+        ],
+    )
     assert "no task's data under --data-dir" in str(nothing.exception)
 
 
@@ -372,28 +476,36 @@ def write_release(src: Path, split: str = "test_v1") -> None:
         return {"bytes": png((40 * i % 255, 120 if side == "left" else 10, 60), fmt), "path": None}
 
     tables = {
-        "image_generation": pa.table({
-            "prompt": [f"gen prompt {i}" for i in range(4)],
-            "left_model": ["m1"] * 4, "right_model": ["m2"] * 4,
-            "left_image": pa.array([img(i, "left") for i in range(4)], image),
-            "right_image": pa.array([img(i, "right", "JPEG") for i in range(4)], image),
-            "vote_type": votes,
-        }),
-        "image_edition": pa.table({
-            "source_prompt": ["a taxi"] * 3, "target_prompt": ["a taxi and sheep"] * 3,
-            "instruct_prompt": [f"add sheep {i}" for i in range(3)],
-            "source_image": pa.array([img(i, "source") for i in range(3)], image),
-            "left_output_image": pa.array([img(i, "left") for i in range(3)], image),
-            "right_output_image": pa.array([img(i, "right") for i in range(3)], image),
-            "vote_type": votes[:3],
-        }),
-        "video_generation": pa.table({
-            "prompt": ["a dog", "a ball"],
-            "left_video": ["https://example.org/videos/v0l.mp4", "v1l.mp4"],
-            "right_video": ["https://example.org/videos/v0r.mp4", "v1r.mp4"],
-            "vote_type": ["leftvote", "rightvote"],
-        }),
-    }  # fmt: skip
+        "image_generation": pa.table(
+            {
+                "prompt": [f"gen prompt {i}" for i in range(4)],
+                "left_model": ["m1"] * 4,
+                "right_model": ["m2"] * 4,
+                "left_image": pa.array([img(i, "left") for i in range(4)], image),
+                "right_image": pa.array([img(i, "right", "JPEG") for i in range(4)], image),
+                "vote_type": votes,
+            }
+        ),
+        "image_edition": pa.table(
+            {
+                "source_prompt": ["a taxi"] * 3,
+                "target_prompt": ["a taxi and sheep"] * 3,
+                "instruct_prompt": [f"add sheep {i}" for i in range(3)],
+                "source_image": pa.array([img(i, "source") for i in range(3)], image),
+                "left_output_image": pa.array([img(i, "left") for i in range(3)], image),
+                "right_output_image": pa.array([img(i, "right") for i in range(3)], image),
+                "vote_type": votes[:3],
+            }
+        ),
+        "video_generation": pa.table(
+            {
+                "prompt": ["a dog", "a ball"],
+                "left_video": ["https://example.org/videos/v0l.mp4", "v1l.mp4"],
+                "right_video": ["https://example.org/videos/v0r.mp4", "v1r.mp4"],
+                "vote_type": ["leftvote", "rightvote"],
+            }
+        ),
+    }
     for task, table in tables.items():
         (src / task).mkdir(parents=True, exist_ok=True)
         pq.write_table(table, src / task / f"{split}-00000-of-00001.parquet")
@@ -412,7 +524,8 @@ def test_prepare_turns_the_release_into_the_local_layout(scripted, tmp_path):
 
     gen = GENAI.load(out, "image_generation")
     assert [(i.key, i.gold, i.request.question) for i in gen] == [
-        (str(n), v, f"gen prompt {n}") for n, v in enumerate(["leftvote", "rightvote", "tievote", "bothbad_vote"])]  # fmt: skip
+        (str(n), v, f"gen prompt {n}") for n, v in enumerate(["leftvote", "rightvote", "tievote", "bothbad_vote"])
+    ]
     with Image.open(gen[1].request.a.image) as a, Image.open(gen[1].request.b.image) as b:
         assert (a.format, b.format, a.getpixel((0, 0))) == ("PNG", "JPEG", (40, 120, 60))
     first = json.loads((out / "image_generation.jsonl").read_text().splitlines()[0])
@@ -424,8 +537,25 @@ def test_prepare_turns_the_release_into_the_local_layout(scripted, tmp_path):
     video = GENAI.load(out, "video_generation")
     assert Path(video[0].request.a.video).read_bytes().endswith(b"v0l.mp4")  # found under --src by its file name
 
-    ran = runner.invoke(app, ["eval", "run", "genai-bench", "--task", "image_edition", "--data-dir", str(out), "-m",
-                              "scripted", "--judge", "direct", "--out", str(tmp_path / "run"), "--json"])  # fmt: skip
+    ran = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "genai-bench",
+            "--task",
+            "image_edition",
+            "--data-dir",
+            str(out),
+            "-m",
+            "scripted",
+            "--judge",
+            "direct",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.stdout)["error_rate"] == 0.0
 
@@ -436,8 +566,10 @@ def test_prepare_names_the_fields_it_expects_and_what_it_found(tmp_path):
 
     src = tmp_path / "GenAI-Bench"
     (src / "image_generation").mkdir(parents=True)
-    pq.write_table(pa.table({"prompt": ["p"], "left_image": [b"x"], "right_image": [b"y"], "label": ["leftvote"]}),
-                   src / "image_generation/test_v1-00000-of-00001.parquet")  # fmt: skip
+    pq.write_table(
+        pa.table({"prompt": ["p"], "left_image": [b"x"], "right_image": [b"y"], "label": ["leftvote"]}),
+        src / "image_generation/test_v1-00000-of-00001.parquet",
+    )
     result = runner.invoke(app, ["eval", "prepare", "genai-bench", "--src", str(src), "--out", str(tmp_path / "out")])
     message = str(result.exception)
     assert "needs the fields prompt, left_image, right_image, vote_type; missing vote_type" in message
@@ -445,10 +577,29 @@ def test_prepare_names_the_fields_it_expects_and_what_it_found(tmp_path):
 
     other = tmp_path / "old-download"
     write_release(other, split="train_v1")
-    result = runner.invoke(app, ["eval", "prepare", "genai-bench", "--src", str(other), "--out", str(tmp_path / "out2")])
-    assert "no GenAI-Bench split 'test_v1'" in str(result.exception) and "image_generation: train_v1" in str(result.exception)
-    assert runner.invoke(app, ["eval", "prepare", "genai-bench", "--src", str(other), "--out", str(tmp_path / "out2"),
-                               "--split", "train_v1"]).exit_code == 0  # fmt: skip
+    result = runner.invoke(
+        app, ["eval", "prepare", "genai-bench", "--src", str(other), "--out", str(tmp_path / "out2")]
+    )
+    assert "no GenAI-Bench split 'test_v1'" in str(result.exception) and "image_generation: train_v1" in str(
+        result.exception
+    )
+    assert (
+        runner.invoke(
+            app,
+            [
+                "eval",
+                "prepare",
+                "genai-bench",
+                "--src",
+                str(other),
+                "--out",
+                str(tmp_path / "out2"),
+                "--split",
+                "train_v1",
+            ],
+        ).exit_code
+        == 0
+    )
 
 
 def test_prepare_says_which_videos_are_missing(tmp_path):

@@ -25,17 +25,23 @@ def test_vl_rewardbench_module_matches_the_scorer():
     assert result["strict_overall"] == pytest.approx(40.0) and result["strict_reasoning"] == pytest.approx(50.0)
     assert result["official_overall"] == pytest.approx(200 / 3)  # the unparsable and the tie are dropped
     direct = get_benchmark("vl-rewardbench").score(
-        [Prediction(key=str(i), gold=r, group=g, winner=p or None, samples=[("AB", p or None)], parse_ok=bool(p))
-         for i, (p, r, g) in enumerate(zip(predictions, references, groups))], "default")  # fmt: skip
+        [
+            Prediction(key=str(i), gold=r, group=g, winner=p or None, samples=[("AB", p or None)], parse_ok=bool(p))
+            for i, (p, r, g) in enumerate(zip(predictions, references, groups))
+        ],
+        "default",
+    )
     assert result == json_scores(direct)
 
 
 def test_genai_bench_module_official_from_raw_outputs():
     raw = ["[[A>B]]", "[[A>B]]", "[[A=B]]", "none"]
     result = load("genai_bench").compute(
-        predictions=["A", "A", "tie", ""], references=["leftvote", "rightvote", "tievote", "bothbad_vote"],
-        raw_outputs=raw, task="image_generation",
-    )  # fmt: skip
+        predictions=["A", "A", "tie", ""],
+        references=["leftvote", "rightvote", "tievote", "bothbad_vote"],
+        raw_outputs=raw,
+        task="image_generation",
+    )
     assert result["official_4way"] == pytest.approx(50.0) and result["no_ties"] == pytest.approx(50.0)
     without_raw = load("genai_bench").compute(predictions=["A"], references=["leftvote"])
     assert without_raw["official_4way"] is None and without_raw["no_ties"] == 100.0
@@ -49,5 +55,7 @@ def test_mm_rlhf_module_acc_plus_uses_ids():
 
 
 def test_multimodal_rewardbench_module_loads():
-    result = load("multimodal_rewardbench").compute(predictions=["A", "B"], references=["A", "A"], groups=["vqa", "vqa"])
+    result = load("multimodal_rewardbench").compute(
+        predictions=["A", "B"], references=["A", "A"], groups=["vqa", "vqa"]
+    )
     assert result["strict_overall"] == pytest.approx(50.0) and not math.isnan(result["official_overall"])

@@ -80,14 +80,32 @@ def rows(run: Path) -> list[dict]:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path):
     data = write_pair_file(tmp_path / "data")
     run = tmp_path / "run"
-    args = ["eval", "run", "pairs", "--data", str(data), "-m", str(tiny_model_dir), "--judge", "direct",
-            "--max-tokens", "8", "--chunk-size", "3", "--out", str(run), "--json"]  # fmt: skip
+    args = [
+        "eval",
+        "run",
+        "pairs",
+        "--data",
+        str(data),
+        "-m",
+        str(tiny_model_dir),
+        "--judge",
+        "direct",
+        "--max-tokens",
+        "8",
+        "--chunk-size",
+        "3",
+        "--out",
+        str(run),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
@@ -95,7 +113,15 @@ def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert [(r["gold"], r["group"]) for r in rows(run)] == [(p[2], p[1]) for p in PAIRS]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["benchmark"] == "pairs" and summary["n"] == len(PAIRS) and summary["scores"] == printed
-    expected = {"strict_overall", "strict_macro", "parse_failure_rate", "error_rate", "swap_consistency", "first_position_rate", "n"}
+    expected = {
+        "strict_overall",
+        "strict_macro",
+        "parse_failure_rate",
+        "error_rate",
+        "swap_consistency",
+        "first_position_rate",
+        "n",
+    }
     expected |= {f"strict_{task}" for task in ("image_understanding", "text", "image_generation", "image_editing")}
     assert set(printed) == expected and printed["n"] == len(PAIRS)
     record = json.loads((run / "run.json").read_text())
@@ -134,11 +160,29 @@ def test_scores_equal_a_hand_computation(monkeypatch, tmp_path):
     import deltarubric.rm.judge as judge_module
 
     real_judge = judge_module.Judge
-    monkeypatch.setattr(judge_module, "Judge", lambda config: real_judge(config, backend=ScriptedBackend(scripted_judge)))
+    monkeypatch.setattr(
+        judge_module, "Judge", lambda config: real_judge(config, backend=ScriptedBackend(scripted_judge))
+    )
     data = write_pair_file(tmp_path / "data")
     run = tmp_path / "run"
-    result = runner.invoke(app, ["eval", "run", "pairs", "--data", str(data), "-m", "scripted", "--judge", "direct",
-                                 "--swap", "--out", str(run), "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "pairs",
+            "--data",
+            str(data),
+            "-m",
+            "scripted",
+            "--judge",
+            "direct",
+            "--swap",
+            "--out",
+            str(run),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
 

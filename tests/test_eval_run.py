@@ -27,7 +27,10 @@ runner = CliRunner()
 def vlrb_dir(tmp_path_factory) -> Path:
     """The shipped VL-RewardBench metadata plus placeholder images for its first 48 rows."""
     root = tmp_path_factory.mktemp("vlrb")
-    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()
+    ]
     for i, row in enumerate(rows[:48]):
         path = root / row["image_path"]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +48,24 @@ def result_keys(run: Path) -> list[str]:
 
 def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, vlrb_dir, tmp_path):
     run = tmp_path / "run"
-    args = eval_cli("run", "vl-rewardbench", "-m", str(tiny_model_dir), "--data-dir", str(vlrb_dir), "--out", str(run),
-                    "--limit", "40", "--chunk-size", "2", "--judge", "deltarubric", "--max-tokens", "48")  # fmt: skip
+    args = eval_cli(
+        "run",
+        "vl-rewardbench",
+        "-m",
+        str(tiny_model_dir),
+        "--data-dir",
+        str(vlrb_dir),
+        "--out",
+        str(run),
+        "--limit",
+        "40",
+        "--chunk-size",
+        "2",
+        "--judge",
+        "deltarubric",
+        "--max-tokens",
+        "48",
+    )
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = run / RESULTS_FILE
     deadline = time.monotonic() + 120
@@ -97,7 +116,9 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend,
     assert orders == {"AB", "BA"}  # seeded random order per item, recorded in every row
     other = config.model_copy(update={"judge": "msrl"})
     with pytest.raises(ValueError, match="another judge configuration"):
-        run_benchmark(VLRB, "default", other, vlrb_dir, tmp_path / "r", limit=6, judge=Judge(other, backend=tiny_backend))
+        run_benchmark(
+            VLRB, "default", other, vlrb_dir, tmp_path / "r", limit=6, judge=Judge(other, backend=tiny_backend)
+        )
 
 
 def test_report_shows_two_runs_side_by_side_with_plots(tiny_config, tiny_backend, vlrb_dir, tmp_path):
@@ -105,7 +126,9 @@ def test_report_shows_two_runs_side_by_side_with_plots(tiny_config, tiny_backend
 
     for name, judge_name, swap in (("tiny-deltarubric", "deltarubric", True), ("tiny-direct", "direct", False)):
         config = eval_config(VLRB, tiny_config.model_copy(update={"judge": judge_name, "swap": swap}), official=False)
-        run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / name, limit=8, judge=Judge(config, backend=tiny_backend))
+        run_benchmark(
+            VLRB, "default", config, vlrb_dir, tmp_path / name, limit=8, judge=Judge(config, backend=tiny_backend)
+        )
     result = runner.invoke(app, ["eval", "report", str(tmp_path / "tiny-deltarubric"), str(tmp_path / "tiny-direct")])
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report" / "report.md").read_text()
@@ -120,7 +143,9 @@ def test_score_command_on_a_run_directory_matches_the_run(tiny_config, tiny_back
     from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
-    scores = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=5, judge=Judge(config, backend=tiny_backend))
+    scores = run_benchmark(
+        VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=5, judge=Judge(config, backend=tiny_backend)
+    )
     result = runner.invoke(app, ["eval", "score", "vl-rewardbench", "--predictions", str(tmp_path / "r"), "--json"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
@@ -137,12 +162,22 @@ def test_official_preset_run_keeps_the_official_format(tiny_config, tiny_backend
     for i, vote in enumerate(["leftvote", "rightvote", "tievote", "bothbad_vote"]):
         for side in ("left", "right"):
             Image.new("RGB", (48, 48), (60 * i, 200 if side == "left" else 20, 90)).save(data / f"{i}_{side}.png")
-        rows.append({"id": i, "prompt": f"a cat number {i}", "left_image": f"{i}_left.png", "right_image": f"{i}_right.png", "vote_type": vote})
+        rows.append(
+            {
+                "id": i,
+                "prompt": f"a cat number {i}",
+                "left_image": f"{i}_left.png",
+                "right_image": f"{i}_right.png",
+                "vote_type": vote,
+            }
+        )
     (data / "image_generation.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     bench = get_benchmark("genai-bench")
     config = eval_config(bench, tiny_config.model_copy(update={"swap": True}), official=True)
     assert (config.judge, config.order, config.swap) == ("genai_bench_official", "given", False)
-    scores = run_benchmark(bench, "image_generation", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend))
+    scores = run_benchmark(
+        bench, "image_generation", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend)
+    )
     preds = read_predictions(tmp_path / "run")
     assert all(p.official_format and p.raw is not None and p.samples[0][0] == "AB" for p in preds)
     assert 0.0 <= scores["official_4way"] <= 100.0  # defined (not n/a): computed from the raw text
@@ -157,7 +192,10 @@ def test_hub_parquet_layout_gives_the_same_items(tiny_config, tiny_backend, tmp_
 
     from deltarubric.rm.judge import Judge
 
-    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()][:5]
+    rows = [
+        json.loads(line)
+        for line in (Path(__file__).parents[1] / "data/vl-rewardbench/data.jsonl").read_text().splitlines()
+    ][:5]
     records = []
     for i, row in enumerate(rows):
         buf = io.BytesIO()
@@ -172,13 +210,19 @@ def test_hub_parquet_layout_gives_the_same_items(tiny_config, tiny_backend, tmp_
     assert [(i.key, i.gold, i.group) for i in from_hub] == [(i.key, i.gold, i.group) for i in from_jsonl]
     assert all(isinstance(i.request.images[0], Image.Image) for i in from_hub)
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
-    run_benchmark(VLRB, "default", config, tmp_path / "hub", tmp_path / "run", judge=Judge(config, backend=tiny_backend))
+    run_benchmark(
+        VLRB, "default", config, tmp_path / "hub", tmp_path / "run", judge=Judge(config, backend=tiny_backend)
+    )
     assert all(p.error is None for p in read_predictions(tmp_path / "run"))
 
 
 def test_benchmark_without_hub_data_asks_for_a_folder(tiny_model_dir, tmp_path):
-    result = subprocess.run(eval_cli("run", "genai-bench", "-m", str(tiny_model_dir), "--out", str(tmp_path / "r")),
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        eval_cli("run", "genai-bench", "-m", str(tiny_model_dir), "--out", str(tmp_path / "r")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "pass --data-dir" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -190,18 +234,32 @@ def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tin
     rows = []
     for i, (cat, better) in enumerate([("vqa", "Output1"), ("safety", "Output2"), ("reasoning", "Output1")]):
         Image.new("RGB", (48, 40), (30 * i, 90, 200)).save(data / f"images/{i}.png")
-        rows.append({"ID": f"{'pairs' if cat == 'safety' else 'math' if cat == 'reasoning' else 'vqa'}_{i}", "Text": f"Q{i}?",
-                     "Image": f"images/{i}.png", "Output1": "first", "Output2": "second", "Better": better, "Category": cat})  # fmt: skip
+        rows.append(
+            {
+                "ID": f"{'pairs' if cat == 'safety' else 'math' if cat == 'reasoning' else 'vqa'}_{i}",
+                "Text": f"Q{i}?",
+                "Image": f"images/{i}.png",
+                "Output1": "first",
+                "Output2": "second",
+                "Better": better,
+                "Category": cat,
+            }
+        )
     (data / "all_data_release.json").write_text(json.dumps(rows))
     bench = get_benchmark("multimodal-rewardbench")
     config = eval_config(bench, tiny_config, official=True)
     run_benchmark(bench, "default", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend))
     out = tmp_path / "official.jsonl"
-    result = runner.invoke(app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(tmp_path / "run"), "--export", str(out)])
+    result = runner.invoke(
+        app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(tmp_path / "run"), "--export", str(out)]
+    )
     assert result.exit_code == 0, result.output
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["ID"], r["Label"], r["Meta"]["Category"]) for r in exported] == [
-        ("vqa_0", "A", "vqa"), ("pairs_1", "B", "safety"), ("math_2", "A", "reasoning")]  # fmt: skip
+        ("vqa_0", "A", "vqa"),
+        ("pairs_1", "B", "safety"),
+        ("math_2", "A", "reasoning"),
+    ]
     assert set(exported[0]) == {"ID", "Image", "Label", "output", "Meta"} and exported[0]["Image"] == "images/0.png"
     rescored = runner.invoke(app, ["eval", "score", "multimodal-rewardbench", "--predictions", str(out), "--json"])
     assert json.loads(rescored.stdout)["official_safety/bias"] is not None
@@ -209,16 +267,22 @@ def test_multimodal_rewardbench_run_exports_the_official_schema(tiny_config, tin
 
 def test_official_format_only_for_the_preset_run_as_the_protocol_runs_it(tiny_config, tiny_backend, tmp_path):
     from deltarubric.rm.judge import Judge
-    from deltarubric.rm.types import Verdict
 
     bench = get_benchmark("genai-bench")
     data = tmp_path / "genai"
     data.mkdir()
     for side in ("left", "right"):
         Image.new("RGB", (32, 32), (200 if side == "left" else 20, 90, 90)).save(data / f"{side}.png")
-    (data / "image_generation.jsonl").write_text(json.dumps({"id": 0, "prompt": "a cat", "left_image": "left.png", "right_image": "right.png", "vote_type": "leftvote"}) + "\n")
+    (data / "image_generation.jsonl").write_text(
+        json.dumps(
+            {"id": 0, "prompt": "a cat", "left_image": "left.png", "right_image": "right.png", "vote_type": "leftvote"}
+        )
+        + "\n"
+    )
     swapped = tiny_config.model_copy(update={"judge": "genai_bench_official", "swap": True})
-    run_benchmark(bench, "image_generation", swapped, data, tmp_path / "swap", judge=Judge(swapped, backend=tiny_backend))
+    run_benchmark(
+        bench, "image_generation", swapped, data, tmp_path / "swap", judge=Judge(swapped, backend=tiny_backend)
+    )
     assert json.loads((tmp_path / "swap" / "run.json").read_text())["official_preset"] is False
     assert not any(p.official_format for p in read_predictions(tmp_path / "swap"))
 

@@ -124,8 +124,26 @@ def cal_rows(run: Path, data_dir: Path) -> list[dict]:
 # ============================================================================================ the k-sample protocol
 def test_official_samples_run_the_leaderboard_protocol_and_vote_as_cal_py(seeded, vlrb_dir, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["eval", "run", "vl-rewardbench", "-m", "scripted", "--official", "--samples", "5",
-                                 "--data-dir", str(vlrb_dir), "--out", str(out), "--chunk-size", "4", "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "vl-rewardbench",
+            "-m",
+            "scripted",
+            "--official",
+            "--samples",
+            "5",
+            "--data-dir",
+            str(vlrb_dir),
+            "--out",
+            str(out),
+            "--chunk-size",
+            "4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((out / RUN_FILE).read_text())
     assert record["samples"] == 5 and record["official_preset"] is True
@@ -153,12 +171,29 @@ def test_official_samples_run_the_leaderboard_protocol_and_vote_as_cal_py(seeded
 
 def test_samples_cut_by_the_token_limit_are_counted_and_said(seeded, vlrb_dir, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["eval", "run", "vl-rewardbench", "-m", "scripted", "--official", "--samples", "3",
-                                 "--data-dir", str(vlrb_dir), "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "vl-rewardbench",
+            "-m",
+            "scripted",
+            "--official",
+            "--samples",
+            "3",
+            "--data-dir",
+            str(vlrb_dir),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = rows_of(out)
     cut = [(r["key"], s) for r in rows for s, keys in enumerate(r["length_cut"]) if keys]
-    assert cut and all(r["samples"][s]["raw"][r["length_cut"][s][0]] == CUT for r in rows for k, s in cut if k == r["key"])
+    assert cut and all(
+        r["samples"][s]["raw"][r["length_cut"][s][0]] == CUT for r in rows for k, s in cut if k == r["key"]
+    )
     limited = json.loads((out / SUMMARY_FILE).read_text())["length_limited"]
     assert limited == {"samples": len(cut), "unreadable": len(cut), "of": 3 * len(rows), "max_tokens": 2048}
     said = f"{len(cut)} of {3 * len(rows)} judged samples stopped at the length limit (max_tokens 2048)"
@@ -217,8 +252,22 @@ def test_samples_resume_extend_and_refuse_another_k(vlrb_dir, tmp_path):
 
 
 def test_samples_are_refused_where_the_metric_does_not_vote(seeded, tmp_path):
-    result = runner.invoke(app, ["eval", "run", "mm-rlhf-rewardbench", "-m", "scripted", "--samples", "3",
-                                 "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "mm-rlhf-rewardbench",
+            "-m",
+            "scripted",
+            "--samples",
+            "3",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert isinstance(result.exception, ValueError)  # the CLI's main prints it as one line, exit code 2
     assert "does not vote over sampled judgments" in str(result.exception) and not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="does not vote"):
@@ -273,7 +322,9 @@ def test_other_presets_keep_the_official_order_rule():
     assert official_format(GENAI, "genai_bench_official", False, "given")
     assert not official_format(GENAI, "genai_bench_official", True, "given")
     assert not official_format(mmrb, "mmrb_official", False, "random")
-    assert official_format(VLRB, "vlrb_official", True, "given") and official_format(VLRB, "vlrb_official", False, "given")
+    assert official_format(VLRB, "vlrb_official", True, "given") and official_format(
+        VLRB, "vlrb_official", False, "given"
+    )
     assert not official_format(VLRB, "direct", False, "random")
 
 
@@ -297,7 +348,13 @@ def mmrlhf_dir(tmp_path) -> Path:
     write_frames(root / "video/clipA", 40)
     write_frames(root / "video/clipB", 3)
     rows = [
-        {"id": "img", "image": "images/mcq/1.png", "prompt": "What colour is it?", "chosen": "Red.", "rejected": "Blue."},
+        {
+            "id": "img",
+            "image": "images/mcq/1.png",
+            "prompt": "What colour is it?",
+            "chosen": "Red.",
+            "rejected": "Blue.",
+        },
         {"id": "vid", "video": "video/clipA", "prompt": "What moves?", "chosen": "A car.", "rejected": "A boat."},
         {"id": "vid", "video": "video/clipB", "prompt": "How long is it?", "chosen": "Short.", "rejected": "Long."},
     ]
@@ -334,7 +391,9 @@ def test_frames_reach_the_judge_as_images_and_the_run_scores_them(mmrlhf_dir, tm
             return [Generation(text="Analysis: x\nJustification: y\nWinner: [[A]]") for _ in conversations]
 
     config = eval_config(MMRLHF, build_config(None, model="m", judge="direct", swap=True), official=False)
-    scores = run_benchmark(MMRLHF, "default", config, mmrlhf_dir, tmp_path / "run", judge=Judge(config, backend=Frames()))
+    scores = run_benchmark(
+        MMRLHF, "default", config, mmrlhf_dir, tmp_path / "run", judge=Judge(config, backend=Frames())
+    )
     frames = [s for s in seen if len(s) > 1]
     assert sorted(map(len, frames)) == [3, 3, 32, 32]  # both orders of both clips
     assert [0, 1, 2] in frames and list(np.linspace(0, 39, 32, dtype=int)) in frames  # the frames, in time order
@@ -360,7 +419,8 @@ def test_frames_run_through_the_transformers_backend(tiny_config, tiny_backend, 
 
     config = eval_config(MMRLHF, tiny_config.model_copy(update={"judge": "direct"}), official=False)
     items = MMRLHF.load(mmrlhf_dir, "default")[2:]  # the three-frame clip
-    run_benchmark(MMRLHF, "default", config, mmrlhf_dir, tmp_path / "run", items=items,
-                  judge=Judge(config, backend=tiny_backend))  # fmt: skip
+    run_benchmark(
+        MMRLHF, "default", config, mmrlhf_dir, tmp_path / "run", items=items, judge=Judge(config, backend=tiny_backend)
+    )
     (pred,) = read_predictions(tmp_path / "run")
     assert pred.error is None and len(pred.samples) == 1

@@ -26,7 +26,9 @@ GENAI = get_benchmark("genai-bench")
 def leaderboard() -> dict[str, dict[str, float]]:
     """genaibench_results.txt as {model: {column: value}}."""
     table = (EXTERNAL / "genai-bench/official_results/genaibench_results.txt").read_text()
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")
+    ]
     header = rows[0]
     return {r[0]: {h: float(v) for h, v in zip(header[2:], r[2:])} for r in rows[2:]}
 
@@ -34,7 +36,11 @@ def leaderboard() -> dict[str, dict[str, float]]:
 @needs_external
 def test_genai_bench_reproduces_every_leaderboard_cell_we_have_outputs_for():
     board = leaderboard()
-    columns = {"image_generation": "Image Generation", "image_edition": "Image Editing", "video_generation": "Video Generation"}
+    columns = {
+        "image_generation": "Image Generation",
+        "image_edition": "Image Editing",
+        "video_generation": "Video Generation",
+    }
     models = sorted(p.name for p in (EXTERNAL / "genai-bench/official_results/image_generation").iterdir())
     assert models == ["gemini-1.5-pro", "gpt4o", "idefics2", "llava", "random"]
     for model in models:
@@ -77,7 +83,10 @@ def test_genai_bench_hand_computed():
     s = GENAI.score(preds, "image_generation")
     assert s["official_4way"] == pytest.approx(40.0)  # 2 of 5
     assert s["no_ties"] == pytest.approx(100 / 3)  # left/right rows: 1 of 3
-    ours = [p.model_copy(update={"official_format": False, "winner": w}) for p, w in zip(preds, ["A", "B", "tie", "A", None])]
+    ours = [
+        p.model_copy(update={"official_format": False, "winner": w})
+        for p, w in zip(preds, ["A", "B", "tie", "A", None])
+    ]
     s = GENAI.score(ours, "image_generation")
     assert math.isnan(s["official_4way"])  # our judges' text is not in the four-way format
     assert s["no_ties"] == pytest.approx(200 / 3)  # A on leftvote, B on rightvote, None wrong
@@ -112,8 +121,14 @@ def test_shipped_vl_rewardbench_copy_is_the_documented_release():
 def vlrb_pred(group: str, gold: str, *samples: tuple[str, str | None]) -> Prediction:
     winners = {w for _, w in samples}
     winner = winners.pop() if len(winners) == 1 else ("tie" if None not in winners else None)
-    return Prediction(key=str(random.random()), gold=gold, group=group, winner=winner, samples=list(samples),
-                      parse_ok=None not in {w for _, w in samples})  # fmt: skip
+    return Prediction(
+        key=str(random.random()),
+        gold=gold,
+        group=group,
+        winner=winner,
+        samples=list(samples),
+        parse_ok=None not in {w for _, w in samples},
+    )
 
 
 def test_vl_rewardbench_hand_computed():
@@ -142,7 +157,10 @@ MMRB = get_benchmark("multimodal-rewardbench")
 def test_multimodal_rewardbench_official_fallback_is_one_seeded_stream():
     golds = ["A", "B", "B", "A", "A", "B"]
     outputs = ["[[A]]", "nothing", "[[B]] and [[A]]", "???", "[[B]]", "..."]
-    preds = [Prediction(key=f"vqa_{i}", gold=g, raw=o, official_format=True, group="vqa") for i, (g, o) in enumerate(zip(golds, outputs))]
+    preds = [
+        Prediction(key=f"vqa_{i}", gold=g, raw=o, official_format=True, group="vqa")
+        for i, (g, o) in enumerate(zip(golds, outputs))
+    ]
     rng = random.Random(123)
     guesses = iter("A" if rng.random() < 0.5 else "B" for _ in range(3))  # drawn for rows 1, 3, 5 in order
     choices = ["A", next(guesses), "A", next(guesses), "B", next(guesses)]  # '[[A]]' is checked first
@@ -158,12 +176,21 @@ def test_multimodal_rewardbench_categories_and_schema_round_trip(tmp_path):
 
     assert category("pairs_12", "safety") == "safety/bias" and category("x_1", "safety") == "safety/toxicity"
     assert category("math_3", "reasoning") == "reasoning/math" and category("code_3", "reasoning") == "reasoning/coding"
-    preds = [Prediction(key="pairs_1", gold="A", group="safety/bias", winner="A", meta={"Image": "i.png", "Category": "safety"}),
-             Prediction(key="vqa_2", gold="B", group="vqa", winner=None, raw="unsure", meta={"Image": "j.png", "Category": "vqa"})]  # fmt: skip
+    preds = [
+        Prediction(
+            key="pairs_1", gold="A", group="safety/bias", winner="A", meta={"Image": "i.png", "Category": "safety"}
+        ),
+        Prediction(
+            key="vqa_2", gold="B", group="vqa", winner=None, raw="unsure", meta={"Image": "j.png", "Category": "vqa"}
+        ),
+    ]
     path = tmp_path / "preds.jsonl"
     write_official(preds, path)
     again = MMRB.read_official(path)
-    assert [(p.key, p.gold, p.winner, p.group) for p in again] == [("pairs_1", "A", "A", "safety/bias"), ("vqa_2", "B", None, "vqa")]
+    assert [(p.key, p.gold, p.winner, p.group) for p in again] == [
+        ("pairs_1", "A", "A", "safety/bias"),
+        ("vqa_2", "B", None, "vqa"),
+    ]
 
 
 @needs_external
@@ -184,22 +211,29 @@ def test_mm_rlhf_loader_and_metric():
     assert Counter(i.group for i in items) == {"mcq": 42, "long": 37, "short": 34, "safety": 32, "video": 25}
     assert sum(i.request.task_type == "video_understanding" for i in items) == 25
     # ACC+ by hand: id x has 2 pairs (1 right), id y has 1 pair (right); a tie is wrong (strict >)
-    preds = [Prediction(key="1", gold="A", group="mcq", winner="A", meta={"id": "x"}),
-             Prediction(key="2", gold="A", group="mcq", winner="tie", meta={"id": "x"}),
-             Prediction(key="3", gold="A", group="long", winner="A", meta={"id": "y"})]  # fmt: skip
+    preds = [
+        Prediction(key="1", gold="A", group="mcq", winner="A", meta={"id": "x"}),
+        Prediction(key="2", gold="A", group="mcq", winner="tie", meta={"id": "x"}),
+        Prediction(key="3", gold="A", group="long", winner="A", meta={"id": "y"}),
+    ]
     s = MMRLHF.score(preds, "default")
     assert s["accuracy"] == pytest.approx(200 / 3) and s["acc_plus"] == pytest.approx(50.0)
     assert s["accuracy_mcq"] == pytest.approx(50.0) and s["acc_plus_long"] == pytest.approx(100.0)
 
 
 def test_unknown_benchmark_lists_the_registered_ones():
-    with pytest.raises(ValueError, match=re.escape("available: genai-bench, mm-rlhf-rewardbench, multimodal-rewardbench, pairs, vl-rewardbench")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("available: genai-bench, mm-rlhf-rewardbench, multimodal-rewardbench, pairs, vl-rewardbench"),
+    ):
         get_benchmark("rewardbench")
 
 
 def test_a_split_between_orders_is_wrong_under_strict_even_when_p_a_broke_the_tie():
     # the aggregate picked A by mean p_a, but the orders disagreed: strict metrics count that as no decision
-    split = Prediction(key="s", gold="A", group="general", winner="A", samples=[("AB", "A"), ("BA", "B")], parse_ok=True)
+    split = Prediction(
+        key="s", gold="A", group="general", winner="A", samples=[("AB", "A"), ("BA", "B")], parse_ok=True
+    )
     assert VLRB.score([split], "default")["strict_overall"] == 0.0
     assert MMRLHF.score([split.model_copy(update={"meta": {"id": "x"}})], "default")["accuracy"] == 0.0
     agreed = split.model_copy(update={"samples": [("AB", "A"), ("BA", "A")]})

@@ -45,7 +45,9 @@ def careful_judge(conv) -> str:
 
 @pytest.fixture
 def request_(image_file: Path) -> JudgeRequest:
-    return JudgeRequest(id="cats-1", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats.")
+    return JudgeRequest(
+        id="cats-1", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats."
+    )
 
 
 def judge_with(backend, **config) -> Judge:
@@ -101,7 +103,9 @@ def test_position_biased_model_is_inconsistent_and_tied(request_):
 
 def test_random_order_is_seeded_and_mapped_back(image_file: Path):
     requests = [
-        JudgeRequest(id=f"item-{i}", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats.")
+        JudgeRequest(
+            id=f"item-{i}", question="How many cats?", images=[str(image_file)], a="Two cats.", b="Three cats."
+        )
         for i in range(16)
     ]
     judge = judge_with(ScriptedBackend(careful_judge), judge="direct", order="random", sampling={"seed": 7})
@@ -166,7 +170,9 @@ def test_bad_media_and_backend_errors_stay_with_their_item(tmp_path: Path):
 def test_generation_candidates_are_images_placed_in_order(tmp_path: Path):
     a, b = make_image(tmp_path / "a.png", seed=1), make_image(tmp_path / "b.png", size=(64, 64), seed=2)
     backend = ScriptedBackend(lambda conv: "Winner: [[B]]")
-    req = JudgeRequest(task_type="image_generation", question="two red apples", a={"image": str(a)}, b={"image": str(b)})
+    req = JudgeRequest(
+        task_type="image_generation", question="two red apples", a={"image": str(a)}, b={"image": str(b)}
+    )
     v = judge_with(backend, judge="direct", swap=True).judge(req)
     (ab, ba) = backend.calls[0]
     sizes = lambda conv: [p.image.size for m in conv for p in m.content if isinstance(p, ImagePart)]  # noqa: E731
@@ -189,7 +195,11 @@ def test_lowercase_verdict_letter_gets_p_a():
     from deltarubric.rm.backends.base import TokenLogprob
 
     # '[[a]]' is read as A (the parser ignores case), so its p_a compares the lower-case 'a' and 'b' tokens.
-    tokens = [TokenLogprob("Winner: [[", -0.1), TokenLogprob("a", -0.2, {"a": -0.2, "b": -1.9}), TokenLogprob("]]", 0.0)]
+    tokens = [
+        TokenLogprob("Winner: [[", -0.1),
+        TokenLogprob("a", -0.2, {"a": -0.2, "b": -1.9}),
+        TokenLogprob("]]", 0.0),
+    ]
     assert verdict_probability(tokens, len("Winner: [[")) == pytest.approx(1 / (1 + math.exp(-1.7)))
 
 

@@ -22,8 +22,21 @@ def requests_for(tmp_path: Path) -> list[JudgeRequest]:
     imgs = [make_image(tmp_path / f"{i}.png", size=s, seed=i) for i, s in enumerate([(96, 64), (64, 64), (200, 120)])]
     return [
         JudgeRequest(id="u", question="How many shapes?", images=[str(imgs[0])], a="Two shapes.", b="Three shapes."),
-        JudgeRequest(id="g", task_type="image_generation", question="an orange disc", a={"image": str(imgs[1])}, b={"image": str(imgs[2])}),
-        JudgeRequest(id="e", task_type="image_editing", question="make it blue", images=[str(imgs[2])], a={"image": str(imgs[0])}, b={"image": str(imgs[1])}),
+        JudgeRequest(
+            id="g",
+            task_type="image_generation",
+            question="an orange disc",
+            a={"image": str(imgs[1])},
+            b={"image": str(imgs[2])},
+        ),
+        JudgeRequest(
+            id="e",
+            task_type="image_editing",
+            question="make it blue",
+            images=[str(imgs[2])],
+            a={"image": str(imgs[0])},
+            b={"image": str(imgs[1])},
+        ),
         JudgeRequest(id="t", task_type="text", question="What is 2+2?", a="4", b="5"),
     ]
 
@@ -61,7 +74,9 @@ def test_planner_conversation_is_a_token_prefix_of_the_verifier(tiny_backend, im
     img = ImagePart(Image.open(image_file).convert("RGB"))
     planner = [Message.text("system", "sys"), Message("user", (img, TextPart("Plan.")))]
     verifier = planner + [Message.text("assistant", "Generated Checklist:\n1. Q?"), Message.text("user", "Verify.")]
-    render = lambda conv: tiny_backend.processor.apply_chat_template(_to_hf(conv), add_generation_prompt=True, tokenize=False)  # noqa: E731
+    render = lambda conv: tiny_backend.processor.apply_chat_template(
+        _to_hf(conv), add_generation_prompt=True, tokenize=False
+    )  # noqa: E731
     assert render(verifier).startswith(render(planner))
 
 

@@ -459,7 +459,9 @@ def test_image_to_data_url_round_trips_pixel_exactly(mode):
 
 def test_image_to_data_url_then_load_is_identity_for_rgb():
     src = noise((50, 40), seed=10)
-    again = load_image(image_to_data_url(load_image(image_to_data_url(src), max_input_pixels=BIG)), max_input_pixels=BIG)
+    again = load_image(
+        image_to_data_url(load_image(image_to_data_url(src), max_input_pixels=BIG)), max_input_pixels=BIG
+    )
     assert again.tobytes() == src.tobytes()
 
 

@@ -54,8 +54,14 @@ def close(ours: float, oracle: float) -> bool:
 #   its counted samples, else other; group accuracy = agree / (agree + reject); overall = sums over the groups;
 #   macro = mean of the three group accuracies.
 CAL_PATTERN = r"(?:Overall Judgment|Therefore)\s*.*\s*-*\s*Answer\s*(\d+)\s*is\s*(?:the\s*)?(?:slightly\s*)?better"
-CAL_GROUP = {"RLAIF": "hallucination", "RLHF": "hallucination", "hallucination": "hallucination",
-             "mathverse": "reasoning", "mmmu": "reasoning", "wildvision": "general"}  # fmt: skip
+CAL_GROUP = {
+    "RLAIF": "hallucination",
+    "RLHF": "hallucination",
+    "hallucination": "hallucination",
+    "mathverse": "reasoning",
+    "mmmu": "reasoning",
+    "wildvision": "general",
+}
 
 
 def cal_status(row: dict) -> str:
@@ -98,9 +104,15 @@ def cal_figures(rows: list, k: int) -> dict:
             doesnt_match += cls == "doesntMatch"
     accs = [agree[g] / kept[g] if kept[g] else float("nan") for g in ("reasoning", "hallucination", "general")]
     total = sum(kept.values())
-    return {"overall": 100 * sum(agree.values()) / total if total else float("nan"), "macro": 100 * sum(accs) / 3,
-            "general": 100 * accs[2], "hallucination": 100 * accs[1], "reasoning": 100 * accs[0],
-            "dropped": dropped, "doesnt_match": doesnt_match}  # fmt: skip
+    return {
+        "overall": 100 * sum(agree.values()) / total if total else float("nan"),
+        "macro": 100 * sum(accs) / 3,
+        "general": 100 * accs[2],
+        "hallucination": 100 * accs[1],
+        "reasoning": 100 * accs[0],
+        "dropped": dropped,
+        "doesnt_match": doesnt_match,
+    }
 
 
 def cal_all_k(rows: list) -> dict[int, dict]:
@@ -161,8 +173,13 @@ VLRB_OUTPUTS = [
 
 
 def vlrb_row(item: dict, text: str, drawn: int) -> dict:
-    return {"id": item["id"], "query": item["query"], "response": item["response"], "ranking": item["human_ranking"],
-            "meta": {"random_number": drawn, "filter_choice": text}}  # fmt: skip
+    return {
+        "id": item["id"],
+        "query": item["query"],
+        "response": item["response"],
+        "ranking": item["human_ranking"],
+        "meta": {"random_number": drawn, "filter_choice": text},
+    }
 
 
 def vlrb_rows(samples_per_item: int, seed: int) -> list[dict]:
@@ -248,7 +265,9 @@ def test_vlrb_run_predictions_equal_cal_py_on_the_same_samples():
             orders = rng.sample(["AB", "BA"], n_orders)
             texts = [rng.choice(VLRB_OUTPUTS).replace("{n}", rng.choice("12")) for _ in orders]
             shown = [parse_vlrb(t).winner for t in texts]  # in the order shown; map back to the item's labels
-            winners = [None if w is None else (w if o == "AB" else {"A": "B", "B": "A"}[w]) for w, o in zip(shown, orders)]
+            winners = [
+                None if w is None else (w if o == "AB" else {"A": "B", "B": "A"}[w]) for w, o in zip(shown, orders)
+            ]
             verdict = Verdict(
                 winner=winners[0] if len(set(winners)) == 1 else None,
                 orders=[OrderResult(order=o, winner=w, parse_ok=w is not None) for o, w in zip(orders, winners)],
@@ -264,9 +283,11 @@ def test_vlrb_run_predictions_equal_cal_py_on_the_same_samples():
 def test_vlrb_no_crash_where_cal_py_would_divide_by_zero_or_overflow(tmp_path):
     items = [json.loads(line) for line in (SHIPPED / "vl-rewardbench/data.jsonl").read_text().splitlines()]
     hall = [i for i in items if i["id"].startswith("RLAIF")][:3]
-    rows = [vlrb_row(hall[0], "Overall Judgment: Answer 1 is better.", 0),  # agree
-            vlrb_row(hall[1], "Overall Judgment: Answer " + "7" * 10000 + " is better.", 0),  # int() would raise
-            vlrb_row(hall[2], "no verdict", 1)]  # fmt: skip
+    rows = [
+        vlrb_row(hall[0], "Overall Judgment: Answer 1 is better.", 0),  # agree
+        vlrb_row(hall[1], "Overall Judgment: Answer " + "7" * 10000 + " is better.", 0),  # int() would raise
+        vlrb_row(hall[2], "no verdict", 1),
+    ]
     scores = VLRB.score(VLRB.read_official(write_jsonl(tmp_path / "out.jsonl", rows)), "default")
     assert scores["official_hallucination"] == 100.0 and scores["official_overall"] == 100.0
     assert math.isnan(scores["official_general"]) and math.isnan(scores["official_macro"])  # empty groups: n/a
@@ -313,11 +334,34 @@ def mmrb_oracle(path: Path) -> dict[str, float]:
     return {k: 100 * sum(v) / len(v) for k, v in hits.items()}
 
 
-MMRB_OUTPUTS = ["Reasoning... [[A]]", "[[B]]", "**[[A]]**", "[[a]]", "[[ B ]]", "[[B]] but maybe [[A]]", "[[A]] or [[B]]",
-                "", "Assistant B is better.", "Verdict: [[B]] 😀", "[[Ｂ]]", "[[A]]\u200b", "tie"]  # fmt: skip
-MMRB_IDS = [("pairs_1", "safety"), ("PAIRS_2", "safety"), ("tox_3", "safety"), ("math_4", "reasoning"),
-            ("MATH_5", "reasoning"), ("code_6", "reasoning"), ("vqa_7", "vqa"), ("pairs_8", "Safety"),
-            ("pairs_9", "safety_extra"), ("x_10", "general_correctness"), ("mathx_11", "reasoning ")]  # fmt: skip
+MMRB_OUTPUTS = [
+    "Reasoning... [[A]]",
+    "[[B]]",
+    "**[[A]]**",
+    "[[a]]",
+    "[[ B ]]",
+    "[[B]] but maybe [[A]]",
+    "[[A]] or [[B]]",
+    "",
+    "Assistant B is better.",
+    "Verdict: [[B]] 😀",
+    "[[Ｂ]]",
+    "[[A]]\u200b",
+    "tie",
+]
+MMRB_IDS = [
+    ("pairs_1", "safety"),
+    ("PAIRS_2", "safety"),
+    ("tox_3", "safety"),
+    ("math_4", "reasoning"),
+    ("MATH_5", "reasoning"),
+    ("code_6", "reasoning"),
+    ("vqa_7", "vqa"),
+    ("pairs_8", "Safety"),
+    ("pairs_9", "safety_extra"),
+    ("x_10", "general_correctness"),
+    ("mathx_11", "reasoning "),
+]
 
 
 def test_mmrb_official_format_outputs_equal_the_script(tmp_path):
@@ -325,13 +369,24 @@ def test_mmrb_official_format_outputs_equal_the_script(tmp_path):
     rows = []
     for n in range(600):
         rid, cat = MMRB_IDS[n % len(MMRB_IDS)]
-        rows.append({"ID": f"{rid}_{n}", "Image": f"img/{n}.png", "Label": rng.choice("AB"), "output": rng.choice(MMRB_OUTPUTS),
-                     "Meta": {"Category": cat}})  # fmt: skip
+        rows.append(
+            {
+                "ID": f"{rid}_{n}",
+                "Image": f"img/{n}.png",
+                "Label": rng.choice("AB"),
+                "output": rng.choice(MMRB_OUTPUTS),
+                "Meta": {"Category": cat},
+            }
+        )
     path = write_jsonl(tmp_path / "answers.jsonl", rows)
     scores = MMRB.score(MMRB.read_official(path), "default")
     oracle = mmrb_oracle(path)
     assert close(scores["official_overall"], oracle.pop("all"))
-    assert {k.removeprefix("official_"): v for k, v in scores.items() if k.startswith("official_") and k != "official_overall"}.keys() == oracle.keys()
+    assert {
+        k.removeprefix("official_"): v
+        for k, v in scores.items()
+        if k.startswith("official_") and k != "official_overall"
+    }.keys() == oracle.keys()
     for cat, value in oracle.items():
         assert close(scores[f"official_{cat}"], value), cat
     # round trip: our export of these predictions is the same file for the script
@@ -351,9 +406,18 @@ def test_mmrb_swap_run_export_and_score_are_one_definition(tmp_path):
         # the aggregate breaks a split by p_a: its winner is decisive even when the orders disagree
         winner = a if a == b else rng.choice(["A", "B"])
         raw = {"AB/judge": rng.choice(MMRB_OUTPUTS), "BA/judge": "Winner: [[A]] ... [[B]]"}
-        preds.append(Prediction(key=f"{rid}_{n}", gold=rng.choice("AB"), group=cat, winner=winner,
-                                samples=[("AB", a), ("BA", b)], sample_raw=list(raw.values()), parse_ok=None not in (a, b),
-                                meta={"Image": f"img/{n}.png", "Category": cat}))  # fmt: skip
+        preds.append(
+            Prediction(
+                key=f"{rid}_{n}",
+                gold=rng.choice("AB"),
+                group=cat,
+                winner=winner,
+                samples=[("AB", a), ("BA", b)],
+                sample_raw=list(raw.values()),
+                parse_ok=None not in (a, b),
+                meta={"Image": f"img/{n}.png", "Category": cat},
+            )
+        )
     from deltarubric.eval.benchmarks.multimodal_rewardbench import category
 
     preds = [p.model_copy(update={"group": category(p.key, p.meta["Category"])}) for p in preds]
@@ -430,7 +494,9 @@ def get_acc_oracle(path: Path) -> dict[str, float]:
 
 
 def mmrlhf_rows(seed: int) -> list[dict]:
-    rows = [json.loads(line) for line in (SHIPPED / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (SHIPPED / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()
+    ]
     rng = random.Random(seed)
     for r in rows:
         r["rewards"] = rng.choice([[1, 0], [0, 1], [0.5, 0.5], [2.5, -1.0], [0, 0], [-3, -2]])
@@ -449,7 +515,11 @@ def test_mmrlhf_released_rows_equal_get_acc(tmp_path):
 def test_mmrlhf_an_id_spanning_two_categories_is_credited_as_get_acc_credits_it(tmp_path):
     rows = [
         {"id": "x", "image": "long/1.png", "rewards": [1, 0]},  # x spans long and mcq: all right
-        {"id": "x", "image": "mcq/2.png", "rewards": [1, 0]},  # -> ACC+ credit to mcq (first keyword), in both denominators
+        {
+            "id": "x",
+            "image": "mcq/2.png",
+            "rewards": [1, 0],
+        },  # -> ACC+ credit to mcq (first keyword), in both denominators
         {"id": "y", "image": "short/long_3.png", "rewards": [1, 0]},  # two keywords in one path
         {"id": "z", "video": "video/4.mp4", "rewards": [0, 0]},  # a tie is wrong
         {"id": "w", "image": "other/5.png", "rewards": [1, 0]},  # no category: overall only
@@ -471,7 +541,9 @@ def test_mmrlhf_run_predictions_equal_get_acc_on_their_verdicts(tmp_path):
     items = MMRLHF.load(Path("/nonexistent"), "default")
     rng = random.Random(9)
     preds, rows = [], []
-    raw_rows = [json.loads(line) for line in (SHIPPED / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()]
+    raw_rows = [
+        json.loads(line) for line in (SHIPPED / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()
+    ]
     for item, row in zip(items, raw_rows):
         samples = [("AB", rng.choice(["A", "B", None, "tie"])), ("BA", rng.choice(["A", "B"]))][: rng.choice([1, 2])]
         preds.append(Prediction(key=item.key, gold="A", group=item.group, samples=samples, meta=item.meta))
@@ -479,15 +551,19 @@ def test_mmrlhf_run_predictions_equal_get_acc_on_their_verdicts(tmp_path):
         rows.append({**row, "rewards": [1, 0] if chosen_wins else [0, 1]})
     path = write_jsonl(tmp_path / "verdicts.jsonl", rows)
     oracle = get_acc_oracle(path)
-    for scores in (MMRLHF.score(preds, "default"),
-                   MMRLHF.score([p.model_copy(update={"meta": {"id": p.meta["id"]}}) for p in preds], "default")):  # fmt: skip
+    for scores in (
+        MMRLHF.score(preds, "default"),
+        MMRLHF.score([p.model_copy(update={"meta": {"id": p.meta["id"]}}) for p in preds], "default"),
+    ):
         for name, value in oracle.items():
             assert close(scores[name], value), name
 
 
 @needs_external
 def test_mmrlhf_published_rows_read_as_get_acc_reads_them(tmp_path):
-    rows = [json.loads(line) for line in (EXTERNAL / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (EXTERNAL / "mm-rlhf-rewardbench/mm_reward_bench.jsonl").read_text().splitlines()
+    ]
     path = write_jsonl(tmp_path / "all_right.jsonl", [{**r, "rewards": [1, 0]} for r in rows])
     preds = MMRLHF.read_official(path)
     assert [p.key for p in preds] == [i.key for i in MMRLHF.load(Path("/nonexistent"), "default")]
@@ -501,8 +577,12 @@ def test_mmrlhf_published_rows_read_as_get_acc_reads_them(tmp_path):
 # module, None without a match; correct iff the vote string is exactly one of the strings allowed for the human vote
 # (left: [[A>>B]] / [[A>B]]; right: [[B>>A]] / [[B>A]]; tie: [[A=B]] / [[A=B=Good]]; both bad: [[A=B]] / [[A=B=Bad]]);
 # show_results.py: accuracy = mean(correct) over every row.
-ALLOWED = {"leftvote": ("[[A>>B]]", "[[A>B]]"), "rightvote": ("[[B>>A]]", "[[B>A]]"),
-           "tievote": ("[[A=B]]", "[[A=B=Good]]"), "bothbad_vote": ("[[A=B]]", "[[A=B=Bad]]")}  # fmt: skip
+ALLOWED = {
+    "leftvote": ("[[A>>B]]", "[[A>B]]"),
+    "rightvote": ("[[B>>A]]", "[[B>A]]"),
+    "tievote": ("[[A=B]]", "[[A=B=Good]]"),
+    "bothbad_vote": ("[[A=B]]", "[[A=B=Bad]]"),
+}
 
 
 def genai_oracle_vote(response: str) -> str | None:
@@ -515,25 +595,51 @@ def genai_oracle_vote(response: str) -> str | None:
 
 
 GENAI_OUTPUTS = [
-    "Model A is clearly better.\n[[A>B]]", "[[B>A]]", "**Final verdict: [[A=B=Good]]**", "[[a>b]]", "[[A>B]] or [[B>A]]",
-    "[[A>B]]\n[[B>A]]", "1. Model A is better: [[A>B]]\n2. Model B is better: [[B>A]]", "[[A>B]] [[A>B]]", "[[A=B]]",
-    "[[A>>B]]", "[[B>>A]]", "", "no verdict", "[[ A>B ]]", "[[A=B=Bad]] 😀", "[[A>B]]\u2028[[B>A]]",
-    "[[A>B]]\r[[B>A]]", "text [[\n[[B>A]]", "[[Ａ>B]]", "Verdict: [[A=B=Bad]].", "[[A=B=good]]", "[[B>A]]]",
-]  # fmt: skip
+    "Model A is clearly better.\n[[A>B]]",
+    "[[B>A]]",
+    "**Final verdict: [[A=B=Good]]**",
+    "[[a>b]]",
+    "[[A>B]] or [[B>A]]",
+    "[[A>B]]\n[[B>A]]",
+    "1. Model A is better: [[A>B]]\n2. Model B is better: [[B>A]]",
+    "[[A>B]] [[A>B]]",
+    "[[A=B]]",
+    "[[A>>B]]",
+    "[[B>>A]]",
+    "",
+    "no verdict",
+    "[[ A>B ]]",
+    "[[A=B=Bad]] 😀",
+    "[[A>B]]\u2028[[B>A]]",
+    "[[A>B]]\r[[B>A]]",
+    "text [[\n[[B>A]]",
+    "[[Ａ>B]]",
+    "Verdict: [[A=B=Bad]].",
+    "[[A=B=good]]",
+    "[[B>A]]]",
+]
 
 
 def test_genai_official_and_no_ties_read_two_labels_as_the_official_parser(tmp_path):
     from deltarubric.rubrics.parsing import parse_genai_vote
 
     rng = random.Random(4)
-    rows = [{"idx": n, "response": rng.choice(GENAI_OUTPUTS), "human_vote": rng.choice(list(ALLOWED))} for n in range(800)]
+    rows = [
+        {"idx": n, "response": rng.choice(GENAI_OUTPUTS), "human_vote": rng.choice(list(ALLOWED))} for n in range(800)
+    ]
     path = write_jsonl(tmp_path / "pairwise.jsonl", rows)
     scores = GENAI.score(GENAI.read_official(path), "image_generation")
     votes = [genai_oracle_vote(r["response"]) for r in rows]
-    assert close(scores["official_4way"], 100 * sum(v in ALLOWED[r["human_vote"]] for v, r in zip(votes, rows)) / len(rows))
+    assert close(
+        scores["official_4way"], 100 * sum(v in ALLOWED[r["human_vote"]] for v, r in zip(votes, rows)) / len(rows)
+    )
     # no_ties (ours): the same vote strings, left/right rows only, so two labels on one line are wrong here too
     side = {"[[A>>B]]": "A", "[[A>B]]": "A", "[[B>>A]]": "B", "[[B>A]]": "B"}
-    decisive = [(side.get(v or ""), r["human_vote"]) for v, r in zip(votes, rows) if r["human_vote"] in ("leftvote", "rightvote")]
+    decisive = [
+        (side.get(v or ""), r["human_vote"])
+        for v, r in zip(votes, rows)
+        if r["human_vote"] in ("leftvote", "rightvote")
+    ]
     expected = 100 * sum(s == {"leftvote": "A", "rightvote": "B"}[h] for s, h in decisive) / len(decisive)
     assert close(scores["no_ties"], expected)
     # the judge's parser (what a non-official run's winners come from) reads the same strings
@@ -548,8 +654,12 @@ def test_genai_swapped_preset_run_reads_two_labels_the_same_way():
     a two-label line is no verdict there as well."""
     from deltarubric.rubrics.parsing import parse_genai_vote
 
-    preds = [Prediction(key=str(i), gold="leftvote", winner=parse_genai_vote(t).winner, samples=[("AB", parse_genai_vote(t).winner)])
-             for i, t in enumerate(["[[A>B]] or [[B>A]]", "[[A>B]]", "[[A>B]] [[A>B]]"])]  # fmt: skip
+    preds = [
+        Prediction(
+            key=str(i), gold="leftvote", winner=parse_genai_vote(t).winner, samples=[("AB", parse_genai_vote(t).winner)]
+        )
+        for i, t in enumerate(["[[A>B]] or [[B>A]]", "[[A>B]]", "[[A>B]] [[A>B]]"])
+    ]
     assert close(GENAI.score(preds, "image_generation")["no_ties"], 100 / 3)
 
 
@@ -570,5 +680,7 @@ def test_genai_preset_keeps_the_official_answer_constraints():
         text = render(method.stages[0].user, dict(task_type=task, question="q", context=context, a="<a>", b="<b>"))
         assert "only one of the following choices" in text and "final verdict" in text
         assert text.index("Explain your evaluation") < text.index("final verdict")  # explanation first, then verdict
-        assert text.endswith("1. Model A is better: [[A>B]]\n2. Model B is better: [[B>A]]\n"
-                             "3. Tie, relatively the same acceptable quality: [[A=B=Good]]\n4. Both are bad: [[A=B=Bad]]")  # fmt: skip
+        assert text.endswith(
+            "1. Model A is better: [[A>B]]\n2. Model B is better: [[B>A]]\n"
+            "3. Tie, relatively the same acceptable quality: [[A=B=Good]]\n4. Both are bad: [[A=B=Bad]]"
+        )

@@ -33,13 +33,19 @@ def test_official_client_accepts_our_responses(tiny_server, image_file):
         model="tiny",
         messages=[
             {"role": "system", "content": "You are a judge."},
-            {"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": data_url(image_file)}},
-                {"type": "text", "text": "How many shapes?"},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url(image_file)}},
+                    {"type": "text", "text": "How many shapes?"},
+                ],
+            },
         ],
-        max_tokens=8, temperature=0, logprobs=True, top_logprobs=2,
-    )  # fmt: skip
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
     assert isinstance(completion, openai.types.chat.ChatCompletion)
     choice = completion.choices[0]
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
@@ -67,7 +73,13 @@ def test_openai_backend_matches_transformers_backend(tiny_server, tiny_backend, 
     request = JudgeRequest(id="x", question="How many shapes?", images=[str(image_file)], a="Two.", b="Three.")
     local = Judge(tiny_config.model_copy(update={"judge": "deltarubric", "swap": True}), backend=tiny_backend)
     remote_config = tiny_config.model_copy(
-        update={"judge": "deltarubric", "swap": True, "backend": "openai", "model": "tiny", "base_urls": [tiny_server.url + "/v1"]}
+        update={
+            "judge": "deltarubric",
+            "swap": True,
+            "backend": "openai",
+            "model": "tiny",
+            "base_urls": [tiny_server.url + "/v1"],
+        }
     )
     remote = Judge(remote_config)
     assert isinstance(remote.backend, OpenAIBackend)
@@ -150,13 +162,23 @@ def test_request_body_carries_sampling_and_pixel_limits(image_file):
     body = backend.body(conv, SamplingConfig(temperature=0.0, max_tokens=99, seed=5, top_logprobs=4), {})
     assert body["messages"][0] == {"role": "system", "content": "s"}
     image_part, text_part = body["messages"][1]["content"]
-    assert image_part["image_url"]["url"].startswith("data:image/png;base64,") and text_part == {"type": "text", "text": "q"}
+    assert image_part["image_url"]["url"].startswith("data:image/png;base64,") and text_part == {
+        "type": "text",
+        "text": "q",
+    }
     decoded = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"].split(",", 1)[1])))
     assert decoded.size == img.size
     assert body | {"messages": None} == {
-        "model": "judge", "messages": None, "temperature": 0.0, "top_p": 1.0, "max_tokens": 99, "seed": 5,
-        "logprobs": True, "top_logprobs": 4, "mm_processor_kwargs": {"min_pixels": 1024, "max_pixels": 4096},
-    }  # fmt: skip
+        "model": "judge",
+        "messages": None,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 99,
+        "seed": 5,
+        "logprobs": True,
+        "top_logprobs": 4,
+        "mm_processor_kwargs": {"min_pixels": 1024, "max_pixels": 4096},
+    }
 
 
 @pytest.mark.parametrize(

@@ -33,14 +33,28 @@ def pair_file(root: Path) -> Path:
     scene(2, (80, 60)).save(root / "img" / "two.png")
     scene(3, (33, 33)).save(root / "img" / "fails.png")
     rows = [
-        {"id": "u1", "question": "Q1?", "images": ["img/one.png"], "a": "x", "b": "y", "label": "A", "rationale": "kept"},
+        {
+            "id": "u1",
+            "question": "Q1?",
+            "images": ["img/one.png"],
+            "a": "x",
+            "b": "y",
+            "label": "A",
+            "rationale": "kept",
+        },
         {"id": "u2", "question": "Q2?", "images": ["img/one.png"], "a": "x", "b": "y", "label": "B"},  # same image
         {"id": "u3", "question": "Q3?", "images": ["img/two.png"], "a": "x", "b": "y", "label": "A", "caption": "old"},
         {"id": "t1", "task_type": "text", "question": "2+2?", "a": "4", "b": "5", "label": "A"},
-        {"id": "g1", "task_type": "image_generation", "question": "a cat", "a": {"image": "img/one.png"},
-         "b": {"image": "img/two.png"}, "label": "A"},
+        {
+            "id": "g1",
+            "task_type": "image_generation",
+            "question": "a cat",
+            "a": {"image": "img/one.png"},
+            "b": {"image": "img/two.png"},
+            "label": "A",
+        },
         {"id": "f1", "question": "Q?", "images": ["img/fails.png"], "a": "x", "b": "y", "label": "A"},
-    ]  # fmt: skip
+    ]
     path = root / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -52,9 +66,15 @@ def test_caption_file(tmp_path: Path, chunk_size: int) -> None:
     backend = ScriptedBackend(describe)
     out = tmp_path / "out" / "captioned.jsonl"
     summary = caption_file(src, out, backend, SamplingConfig(max_tokens=64), chunk_size=chunk_size)
-    assert summary.to_json() == {"out": str(out), "pairs": 6, "captioned": 2, "kept_existing": 1,
-                                 "no_context_media": 2, "captions_generated": 1,
-                                 "failed": {"backend: model overloaded": 1}}  # fmt: skip
+    assert summary.to_json() == {
+        "out": str(out),
+        "pairs": 6,
+        "captioned": 2,
+        "kept_existing": 1,
+        "no_context_media": 2,
+        "captions_generated": 1,
+        "failed": {"backend: model overloaded": 1},
+    }
     sent = [c for call in backend.calls for c in call]
     assert len(sent) == 2  # one.png once for two pairs, and the failing one; two.png had a caption
     assert user_text(sent[0]) == "Describe the image in detail."  # train sft's captions-stage question
@@ -79,8 +99,24 @@ def test_cli_caption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = pair_file(tmp_path)
     backend = ScriptedBackend(describe)
     monkeypatch.setattr("deltarubric.rm.backends.make_backend", lambda config: backend)
-    result = runner.invoke(app, ["data", "caption", str(src), "--out", str(tmp_path / "c.jsonl"), "-m", "judge",
-                                 "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-tokens", "32"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "caption",
+            str(src),
+            "--out",
+            str(tmp_path / "c.jsonl"),
+            "-m",
+            "judge",
+            "--backend",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--max-tokens",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["captioned"] == 2
     assert backend.calls  # the command built its backend from the judge options (here: the scripted one)

@@ -69,24 +69,57 @@ def better_text(pair) -> str:
 
 
 def test_every_converter_is_registered() -> None:
-    assert converter_names() == ["gram_rr", "helpsteer3", "mm_rlhf", "open_image_preferences", "rapidata", "rlaif_v",
-                                 "vision_feedback_mix"]  # fmt: skip
+    assert converter_names() == [
+        "gram_rr",
+        "helpsteer3",
+        "mm_rlhf",
+        "open_image_preferences",
+        "rapidata",
+        "rlaif_v",
+        "vision_feedback_mix",
+    ]
 
 
 def test_helpsteer3_context_ties_and_rationale(tmp_path: Path) -> None:
     rows = [
-        {"domain": "general", "language": "english",
-         "context": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                     {"role": "user", "content": "What is 2+2?"}],
-         "response1": "4", "response2": "5", "overall_preference": -2,
-         "individual_preference": [{"score": 1, "reasoning": "@Response 2 reads better.", "feedback1": "", "feedback2": ""},
-                                   {"score": -3, "reasoning": "@Response 1 is correct; @Response 2 is not.",
-                                    "feedback1": "", "feedback2": ""}]},
-        {"domain": "code", "language": "python", "context": [{"role": "user", "content": "x"}],
-         "response1": "a", "response2": "b", "overall_preference": 0},
-        {"domain": "general", "language": "english", "context": [{"role": "user", "content": "Name a colour."}],
-         "response1": "A dog.", "response2": "Blue.", "overall_preference": 3},
-    ]  # fmt: skip
+        {
+            "domain": "general",
+            "language": "english",
+            "context": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "What is 2+2?"},
+            ],
+            "response1": "4",
+            "response2": "5",
+            "overall_preference": -2,
+            "individual_preference": [
+                {"score": 1, "reasoning": "@Response 2 reads better.", "feedback1": "", "feedback2": ""},
+                {
+                    "score": -3,
+                    "reasoning": "@Response 1 is correct; @Response 2 is not.",
+                    "feedback1": "",
+                    "feedback2": "",
+                },
+            ],
+        },
+        {
+            "domain": "code",
+            "language": "python",
+            "context": [{"role": "user", "content": "x"}],
+            "response1": "a",
+            "response2": "b",
+            "overall_preference": 0,
+        },
+        {
+            "domain": "general",
+            "language": "english",
+            "context": [{"role": "user", "content": "Name a colour."}],
+            "response1": "A dog.",
+            "response2": "Blue.",
+            "overall_preference": 3,
+        },
+    ]
     src = tmp_path / "train.jsonl.gz"  # the hub ships HelpSteer3 gzipped
     with gzip.open(src, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -104,13 +137,19 @@ def test_helpsteer3_context_ties_and_rationale(tmp_path: Path) -> None:
 
 
 GRAM_ROWS = [
-    {"instruction": GRAM_TEMPLATE.format(q="Capital of France?", a="Paris.", b="Lyon."), "input": "",
-     "output": "<think>\nFeedback: ...\nConclusion: A is right.\n</think>\n<answer>\nA\n</answer>"},
-    {"instruction": GRAM_TEMPLATE.format(q="2+2?", a="5", b="4").replace("Response]", "Answer]"), "input": "",
-     "output": "B"},
+    {
+        "instruction": GRAM_TEMPLATE.format(q="Capital of France?", a="Paris.", b="Lyon."),
+        "input": "",
+        "output": "<think>\nFeedback: ...\nConclusion: A is right.\n</think>\n<answer>\nA\n</answer>",
+    },
+    {
+        "instruction": GRAM_TEMPLATE.format(q="2+2?", a="5", b="4").replace("Response]", "Answer]"),
+        "input": "",
+        "output": "B",
+    },
     {"instruction": "no markers here", "input": "", "output": "A"},
     {"instruction": GRAM_TEMPLATE.format(q="Hi?", a="Hello.", b="Hey."), "input": "", "output": "<answer>C</answer>"},
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("layout", ["jsonl", "array"])
@@ -123,8 +162,10 @@ def test_gram_rr_parses_the_judging_prompt(tmp_path: Path, monkeypatch: pytest.M
         monkeypatch.setattr(sources, "_CHUNK", 7)
     summary = convert("gram_rr", src, tmp_path / "gram_out.jsonl", seed=1)
     assert summary.written == 2
-    assert dict(summary.skipped) == {"instruction has no [User Question] / Assistant A / Assistant B sections": 1,
-                                     "output holds no <answer>A|B</answer> or bare A/B": 1}  # fmt: skip
+    assert dict(summary.skipped) == {
+        "instruction has no [User Question] / Assistant A / Assistant B sections": 1,
+        "output holds no <answer>A|B</answer> or bare A/B": 1,
+    }
     paris, four = read_pairs(tmp_path / "gram_out.jsonl")
     assert paris.request.question == "Capital of France?" and better_text(paris) == "Paris."
     assert {paris.request.a.text, paris.request.b.text} == {"Paris.", "Lyon."}
@@ -141,16 +182,33 @@ def test_sources_are_streamed(tmp_path: Path) -> None:
 
 
 def test_vision_feedback_mix_parquet_with_embedded_images(tmp_path: Path) -> None:
-    convs = [{"from": "human", "value": "<image>\nWhat colour dominates?"},
-             {"from": "gpt", "preference_values": ["Mostly green.", "A cat."]}]  # fmt: skip
+    convs = [
+        {"from": "human", "value": "<image>\nWhat colour dominates?"},
+        {"from": "gpt", "preference_values": ["Mostly green.", "A cat."]},
+    ]
     rows = [
-        {"id": 0, "origin_pre_dataset": "VLFeedback", "image": image_cell(1), "image_path": "a.png",
-         "conversations": json.dumps(convs)},  # typed as a string on the card
-        {"id": 1, "origin_pre_dataset": "RLAIF-V", "image": image_cell(1), "image_path": "a.png",
-         "conversations": json.dumps(convs)},  # the same picture again: stored once
-        {"id": 2, "origin_pre_dataset": "POVID", "image": {"bytes": b"not an image", "path": None}, "image_path": "",
-         "conversations": json.dumps(convs)},
-    ]  # fmt: skip
+        {
+            "id": 0,
+            "origin_pre_dataset": "VLFeedback",
+            "image": image_cell(1),
+            "image_path": "a.png",
+            "conversations": json.dumps(convs),
+        },  # typed as a string on the card
+        {
+            "id": 1,
+            "origin_pre_dataset": "RLAIF-V",
+            "image": image_cell(1),
+            "image_path": "a.png",
+            "conversations": json.dumps(convs),
+        },  # the same picture again: stored once
+        {
+            "id": 2,
+            "origin_pre_dataset": "POVID",
+            "image": {"bytes": b"not an image", "path": None},
+            "image_path": "",
+            "conversations": json.dumps(convs),
+        },
+    ]
     src = write_parquet(tmp_path / "vision_feedback_mix_000.parquet", rows)
     out = tmp_path / "out" / "vfm.jsonl"
     summary = convert("vision-feedback-mix", src, out)  # hyphenated names work as well
@@ -164,8 +222,17 @@ def test_vision_feedback_mix_parquet_with_embedded_images(tmp_path: Path) -> Non
 
 
 def test_open_image_preferences_binarized(tmp_path: Path) -> None:
-    rows = [{"id": str(i), "prompt": f"a scene {i}", "chosen": image_cell(10 + i), "rejected": image_cell(20 + i),
-             "chosen_model": "dev", "rejected_model": "sd"} for i in range(6)]  # fmt: skip
+    rows = [
+        {
+            "id": str(i),
+            "prompt": f"a scene {i}",
+            "chosen": image_cell(10 + i),
+            "rejected": image_cell(20 + i),
+            "chosen_model": "dev",
+            "rejected_model": "sd",
+        }
+        for i in range(6)
+    ]
     src = tmp_path / "data"
     src.mkdir()
     write_parquet(src / "train-00000-of-00002.parquet", rows[:3])
@@ -182,15 +249,37 @@ def test_open_image_preferences_binarized(tmp_path: Path) -> None:
 
 def test_rapidata_weighted_scores_and_ties(tmp_path: Path) -> None:
     rows = [
-        {"prompt": "a red cube", "image1": image_cell(1), "image2": image_cell(2), "model1": "m1", "model2": "m2",
-         "weighted_results_image1_preference": 0.2, "weighted_results_image2_preference": 0.8,
-         "detailed_results_preference": "[]", "weighted_results_image1_coherence": 0.9,
-         "weighted_results_image2_coherence": 0.1},
-        {"prompt": "a tie", "image1": image_cell(3), "image2": image_cell(4), "model1": "m1", "model2": "m2",
-         "weighted_results_image1_preference": 0.5, "weighted_results_image2_preference": 0.5},
-    ]  # fmt: skip
-    old_style = [{"prompt": "a blue ball", "image1": image_cell(5), "image2": image_cell(6),
-                  "Weighted_Results_Image1_Preference": 3.0, "Weighted_Results_Image2_Preference": 1.0}]  # fmt: skip
+        {
+            "prompt": "a red cube",
+            "image1": image_cell(1),
+            "image2": image_cell(2),
+            "model1": "m1",
+            "model2": "m2",
+            "weighted_results_image1_preference": 0.2,
+            "weighted_results_image2_preference": 0.8,
+            "detailed_results_preference": "[]",
+            "weighted_results_image1_coherence": 0.9,
+            "weighted_results_image2_coherence": 0.1,
+        },
+        {
+            "prompt": "a tie",
+            "image1": image_cell(3),
+            "image2": image_cell(4),
+            "model1": "m1",
+            "model2": "m2",
+            "weighted_results_image1_preference": 0.5,
+            "weighted_results_image2_preference": 0.5,
+        },
+    ]
+    old_style = [
+        {
+            "prompt": "a blue ball",
+            "image1": image_cell(5),
+            "image2": image_cell(6),
+            "Weighted_Results_Image1_Preference": 3.0,
+            "Weighted_Results_Image2_Preference": 1.0,
+        }
+    ]
     src = tmp_path / "rapidata"
     src.mkdir()
     write_parquet(src / "a.parquet", rows)
@@ -203,9 +292,19 @@ def test_rapidata_weighted_scores_and_ties(tmp_path: Path) -> None:
 
 
 def test_rlaif_v(tmp_path: Path) -> None:
-    rows = [{"ds_name": "RLAIF-V", "image": image_cell(7), "question": "Describe the image.", "chosen": "Colour blobs.",
-             "rejected": "A tiger in snow.", "origin_dataset": "coco", "origin_split": "{}", "idx": "0",
-             "image_path": "coco/0.jpg"}]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "RLAIF-V",
+            "image": image_cell(7),
+            "question": "Describe the image.",
+            "chosen": "Colour blobs.",
+            "rejected": "A tiger in snow.",
+            "origin_dataset": "coco",
+            "origin_split": "{}",
+            "idx": "0",
+            "image_path": "coco/0.jpg",
+        }
+    ]
     convert("rlaif_v", write_parquet(tmp_path / "RLAIF-V-Dataset_000.parquet", rows), tmp_path / "o" / "rl.jsonl")
     (pair,) = read_pairs(tmp_path / "o" / "rl.jsonl")
     assert pair.request.question == "Describe the image." and better_text(pair) == "Colour blobs."
@@ -218,9 +317,11 @@ def test_mm_rlhf_layout_with_paths_beside_the_file(tmp_path: Path) -> None:
     (src / "images" / "x.png").write_bytes(scene_png(8))
     (src / "videos").mkdir()
     (src / "videos" / "v.mp4").write_bytes(b"\x00")
-    rows = [{"id": "1", "image": "images/x.png", "prompt": "What is shown?", "chosen": "Blobs.", "rejected": "A car."},
-            {"id": "2", "video": "videos/v.mp4", "prompt": "What happens?", "chosen": "Nothing.", "rejected": "A race."},
-            {"id": "3", "image": "images/missing.png", "prompt": "?", "chosen": "a", "rejected": "b"}]  # fmt: skip
+    rows = [
+        {"id": "1", "image": "images/x.png", "prompt": "What is shown?", "chosen": "Blobs.", "rejected": "A car."},
+        {"id": "2", "video": "videos/v.mp4", "prompt": "What happens?", "chosen": "Nothing.", "rejected": "A race."},
+        {"id": "3", "image": "images/missing.png", "prompt": "?", "chosen": "a", "rejected": "b"},
+    ]
     write_jsonl(src / "dpo_pairs.jsonl", rows)
     out = tmp_path / "elsewhere" / "mm.jsonl"
     summary = convert("mm_rlhf", src, out)
@@ -232,8 +333,10 @@ def test_mm_rlhf_layout_with_paths_beside_the_file(tmp_path: Path) -> None:
 
 
 def test_order_is_seeded_per_pair_and_balanced(tmp_path: Path) -> None:
-    rows = [{"ds_name": "x", "image": image_cell(0), "question": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
-            for i in range(40)]  # fmt: skip
+    rows = [
+        {"ds_name": "x", "image": image_cell(0), "question": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+        for i in range(40)
+    ]
     src = write_parquet(tmp_path / "rows.parquet", rows)
 
     def labels(seed: int, limit: int | None = None) -> list[str]:
@@ -250,8 +353,9 @@ def test_order_is_seeded_per_pair_and_balanced(tmp_path: Path) -> None:
 WRONG = {"some_id": 1, "text": "hello", "label": 1}
 
 
-@pytest.mark.parametrize("name", ["helpsteer3", "gram_rr", "vision_feedback_mix", "open_image_preferences",
-                                  "rapidata", "rlaif_v", "mm_rlhf"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["helpsteer3", "gram_rr", "vision_feedback_mix", "open_image_preferences", "rapidata", "rlaif_v", "mm_rlhf"]
+)
 def test_wrong_schema_names_expected_and_found_fields(tmp_path: Path, name: str) -> None:
     src = write_jsonl(tmp_path / "wrong.jsonl", [WRONG])
     with pytest.raises(SchemaError) as e:
@@ -270,8 +374,9 @@ def test_rapidata_without_scores_says_which_fields_it_wanted(tmp_path: Path) -> 
 def test_cli_convert_and_list(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "gram.jsonl", GRAM_ROWS)
     out = tmp_path / "pairs" / "gram.jsonl"
-    result = runner.invoke(app, ["data", "convert", "gram-rr", "--src", str(src), "--out", str(out), "--seed", "3",
-                                 "--limit", "1"])  # fmt: skip
+    result = runner.invoke(
+        app, ["data", "convert", "gram-rr", "--src", str(src), "--out", str(out), "--seed", "3", "--limit", "1"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["pairs_written"] == 1 and summary["out"] == str(out)
@@ -283,8 +388,14 @@ def test_cli_convert_and_list(tmp_path: Path) -> None:
 def test_cli_wrong_schema_is_one_line_on_stderr(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "wrong.jsonl", [WRONG])
     args = ["data", "convert", "rlaif_v", "--src", str(src), "--out", str(tmp_path / "o.jsonl")]
-    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: rlaif_v:")
     assert "expects the fields image, question, chosen, rejected" in proc.stderr
@@ -292,15 +403,23 @@ def test_cli_wrong_schema_is_one_line_on_stderr(tmp_path: Path) -> None:
 
 
 def hs_row(i: int, pref: object, **extra: object) -> dict:
-    return {"domain": "general", "language": "english", "context": [{"role": "user", "content": f"Question {i}?"}],
-            "response1": f"first {i}", "response2": f"second {i}", "overall_preference": pref, **extra}  # fmt: skip
+    return {
+        "domain": "general",
+        "language": "english",
+        "context": [{"role": "user", "content": f"Question {i}?"}],
+        "response1": f"first {i}",
+        "response2": f"second {i}",
+        "overall_preference": pref,
+        **extra,
+    }
 
 
 def test_helpsteer3_integral_float_preferences(tmp_path: Path) -> None:
     """Parquet/pandas copies give -2.0 when a column has nulls: integral floats count, others are skipped."""
     reasoning = [{"score": -2.0, "reasoning": "@Response 1 is right.", "feedback1": "", "feedback2": ""}]
-    src = write_jsonl(tmp_path / "hs.jsonl", [hs_row(0, -2.0, individual_preference=reasoning), hs_row(1, 1.5),
-                                              hs_row(2, 3.0)])  # fmt: skip
+    src = write_jsonl(
+        tmp_path / "hs.jsonl", [hs_row(0, -2.0, individual_preference=reasoning), hs_row(1, 1.5), hs_row(2, 3.0)]
+    )
     summary = convert("helpsteer3", src, tmp_path / "o.jsonl")
     assert summary.written == 2 and dict(summary.skipped) == {"overall_preference is not an integer in -3..3": 1}
     first, third = read_pairs(tmp_path / "o.jsonl")
@@ -308,8 +427,11 @@ def test_helpsteer3_integral_float_preferences(tmp_path: Path) -> None:
     assert first.rationale == f"Response {first.label} is right."
 
 
-JOINT = [("Response 1 and 2", "Response <1> and Response <2>"), ("responses 2 & 1", "Response <2> & Response <1>"),
-         ("@Response 1 or @Response 2", "Response <1> or Response <2>")]  # fmt: skip
+JOINT = [
+    ("Response 1 and 2", "Response <1> and Response <2>"),
+    ("responses 2 & 1", "Response <2> & Response <1>"),
+    ("@Response 1 or @Response 2", "Response <1> or Response <2>"),
+]
 
 
 @pytest.mark.parametrize(("said", "renamed"), JOINT)
@@ -328,22 +450,53 @@ def test_helpsteer3_rationale_renames_both_numbers_of_a_joint_mention(tmp_path: 
 def test_cli_zero_pairs_is_an_error_naming_the_skip_reasons(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "hs.jsonl", [hs_row(0, 0), hs_row(1, 0), hs_row(2, "x")])
     out = tmp_path / "o.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", "data", "convert", "helpsteer3", "--src", str(src), "--out",
-                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deltarubric.rm.cli",
+            "data",
+            "convert",
+            "helpsteer3",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: no pairs written from 3 rows")
     assert "tie (overall_preference 0) (2)" in proc.stderr and "not an integer in -3..3 (1)" in proc.stderr
     assert not out.exists()  # no empty file to be taken for a result
-    assert json.loads(proc.stdout)["skipped"] == {"tie (overall_preference 0)": 2,
-                                                  "overall_preference is not an integer in -3..3": 1}  # fmt: skip
+    assert json.loads(proc.stdout)["skipped"] == {
+        "tie (overall_preference 0)": 2,
+        "overall_preference is not an integer in -3..3": 1,
+    }
 
 
 def test_id_prefix_keeps_separately_converted_splits_apart(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", [hs_row(i, -1) for i in range(3)])
     val = write_jsonl(tmp_path / "validation.jsonl", [hs_row(i, 2) for i in range(2)])
     convert("helpsteer3", train, tmp_path / "train_pairs.jsonl")
-    result = runner.invoke(app, ["data", "convert", "helpsteer3", "--src", str(val), "--out",
-                                 str(tmp_path / "val_pairs.jsonl"), "--id-prefix", "helpsteer3-val"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "convert",
+            "helpsteer3",
+            "--src",
+            str(val),
+            "--out",
+            str(tmp_path / "val_pairs.jsonl"),
+            "--id-prefix",
+            "helpsteer3-val",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert [p.request.id for p in read_pairs(tmp_path / "train_pairs.jsonl")] == [f"helpsteer3-{i}" for i in range(3)]
     assert [p.request.id for p in read_pairs(tmp_path / "val_pairs.jsonl")] == ["helpsteer3-val-0", "helpsteer3-val-1"]
@@ -353,16 +506,34 @@ def test_id_prefix_keeps_separately_converted_splits_apart(tmp_path: Path) -> No
 
 def test_rapidata_null_weighted_scores_fall_back_to_votes(tmp_path: Path) -> None:
     rows = [
-        {"prompt": "weighted", "image1": image_cell(1), "image2": image_cell(2),
-         "weighted_results_image1_preference": 0.9, "weighted_results_image2_preference": 0.1, "votes_image1": 1,
-         "votes_image2": 9},
-        {"prompt": "votes", "image1": image_cell(3), "image2": image_cell(4),
-         "weighted_results_image1_preference": None, "weighted_results_image2_preference": None, "votes_image1": 2,
-         "votes_image2": 7},
-        {"prompt": "nothing", "image1": image_cell(5), "image2": image_cell(6),
-         "weighted_results_image1_preference": None, "weighted_results_image2_preference": None, "votes_image1": None,
-         "votes_image2": None},
-    ]  # fmt: skip
+        {
+            "prompt": "weighted",
+            "image1": image_cell(1),
+            "image2": image_cell(2),
+            "weighted_results_image1_preference": 0.9,
+            "weighted_results_image2_preference": 0.1,
+            "votes_image1": 1,
+            "votes_image2": 9,
+        },
+        {
+            "prompt": "votes",
+            "image1": image_cell(3),
+            "image2": image_cell(4),
+            "weighted_results_image1_preference": None,
+            "weighted_results_image2_preference": None,
+            "votes_image1": 2,
+            "votes_image2": 7,
+        },
+        {
+            "prompt": "nothing",
+            "image1": image_cell(5),
+            "image2": image_cell(6),
+            "weighted_results_image1_preference": None,
+            "weighted_results_image2_preference": None,
+            "votes_image1": None,
+            "votes_image2": None,
+        },
+    ]
     summary = convert("rapidata", write_parquet(tmp_path / "r.parquet", rows), tmp_path / "o.jsonl")
     assert summary.written == 2 and dict(summary.skipped) == {"preference scores missing": 1}
     weighted, votes = read_pairs(tmp_path / "o.jsonl")
@@ -378,13 +549,20 @@ def test_base64_embedded_images_decode_and_bad_ones_are_skipped(tmp_path: Path) 
     def row(cell: object) -> dict:
         return {"ds_name": "x", "image": {"bytes": cell, "path": None}, "question": "q", "chosen": "c", "rejected": "r"}
 
-    rows = [row(b64), row("data:image/png;base64," + base64.encodebytes(png).decode()), row("not base64 at all!"),
-            row("data:image/png,%89PNG"), row(base64.b64encode(b"plain text").decode())]  # fmt: skip
+    rows = [
+        row(b64),
+        row("data:image/png;base64," + base64.encodebytes(png).decode()),
+        row("not base64 at all!"),
+        row("data:image/png,%89PNG"),
+        row(base64.b64encode(b"plain text").decode()),
+    ]
     summary = convert("rlaif_v", write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "o" / "p.jsonl")
     assert (summary.written, summary.images_written) == (2, 1)
-    assert dict(summary.skipped) == {"embedded image string is not base64": 1,
-                                     "embedded image data URL is not base64": 1,
-                                     "embedded bytes are not a readable image": 1}  # fmt: skip
+    assert dict(summary.skipped) == {
+        "embedded image string is not base64": 1,
+        "embedded image data URL is not base64": 1,
+        "embedded bytes are not a readable image": 1,
+    }
     for p in read_pairs(tmp_path / "o" / "p.jsonl"):
         assert Path(p.request.images[0]).read_bytes() == png
 
@@ -394,8 +572,13 @@ def test_a_broken_array_element_stops_the_read_there(tmp_path: Path, monkeypatch
     spanning many chunks is still read (and in few decodes)."""
     monkeypatch.setattr(sources, "_CHUNK", 64)
     src = tmp_path / "a.json"
-    src.write_text("[" + json.dumps(hs_row(0, -1, pad="x" * 5000)) + ", {broken}, "
-                   + ", ".join(json.dumps(hs_row(i, -1)) for i in range(20_000)) + "]")  # fmt: skip
+    src.write_text(
+        "["
+        + json.dumps(hs_row(0, -1, pad="x" * 5000))
+        + ", {broken}, "
+        + ", ".join(json.dumps(hs_row(i, -1)) for i in range(20_000))
+        + "]"
+    )
     reads: list[int] = []
     real_open = sources._open_text
 

@@ -33,8 +33,12 @@ def distance(a, b) -> tuple[int, int]:
 def test_hash_survives_reencoding_and_resizing_not_other_pictures(seed: int) -> None:
     img = scene(seed, (320, 240))
     h = hash_image(img)
-    copies = [Image.open(io.BytesIO(encoded(img, "JPEG", quality=40))),
-              img.resize((120, 90), Image.Resampling.LANCZOS), img.resize((701, 526)), img.convert("RGBA")]  # fmt: skip
+    copies = [
+        Image.open(io.BytesIO(encoded(img, "JPEG", quality=40))),
+        img.resize((120, 90), Image.Resampling.LANCZOS),
+        img.resize((701, 526)),
+        img.convert("RGBA"),
+    ]
     for copy in copies:
         dp, dd = distance(h, hash_image(copy))
         assert dp <= PHASH_MAX // 2 and dd <= DHASH_MAX // 2
@@ -63,8 +67,14 @@ def bench_folder(root: Path, layout: str = "jsonl") -> Path:
     with the images embedded (the loader then hands over in-memory images)."""
     rows = []
     for i in range(3):
-        rows.append({"id": f"RLAIF-V-{i}", "query": f"<image>\nWhat is in picture {i}?",
-                     "response": [f"Colourful blobs {i}.", f"A dog {i}."], "human_ranking": [0, 1]})  # fmt: skip
+        rows.append(
+            {
+                "id": f"RLAIF-V-{i}",
+                "query": f"<image>\nWhat is in picture {i}?",
+                "response": [f"Colourful blobs {i}.", f"A dog {i}."],
+                "human_ranking": [0, 1],
+            }
+        )
         if layout == "jsonl":
             (root / "images").mkdir(parents=True, exist_ok=True)
             scene(i, (320, 240)).save(root / "images" / f"b{i}.png")
@@ -82,8 +92,13 @@ def bench_folder(root: Path, layout: str = "jsonl") -> Path:
 def mmrlhf_folder(root: Path) -> Path:
     """MM-RLHF-RewardBench's layout, one item whose text is planted below (its image is not there: text only)."""
     root.mkdir(parents=True)
-    row = {"id": "t1", "image": "short/1.png", "prompt": "How many apples are on the table?",
-           "chosen": "There are three apples.", "rejected": "There are five apples."}  # fmt: skip
+    row = {
+        "id": "t1",
+        "image": "short/1.png",
+        "prompt": "How many apples are on the table?",
+        "chosen": "There are three apples.",
+        "rejected": "There are five apples.",
+    }
     (root / "mm_reward_bench.jsonl").write_text(json.dumps(row) + "\n")
     return root
 
@@ -98,23 +113,61 @@ def training_file(root: Path) -> Path:
     Image.new("RGB", (64, 64), (250, 250, 250)).save(img / "blank.png")
     rows = [
         # planted: benchmark item 0's picture, re-encoded as JPEG, new text
-        {"id": "dup-jpeg", "question": "Describe it.", "images": ["img/reencoded.jpg"], "a": "x", "b": "y", "label": "A"},
+        {
+            "id": "dup-jpeg",
+            "question": "Describe it.",
+            "images": ["img/reencoded.jpg"],
+            "a": "x",
+            "b": "y",
+            "label": "A",
+        },
         # planted: item 1's picture, resized
-        {"id": "dup-resized", "question": "Describe it.", "images": ["img/resized.png"], "a": "x", "b": "y", "label": "B"},
+        {
+            "id": "dup-resized",
+            "question": "Describe it.",
+            "images": ["img/resized.png"],
+            "a": "x",
+            "b": "y",
+            "label": "B",
+        },
         # planted: item 2's text, responses swapped, re-cased and re-punctuated, with another picture
-        {"id": "dup-text", "question": "what is in picture 2", "images": ["img/new10.png"], "a": "a dog 2",
-         "b": "COLOURFUL BLOBS 2", "label": "B"},
+        {
+            "id": "dup-text",
+            "question": "what is in picture 2",
+            "images": ["img/new10.png"],
+            "a": "a dog 2",
+            "b": "COLOURFUL BLOBS 2",
+            "label": "B",
+        },
         # planted: MM-RLHF-RewardBench's text, as a text-only pair
-        {"id": "dup-text-mm", "task_type": "text", "question": "How many apples are on the table",
-         "a": "There are five apples", "b": "There are three apples!", "label": "B"},
+        {
+            "id": "dup-text-mm",
+            "task_type": "text",
+            "question": "How many apples are on the table",
+            "a": "There are five apples",
+            "b": "There are three apples!",
+            "label": "B",
+        },
         # not duplicates: a benchmark question with other answers; new pictures; a blank picture
-        {"id": "same-question", "question": "What is in picture 0?", "images": ["img/new11.png"],
-         "a": "Stripes.", "b": "A cat.", "label": "A"},
-        {"id": "new", "question": "Which colour is most common?", "images": ["img/new12.png"], "a": "Red.",
-         "b": "Blue.", "label": "A"},
+        {
+            "id": "same-question",
+            "question": "What is in picture 0?",
+            "images": ["img/new11.png"],
+            "a": "Stripes.",
+            "b": "A cat.",
+            "label": "A",
+        },
+        {
+            "id": "new",
+            "question": "Which colour is most common?",
+            "images": ["img/new12.png"],
+            "a": "Red.",
+            "b": "Blue.",
+            "label": "A",
+        },
         {"id": "blank", "question": "Is it white?", "images": ["img/blank.png"], "a": "Yes.", "b": "No.", "label": "A"},
         {"id": "text", "task_type": "text", "question": "2+2?", "a": "4", "b": "5", "label": "A"},
-    ]  # fmt: skip
+    ]
     path = root / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -161,8 +214,19 @@ def test_cli_dedup_takes_benchmarks_as_the_issue_writes_them(tmp_path: Path) -> 
     vlrb, mm = bench_folder(tmp_path / "vlrb"), mmrlhf_folder(tmp_path / "mm")
     train = training_file(tmp_path / "data")
     out = tmp_path / "clean"
-    result = runner.invoke(app, ["data", "dedup", str(train), "--against", f"vl-rewardbench={vlrb}",
-                                 f"mm-rlhf-rewardbench={mm}", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "dedup",
+            str(train),
+            "--against",
+            f"vl-rewardbench={vlrb}",
+            f"mm-rlhf-rewardbench={mm}",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "kept 4 of 8" in result.output and "image 2, text 2" in result.output and "uniform" in result.output
     assert len(json.loads((out / REPORT_NAME).read_text())["benchmarks"]) == 2
@@ -178,8 +242,14 @@ def test_against_a_folder_that_does_not_exist_is_an_error(tmp_path: Path, spec: 
     with pytest.raises(FileNotFoundError, match=f"--against {against}: {missing}.* does not exist"):
         dedup([train], [against], tmp_path / "o")
     args = ["data", "dedup", str(train), "--against", against, "--out", str(tmp_path / "o")]
-    proc = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: --against") and "does not exist" in proc.stderr
     assert not (tmp_path / "o").exists()

@@ -79,8 +79,15 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": "", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=240, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 def labelled(pair):
@@ -98,8 +105,15 @@ def hs_row(i: int, pref: int, **extra) -> dict:
     """A HelpSteer3 `preference` row: response1 is 'GOOD' when pref < 0 (negative = response1 better)."""
     good, bad = f"GOOD answer {i}", f"BAD answer {i}"
     r1, r2 = (good, bad) if pref < 0 else (bad, good)
-    return {"domain": "general", "language": "english", "context": [{"role": "user", "content": f"Question {i}?"}],
-            "response1": r1, "response2": r2, "overall_preference": pref, **extra}  # fmt: skip
+    return {
+        "domain": "general",
+        "language": "english",
+        "context": [{"role": "user", "content": f"Question {i}?"}],
+        "response1": r1,
+        "response2": r2,
+        "overall_preference": pref,
+        **extra,
+    }
 
 
 GRAM = """You are a helpful assistant in evaluating the quality of the responses for a given instruction.
@@ -137,9 +151,11 @@ def test_helpsteer3_sign_convention_and_ties_dropped(tmp_path: Path) -> None:
 
 
 def test_helpsteer3_multi_turn_context_kept_in_question(tmp_path: Path) -> None:
-    ctx = [{"role": "user", "content": "My cat is called Mittens."},
-           {"role": "assistant", "content": "What a lovely name for a cat."},
-           {"role": "user", "content": "What is my cat called?"}]  # fmt: skip
+    ctx = [
+        {"role": "user", "content": "My cat is called Mittens."},
+        {"role": "assistant", "content": "What a lovely name for a cat."},
+        {"role": "user", "content": "What is my cat called?"},
+    ]
     src = write_jsonl(tmp_path / "hs.jsonl", [{**hs_row(0, -1), "context": ctx}])
     convert("helpsteer3", src, tmp_path / "o.jsonl")
     (p,) = read_pairs(tmp_path / "o.jsonl")
@@ -156,8 +172,13 @@ def test_helpsteer3_rationale_names_the_letters_after_the_flip(tmp_path: Path) -
         pref = -2 if i % 2 else 2
         win, lose = ("1", "2") if pref < 0 else ("2", "1")
         reasoning = f"@Response {win} is correct; @Response {lose} is wrong."
-        rows.append(hs_row(i, pref, individual_preference=[{"score": pref, "reasoning": reasoning,
-                                                             "feedback1": "", "feedback2": ""}]))  # fmt: skip
+        rows.append(
+            hs_row(
+                i,
+                pref,
+                individual_preference=[{"score": pref, "reasoning": reasoning, "feedback1": "", "feedback2": ""}],
+            )
+        )
     src = write_jsonl(tmp_path / "hs.jsonl", rows)
     convert("helpsteer3", src, tmp_path / "o.jsonl", seed=5)
     pairs = read_pairs(tmp_path / "o.jsonl")
@@ -201,8 +222,16 @@ def test_ids_count_rows_across_shards_including_skipped(tmp_path: Path) -> None:
 def test_a_folder_is_read_in_one_format(tmp_path: Path) -> None:
     """Parquet shards plus the hub's metadata .json beside them: the metadata is not taken for rows."""
     d = tmp_path / "rlaif"
-    rows = [{"ds_name": "x", "image": {"bytes": img_bytes(photo(i)), "path": f"{i}.png"}, "question": f"q{i}",
-             "chosen": f"GOOD {i}", "rejected": f"BAD {i}"} for i in range(2)]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "x",
+            "image": {"bytes": img_bytes(photo(i)), "path": f"{i}.png"},
+            "question": f"q{i}",
+            "chosen": f"GOOD {i}",
+            "rejected": f"BAD {i}",
+        }
+        for i in range(2)
+    ]
     write_parquet(d / "data" / "train-00000-of-00001.parquet", rows)
     (d / "dataset_info.json").write_text(json.dumps({"features": {"image": "Image"}}))
     summary = convert("rlaif_v", d, tmp_path / "o.jsonl").to_json()
@@ -217,7 +246,11 @@ def _gram(tmp: Path) -> tuple[Path, list]:
     for i in range(10):
         a_good = i % 2 == 0
         a, b = (f"GOOD {i}", f"BAD {i}") if a_good else (f"BAD {i}", f"GOOD {i}")
-        out = f"<think>\nreasons\n</think>\n<answer>\n{'A' if a_good else 'B'}\n</answer>" if i % 3 else ("A" if a_good else "B")
+        out = (
+            f"<think>\nreasons\n</think>\n<answer>\n{'A' if a_good else 'B'}\n</answer>"
+            if i % 3
+            else ("A" if a_good else "B")
+        )
         rows.append({"instruction": GRAM.format(q=f"Question {i}?", a=a, b=b), "input": "", "output": out})
     return write_jsonl(tmp / "gram.jsonl", rows), ["GOOD"]
 
@@ -225,18 +258,37 @@ def _gram(tmp: Path) -> tuple[Path, list]:
 def _vfm(tmp: Path) -> tuple[Path, list]:
     rows = []
     for i in range(10):
-        conv = [{"from": "human", "value": f"<image>\nQuestion {i}?"},
-                {"from": "gpt", "preference_values": [f"GOOD {i}", f"BAD {i}"]}]  # fmt: skip
-        rows.append({"id": str(i), "origin_pre_dataset": "VLFeedback", "image": {"bytes": img_bytes(photo(i)),
-                     "path": f"{i}.png"}, "image_path": f"{i}.png",
-                     "conversations": json.dumps(conv)})  # fmt: skip (a JSON string, as the card types it)
+        conv = [
+            {"from": "human", "value": f"<image>\nQuestion {i}?"},
+            {"from": "gpt", "preference_values": [f"GOOD {i}", f"BAD {i}"]},
+        ]
+        rows.append(
+            {
+                "id": str(i),
+                "origin_pre_dataset": "VLFeedback",
+                "image": {"bytes": img_bytes(photo(i)), "path": f"{i}.png"},
+                "image_path": f"{i}.png",
+                "conversations": json.dumps(conv),
+            }
+        )  # fmt: skip (a JSON string, as the card types it)
     return write_parquet(tmp / "vfm.parquet", rows), ["GOOD"]
 
 
 def _rlaif(tmp: Path) -> tuple[Path, list]:
-    rows = [{"ds_name": "x", "image": {"bytes": img_bytes(photo(i)), "path": f"{i}.png"}, "question": f"Question {i}?",
-             "chosen": f"GOOD {i}", "rejected": f"BAD {i}", "origin_dataset": "x", "origin_split": "x", "idx": i,
-             "image_path": f"{i}.png"} for i in range(10)]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "x",
+            "image": {"bytes": img_bytes(photo(i)), "path": f"{i}.png"},
+            "question": f"Question {i}?",
+            "chosen": f"GOOD {i}",
+            "rejected": f"BAD {i}",
+            "origin_dataset": "x",
+            "origin_split": "x",
+            "idx": i,
+            "image_path": f"{i}.png",
+        }
+        for i in range(10)
+    ]
     return write_parquet(tmp / "rlaif.parquet", rows), ["GOOD"]
 
 
@@ -245,15 +297,29 @@ def _mm_rlhf(tmp: Path) -> tuple[Path, list]:
     rows = []
     for i in range(10):
         photo(i).save(tmp / "imgs" / f"{i}.png")
-        rows.append({"id": str(i), "image": f"imgs/{i}.png", "prompt": f"Question {i}?", "chosen": f"GOOD {i}",
-                     "rejected": f"BAD {i}"})  # fmt: skip
+        rows.append(
+            {
+                "id": str(i),
+                "image": f"imgs/{i}.png",
+                "prompt": f"Question {i}?",
+                "chosen": f"GOOD {i}",
+                "rejected": f"BAD {i}",
+            }
+        )
     return write_jsonl(tmp / "mm.jsonl", rows), ["GOOD"]
 
 
 def _oip(tmp: Path) -> tuple[Path, list]:
     good = [img_bytes(photo(i)) for i in range(10)]
-    rows = [{"prompt": f"Picture {i}", "chosen": {"bytes": good[i], "path": None},
-             "rejected": {"bytes": img_bytes(photo(100 + i)), "path": None}, "category": "x"} for i in range(10)]  # fmt: skip
+    rows = [
+        {
+            "prompt": f"Picture {i}",
+            "chosen": {"bytes": good[i], "path": None},
+            "rejected": {"bytes": img_bytes(photo(100 + i)), "path": None},
+            "category": "x",
+        }
+        for i in range(10)
+    ]
     return write_parquet(tmp / "oip.parquet", rows), good
 
 
@@ -264,14 +330,28 @@ def _rapidata(tmp: Path) -> tuple[Path, list]:
         s1, s2 = (0.7, 0.3) if i % 2 else (0.2, 0.8)
         good.append(b1 if s1 > s2 else b2)
         key = "Preference"  # older sets capitalise the criterion; docs: found in any case
-        rows.append({"prompt": f"Picture {i}", "image1": {"bytes": b1, "path": None}, "image2": {"bytes": b2, "path": None},
-                     "model1": "m1", "model2": "m2", f"weighted_results_image1_{key}": s1,
-                     f"weighted_results_image2_{key}": s2})  # fmt: skip
+        rows.append(
+            {
+                "prompt": f"Picture {i}",
+                "image1": {"bytes": b1, "path": None},
+                "image2": {"bytes": b2, "path": None},
+                "model1": "m1",
+                "model2": "m2",
+                f"weighted_results_image1_{key}": s1,
+                f"weighted_results_image2_{key}": s2,
+            }
+        )
     return write_parquet(tmp / "rapidata.parquet", rows), good
 
 
-BUILDERS = {"gram_rr": _gram, "vision_feedback_mix": _vfm, "rlaif_v": _rlaif, "mm_rlhf": _mm_rlhf,
-            "open_image_preferences": _oip, "rapidata": _rapidata}  # fmt: skip
+BUILDERS = {
+    "gram_rr": _gram,
+    "vision_feedback_mix": _vfm,
+    "rlaif_v": _rlaif,
+    "mm_rlhf": _mm_rlhf,
+    "open_image_preferences": _oip,
+    "rapidata": _rapidata,
+}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -299,10 +379,22 @@ def test_every_converter_labels_the_preferred_candidate_in_both_orders(tmp_path:
 
 def test_rapidata_votes_and_ties(tmp_path: Path) -> None:
     b = [img_bytes(photo(i)) for i in range(4)]
-    rows = [{"prompt": "p0", "image1": {"bytes": b[0], "path": None}, "image2": {"bytes": b[1], "path": None},
-             "votes_image1": 3, "votes_image2": 9},
-            {"prompt": "p1", "image1": {"bytes": b[2], "path": None}, "image2": {"bytes": b[3], "path": None},
-             "votes_image1": 5, "votes_image2": 5}]  # fmt: skip
+    rows = [
+        {
+            "prompt": "p0",
+            "image1": {"bytes": b[0], "path": None},
+            "image2": {"bytes": b[1], "path": None},
+            "votes_image1": 3,
+            "votes_image2": 9,
+        },
+        {
+            "prompt": "p1",
+            "image1": {"bytes": b[2], "path": None},
+            "image2": {"bytes": b[3], "path": None},
+            "votes_image1": 5,
+            "votes_image2": 5,
+        },
+    ]
     summary = convert("rapidata", write_parquet(tmp_path / "r.parquet", rows), tmp_path / "o.jsonl").to_json()
     assert summary["pairs_written"] == 1 and sum(summary["skipped"].values()) == 1
     assert any("tie" in k for k in summary["skipped"])
@@ -315,8 +407,14 @@ def test_rapidata_votes_and_ties(tmp_path: Path) -> None:
 
 def test_embedded_images_written_once_relative_and_readable_elsewhere(tmp_path: Path, monkeypatch) -> None:
     shared = img_bytes(photo(1), "JPEG", quality=90)
-    rows = [{"prompt": f"Picture {i}", "chosen": {"bytes": shared, "path": "x.jpg"},
-             "rejected": {"bytes": img_bytes(photo(50 + i)), "path": None}} for i in range(3)]  # fmt: skip
+    rows = [
+        {
+            "prompt": f"Picture {i}",
+            "chosen": {"bytes": shared, "path": "x.jpg"},
+            "rejected": {"bytes": img_bytes(photo(50 + i)), "path": None},
+        }
+        for i in range(3)
+    ]
     src = write_parquet(tmp_path / "src" / "train.parquet", rows)
     out = tmp_path / "made" / "pairs" / "oip.jsonl"
     summary = convert("open_image_preferences", src, out).to_json()
@@ -363,10 +461,22 @@ def _bomb_png() -> bytes:
 
 
 def test_bytes_that_are_not_an_image_are_skipped_and_counted(tmp_path: Path) -> None:
-    rows = [{"ds_name": "x", "image": {"bytes": b"not an image at all", "path": "a.png"}, "question": "q",
-             "chosen": "c", "rejected": "r"},
-            {"ds_name": "x", "image": {"bytes": img_bytes(photo(1)), "path": "b.png"}, "question": "q2",
-             "chosen": "c", "rejected": "r"}]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "x",
+            "image": {"bytes": b"not an image at all", "path": "a.png"},
+            "question": "q",
+            "chosen": "c",
+            "rejected": "r",
+        },
+        {
+            "ds_name": "x",
+            "image": {"bytes": img_bytes(photo(1)), "path": "b.png"},
+            "question": "q2",
+            "chosen": "c",
+            "rejected": "r",
+        },
+    ]
     summary = convert("rlaif_v", write_parquet(tmp_path / "r.parquet", rows), tmp_path / "o.jsonl").to_json()
     assert summary["pairs_written"] == 1 and sum(summary["skipped"].values()) == 1
     assert len(read_pairs(tmp_path / "o.jsonl")) == 1
@@ -374,8 +484,15 @@ def test_bytes_that_are_not_an_image_are_skipped_and_counted(tmp_path: Path) -> 
 
 def test_truncated_embedded_jpeg_is_not_written_as_an_image(tmp_path: Path) -> None:
     jpg = img_bytes(photo(2), "JPEG", quality=90)
-    rows = [{"ds_name": "x", "image": {"bytes": jpg[: len(jpg) // 2], "path": "t.jpg"}, "question": "q",
-             "chosen": "c", "rejected": "r"}]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "x",
+            "image": {"bytes": jpg[: len(jpg) // 2], "path": "t.jpg"},
+            "question": "q",
+            "chosen": "c",
+            "rejected": "r",
+        }
+    ]
     out = tmp_path / "o" / "p.jsonl"
     summary = convert("rlaif_v", write_parquet(tmp_path / "t.parquet", rows), out).to_json()
     for f in (out.parent / "images").glob("*") if (out.parent / "images").exists() else []:
@@ -393,8 +510,11 @@ def test_truncated_embedded_jpeg_is_not_written_as_an_image(tmp_path: Path) -> N
 )
 def test_cli_odd_embedded_image_is_no_traceback(tmp_path: Path, cell: dict) -> None:
     row = {"ds_name": "x", "image": cell, "question": "q", "chosen": "c", "rejected": "r"}
-    src = write_jsonl(tmp_path / "r.jsonl", [row]) if isinstance(cell["bytes"], str) else write_parquet(
-        tmp_path / "r.parquet", [row])
+    src = (
+        write_jsonl(tmp_path / "r.jsonl", [row])
+        if isinstance(cell["bytes"], str)
+        else write_parquet(tmp_path / "r.parquet", [row])
+    )
     proc = cli("data", "convert", "rlaif_v", "--src", str(src), "--out", str(tmp_path / "o.jsonl"))
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.returncode in (0, 2)
@@ -497,9 +617,15 @@ def bench(root: Path, n: int = 3) -> Path:
     (root / "images" / "rlaif").mkdir(parents=True, exist_ok=True)
     for i in range(n):
         photo(i, (400, 300)).save(root / "images" / "rlaif" / f"b{i}.jpg", quality=95)
-        rows.append({"id": f"RLAIF-V-{i}", "query": f"<image>\nWhat is shown in photo number {i}?",
-                     "response": [f"A lake at dusk, number {i}.", f"A red car parked, number {i}."],
-                     "human_ranking": [0, 1], "image_path": f"images/rlaif/b{i}.jpg"})  # fmt: skip
+        rows.append(
+            {
+                "id": f"RLAIF-V-{i}",
+                "query": f"<image>\nWhat is shown in photo number {i}?",
+                "response": [f"A lake at dusk, number {i}.", f"A red car parked, number {i}."],
+                "human_ranking": [0, 1],
+                "image_path": f"images/rlaif/b{i}.jpg",
+            }
+        )
     write_jsonl(root / "data.jsonl", rows)
     return root
 
@@ -518,19 +644,50 @@ def train_file(root: Path) -> Path:
         {"id": "small", "question": "Describe.", "images": ["img/small.png"], "a": "x2", "b": "y2", "label": "B"},
         {"id": "webp", "question": "Describe.", "images": ["img/big.webp"], "a": "x3", "b": "y3", "label": "A"},
         # text of item 1: responses swapped, re-cased, extra whitespace and punctuation, another picture
-        {"id": "text", "question": "  what IS shown in   photo number 1 ", "images": ["img/new20.png"],
-         "a": "a red car parked number 1", "b": "A LAKE AT DUSK,   number 1!!", "label": "B"},
+        {
+            "id": "text",
+            "question": "  what IS shown in   photo number 1 ",
+            "images": ["img/new20.png"],
+            "a": "a red car parked number 1",
+            "b": "A LAKE AT DUSK,   number 1!!",
+            "label": "B",
+        },
         # a text-only pair with item 2's text
-        {"id": "text-only", "task_type": "text", "question": "<image> What is shown in photo number 2?",
-         "a": "A lake at dusk, number 2.", "b": "A red car parked, number 2.", "label": "A"},
+        {
+            "id": "text-only",
+            "task_type": "text",
+            "question": "<image> What is shown in photo number 2?",
+            "a": "A lake at dusk, number 2.",
+            "b": "A red car parked, number 2.",
+            "label": "A",
+        },
         # kept: a benchmark question with other answers; benchmark answers to another question; new pictures
-        {"id": "keep-q", "question": "What is shown in photo number 0?", "images": ["img/new21.png"],
-         "a": "A forest.", "b": "A boat.", "label": "A"},
-        {"id": "keep-r", "question": "What is shown in photo number 7?", "images": ["img/new22.png"],
-         "a": "A lake at dusk, number 0.", "b": "A red car parked, number 0.", "label": "A"},
-        {"id": "keep-new", "question": "Describe.", "images": ["img/new23.png"], "a": "x", "b": "y", "label": "B",
-         "rationale": "Response B says y."},
-    ]  # fmt: skip
+        {
+            "id": "keep-q",
+            "question": "What is shown in photo number 0?",
+            "images": ["img/new21.png"],
+            "a": "A forest.",
+            "b": "A boat.",
+            "label": "A",
+        },
+        {
+            "id": "keep-r",
+            "question": "What is shown in photo number 7?",
+            "images": ["img/new22.png"],
+            "a": "A lake at dusk, number 0.",
+            "b": "A red car parked, number 0.",
+            "label": "A",
+        },
+        {
+            "id": "keep-new",
+            "question": "Describe.",
+            "images": ["img/new23.png"],
+            "a": "x",
+            "b": "y",
+            "label": "B",
+            "rationale": "Response B says y.",
+        },
+    ]
     return write_jsonl(root / "train.jsonl", rows)
 
 
@@ -577,8 +734,9 @@ def test_dedup_flags_variants_keeps_the_rest_and_reports(tmp_path: Path, monkeyp
     assert [p.request.id for p in kept] == KEEP
     src_rows = {r["id"]: r for r in map(json.loads, train.read_text().splitlines())}
     for r in map(json.loads, (out / "train.jsonl").read_text().splitlines()):
-        assert {k: v for k, v in r.items() if k != "images"} == {k: v for k, v in src_rows[r["id"]].items()
-                                                                 if k != "images"}  # fmt: skip
+        assert {k: v for k, v in r.items() if k != "images"} == {
+            k: v for k, v in src_rows[r["id"]].items() if k != "images"
+        }
         assert (out / r["images"][0]).resolve() == (train.parent / src_rows[r["id"]]["images"][0]).resolve()
 
 
@@ -587,10 +745,22 @@ def test_converted_embedded_benchmark_image_is_found(tmp_path: Path) -> None:
     re-encoded and resized, is dropped; the other is kept and still loads."""
     vl = bench(tmp_path / "vl")
     dup = photo(1, (400, 300)).resize((300, 225))
-    rows = [{"ds_name": "x", "image": {"bytes": img_bytes(dup, "JPEG", quality=60), "path": "1.jpg"},
-             "question": "Anything here?", "chosen": "Yes.", "rejected": "No."},
-            {"ds_name": "x", "image": {"bytes": img_bytes(photo(30, (400, 300))), "path": "2.png"},
-             "question": "Anything here?", "chosen": "Yes.", "rejected": "No."}]  # fmt: skip
+    rows = [
+        {
+            "ds_name": "x",
+            "image": {"bytes": img_bytes(dup, "JPEG", quality=60), "path": "1.jpg"},
+            "question": "Anything here?",
+            "chosen": "Yes.",
+            "rejected": "No.",
+        },
+        {
+            "ds_name": "x",
+            "image": {"bytes": img_bytes(photo(30, (400, 300))), "path": "2.png"},
+            "question": "Anything here?",
+            "chosen": "Yes.",
+            "rejected": "No.",
+        },
+    ]
     pairs = tmp_path / "pairs" / "rlaif.jsonl"
     convert("rlaif_v", write_parquet(tmp_path / "src" / "r.parquet", rows), pairs)
     report = dedup([pairs], [f"vl-rewardbench={vl}"], tmp_path / "clean")
@@ -602,11 +772,33 @@ def test_converted_embedded_benchmark_image_is_found(tmp_path: Path) -> None:
 
 def test_dedup_against_another_pair_file(tmp_path: Path) -> None:
     """docs/data.md: `pairs=FILE` checks against another pair file."""
-    held = write_jsonl(tmp_path / "held" / "val.jsonl", [
-        {"id": "v1", "task_type": "text", "question": "Capital of France?", "a": "Paris.", "b": "Lyon.", "label": "A"}])
-    train = write_jsonl(tmp_path / "t" / "train.jsonl", [
-        {"id": "t1", "task_type": "text", "question": "capital of france", "a": "lyon", "b": "PARIS", "label": "B"},
-        {"id": "t2", "task_type": "text", "question": "Capital of Spain?", "a": "Madrid.", "b": "Lyon.", "label": "A"}])
+    held = write_jsonl(
+        tmp_path / "held" / "val.jsonl",
+        [
+            {
+                "id": "v1",
+                "task_type": "text",
+                "question": "Capital of France?",
+                "a": "Paris.",
+                "b": "Lyon.",
+                "label": "A",
+            }
+        ],
+    )
+    train = write_jsonl(
+        tmp_path / "t" / "train.jsonl",
+        [
+            {"id": "t1", "task_type": "text", "question": "capital of france", "a": "lyon", "b": "PARIS", "label": "B"},
+            {
+                "id": "t2",
+                "task_type": "text",
+                "question": "Capital of Spain?",
+                "a": "Madrid.",
+                "b": "Lyon.",
+                "label": "A",
+            },
+        ],
+    )
     report = dedup([train], [f"pairs={held}"], tmp_path / "clean")
     assert [d["id"] for d in report["dropped"]] == ["t1"]
     assert [p.request.id for p in read_pairs(tmp_path / "clean" / "train.jsonl")] == ["t2"]
@@ -621,12 +813,22 @@ def test_cli_dedup_output_and_errors(tmp_path: Path) -> None:
     assert "kept 3 of 8" in proc.stdout and "image 3" in proc.stdout and "text 2" in proc.stdout
     assert f"report: {out / 'dedup_report.json'}" in proc.stdout
     # errors: one line, non-zero, no traceback
-    for args in (["--against", "no-such-benchmark=x"], [], ["--against", "vl-rewardbench=" + str(vl), "--out",
-                                                             str(train.parent)]):  # fmt: skip
+    for args in (
+        ["--against", "no-such-benchmark=x"],
+        [],
+        ["--against", "vl-rewardbench=" + str(vl), "--out", str(train.parent)],
+    ):
         proc = cli("data", "dedup", str(train), *args)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
-    proc = cli("data", "dedup", str(tmp_path / "missing.jsonl"), "--against", f"vl-rewardbench={vl}",
-               "--out", str(tmp_path / "c2"))  # fmt: skip
+    proc = cli(
+        "data",
+        "dedup",
+        str(tmp_path / "missing.jsonl"),
+        "--against",
+        f"vl-rewardbench={vl}",
+        "--out",
+        str(tmp_path / "c2"),
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "missing.jsonl" in proc.stderr
 
 
@@ -650,10 +852,28 @@ def test_converted_pairs_run_through_eval_pairs(tmp_path: Path, monkeypatch) -> 
         return f"Analysis: compared.\nJustification: better.\nWinner: [[{pick}]]"
 
     real = judge_module.Judge
-    monkeypatch.setattr(judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(judge)))
+    monkeypatch.setattr(
+        judge_module, "Judge", lambda config, backend=None: real(config, backend=ScriptedBackend(judge))
+    )
     monkeypatch.chdir(tmp_path / "src")  # another working directory than the file's
-    result = runner.invoke(app, ["eval", "run", "pairs", "--data", str(data), "-m", "scripted", "--judge", "direct",
-                                 "--swap", "--out", str(tmp_path / "run"), "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "pairs",
+            "--data",
+            str(data),
+            "-m",
+            "scripted",
+            "--judge",
+            "direct",
+            "--swap",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert scores["strict_overall"] == pytest.approx(100.0), scores
@@ -671,10 +891,21 @@ def test_docs_worked_example_as_pasted(tmp_path: Path, monkeypatch) -> None:
     section = doc.split("## Try it in a few seconds", 1)[1].split("\n## ", 1)[0]
     (script,) = re.findall(r"^```bash\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
     (tmp_path / "data").symlink_to(ROOT / "data")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "DELTARUBRIC_DEBUG": ""}  # fmt: skip
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "DELTARUBRIC_DEBUG": "",
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the two convert summaries: HelpSteer3's tie skipped and counted
     assert '"pairs_written": 1' in proc.stdout and "tie" in proc.stdout

@@ -7,15 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltarubric.rubrics.parsing import (
-    parse_genai_vote,
-    parse_mmrb,
-    parse_vlrb,
     MAX_CHECKLIST_ITEMS,
     PARSERS,
     find_winner,
     parse_checklist,
+    parse_genai_vote,
+    parse_mmrb,
     parse_msrl,
     parse_verdict,
+    parse_vlrb,
     split_thinking,
 )
 
@@ -156,7 +156,11 @@ def test_items_run_together_on_one_line():
     )
     p = parse_verdict(text)
     # "favours: b": British spelling and lower case are read too
-    assert p.findings == [("Count is two. Response A says two", "A"), ("Colour is red. Both agree", "Neither"), ("Lamp on", "B")]
+    assert p.findings == [
+        ("Count is two. Response A says two", "A"),
+        ("Colour is red. Both agree", "Neither"),
+        ("Lamp on", "B"),
+    ]
     assert p.winner == "A" and text[p.winner_pos] == "A"
     assert "[[" not in p.rationale  # verdict tags are removed from the rationale
 
@@ -231,7 +235,11 @@ def test_thinking_with_full_deltarubric_reply():
 
 CHECKLISTS = [
     # the planner's format
-    pytest.param("Generated Checklist:\n1. Is the cat black?\n2. Are there two cats?", ["Is the cat black?", "Are there two cats?"], id="format"),
+    pytest.param(
+        "Generated Checklist:\n1. Is the cat black?\n2. Are there two cats?",
+        ["Is the cat black?", "Are there two cats?"],
+        id="format",
+    ),
     # chatter before the header is ignored
     pytest.param("Sure, here it is.\nGenerated Checklist:\n1. Is the cat black?", ["Is the cat black?"], id="preamble"),
     # items run together on the header's line
@@ -241,15 +249,29 @@ CHECKLISTS = [
         id="one-line",
     ),
     # a plain 'Checklist:' header
-    pytest.param("Checklist:\n1) Is the sign in English?\n2) Is it raining?", ["Is the sign in English?", "Is it raining?"], id="checklist-paren"),
+    pytest.param(
+        "Checklist:\n1) Is the sign in English?\n2) Is it raining?",
+        ["Is the sign in English?", "Is it raining?"],
+        id="checklist-paren",
+    ),
     # a bold header with numbered items
     pytest.param("**Generated Checklist:**\n1. Is the cat black?", ["Is the cat black?"], id="bold-header-numbered"),
     # no header: numbered lines anywhere in the reply
-    pytest.param("1. Is the cat black?\n2. Are there two cats?", ["Is the cat black?", "Are there two cats?"], id="no-header"),
+    pytest.param(
+        "1. Is the cat black?\n2. Are there two cats?", ["Is the cat black?", "Are there two cats?"], id="no-header"
+    ),
     # an item wrapped over two lines is one item, whitespace collapsed
-    pytest.param("Generated Checklist:\n1. Is the cat\n   black?\n2. Is it day?", ["Is the cat black?", "Is it day?"], id="wrapped"),
+    pytest.param(
+        "Generated Checklist:\n1. Is the cat\n   black?\n2. Is it day?",
+        ["Is the cat black?", "Is it day?"],
+        id="wrapped",
+    ),
     # bullet fallback: -, * and • lines when nothing is numbered
-    pytest.param("Generated Checklist:\n- Is X red?\n* Is Y round?\n• Is Z big?", ["Is X red?", "Is Y round?", "Is Z big?"], id="bullets"),
+    pytest.param(
+        "Generated Checklist:\n- Is X red?\n* Is Y round?\n• Is Z big?",
+        ["Is X red?", "Is Y round?", "Is Z big?"],
+        id="bullets",
+    ),
     # at most four items kept, in order
     pytest.param(
         "Generated Checklist:\n" + "\n".join(f"{i}. Question {i}?" for i in range(1, 8)),
@@ -279,7 +301,11 @@ CHECKLISTS = [
         id="leaks-before-cap",
     ),
     # mentioning a response is fine as long as it does not say which is right
-    pytest.param("1. Do Response A and Response B agree on the count?", ["Do Response A and Response B agree on the count?"], id="neutral-mention"),
+    pytest.param(
+        "1. Do Response A and Response B agree on the count?",
+        ["Do Response A and Response B agree on the count?"],
+        id="neutral-mention",
+    ),
     # nothing usable
     pytest.param("I cannot produce a checklist.", [], id="nothing"),
     pytest.param("", [], id="empty"),
@@ -342,8 +368,12 @@ MSRL = [
         id="case-insensitive",
     ),
     # type normalisation: hyphens and spaces become underscores, lower case, collapsed whitespace
-    pytest.param("<type>image-generation</type><think>t</think><answer>B</answer>", "B", "image_generation", "t", "", id="hyphen"),
-    pytest.param("<type>  Video \n Understanding </type><answer>A</answer>", "A", "video_understanding", "", "", id="spaces"),
+    pytest.param(
+        "<type>image-generation</type><think>t</think><answer>B</answer>", "B", "image_generation", "t", "", id="hyphen"
+    ),
+    pytest.param(
+        "<type>  Video \n Understanding </type><answer>A</answer>", "A", "video_understanding", "", "", id="spaces"
+    ),
     # an empty type is no type
     pytest.param("<type> </type><answer>A</answer>", "A", None, "", "", id="empty-type"),
     # missing answer: no winner, but the rest is still read
@@ -381,7 +411,14 @@ MSRL = [
     # the model skipped <type>: its first <think> is read as the leading block, and stands in as the rationale
     pytest.param("<think>lead</think><answer>B</answer>", "B", None, "lead", "lead", id="think-then-answer"),
     # unterminated leading thinking: no answer even though one is inside
-    pytest.param("<think>I say <answer>A</answer>", None, None, "I say <answer>A</answer>", "I say <answer>A</answer>", id="unterminated"),
+    pytest.param(
+        "<think>I say <answer>A</answer>",
+        None,
+        None,
+        "I say <answer>A</answer>",
+        "I say <answer>A</answer>",
+        id="unterminated",
+    ),
 ]
 
 
@@ -403,17 +440,72 @@ def test_msrl_answer_position_in_original_text():
 
 
 def test_parsers_table():
-    assert {k: PARSERS[k] for k in ("checklist", "verdict", "msrl")} == {"checklist": parse_checklist, "verdict": parse_verdict, "msrl": parse_msrl}
+    assert {k: PARSERS[k] for k in ("checklist", "verdict", "msrl")} == {
+        "checklist": parse_checklist,
+        "verdict": parse_verdict,
+        "msrl": parse_msrl,
+    }
     assert set(PARSERS) == {"checklist", "verdict", "msrl", "vlrb", "genai_vote", "mmrb"}
 
 
 FRAGMENTS = [
-    "[[", "]]", "[[A]]", "[[B]]", "[[a]]", "[[ b ]]", "A", "B", "a", "b", "C", "Neither",
-    "Winner:", "winner", "**Winner:**", "WINNER", "<think>", "</think>", "<THINK>", "</Think>",
-    "<answer>", "</answer>", "<ANSWER>", "<type>", "</type>", "<caption>", "</caption>",
-    "Favors:", "favours", "Analysis:", "Justification:", "Generated Checklist:", "Checklist:",
-    "1.", "2. ", "12.", "3)", "99.", "- ", "* ", "•", "**", "\n", " ", "\t", ":", "：", "?",
-    "Response A is better", "prefer", "İ", "ß", "é", "中文", "😀", "\u200b", "\r\n",
+    "[[",
+    "]]",
+    "[[A]]",
+    "[[B]]",
+    "[[a]]",
+    "[[ b ]]",
+    "A",
+    "B",
+    "a",
+    "b",
+    "C",
+    "Neither",
+    "Winner:",
+    "winner",
+    "**Winner:**",
+    "WINNER",
+    "<think>",
+    "</think>",
+    "<THINK>",
+    "</Think>",
+    "<answer>",
+    "</answer>",
+    "<ANSWER>",
+    "<type>",
+    "</type>",
+    "<caption>",
+    "</caption>",
+    "Favors:",
+    "favours",
+    "Analysis:",
+    "Justification:",
+    "Generated Checklist:",
+    "Checklist:",
+    "1.",
+    "2. ",
+    "12.",
+    "3)",
+    "99.",
+    "- ",
+    "* ",
+    "•",
+    "**",
+    "\n",
+    " ",
+    "\t",
+    ":",
+    "：",
+    "?",
+    "Response A is better",
+    "prefer",
+    "İ",
+    "ß",
+    "é",
+    "中文",
+    "😀",
+    "\u200b",
+    "\r\n",
 ]
 
 confusing_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=40).map("".join)

@@ -32,8 +32,17 @@ def variables(task: str, checklist: list[str]) -> tuple[dict, int]:
     markers = iter(media_marker(i) for i in range(10))
     context = [next(markers) for _ in range(n_context)]
     a, b = (next(markers), next(markers)) if kind != "text" else ("Two cats.", "Three cats.")
-    v = dict(task_type=task, question="How many cats?", reference=None, noun=words["noun"][kind],
-             media_word=words["media_word"][task], context=context, a=a, b=b, checklist=checklist)  # fmt: skip
+    v = dict(
+        task_type=task,
+        question="How many cats?",
+        reference=None,
+        noun=words["noun"][kind],
+        media_word=words["media_word"][task],
+        context=context,
+        a=a,
+        b=b,
+        checklist=checklist,
+    )
     return v, n_context + 2 * (kind != "text")
 
 
@@ -69,13 +78,17 @@ def test_verifier_without_checklist_says_so():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match="available: deltarubric, direct, genai_bench_official, mmrb_official, msrl, vlrb_official"):
+    with pytest.raises(
+        ValueError, match="available: deltarubric, direct, genai_bench_official, mmrb_official, msrl, vlrb_official"
+    ):
         load_method("best")
 
 
 def test_misspelt_variable_fails_loudly(tmp_path):
     (tmp_path / "_words.yaml").write_text("noun: {}\nmedia_word: {}\n")
-    (tmp_path / "bad.yaml").write_text("name: bad\nversion: 1\nsystem: s\nstages:\n  - {name: judge, parser: verdict, user: '{{ questoin }}'}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "name: bad\nversion: 1\nsystem: s\nstages:\n  - {name: judge, parser: verdict, user: '{{ questoin }}'}\n"
+    )
     with pytest.raises(Exception, match="questoin"):
         render(load_method("bad", tmp_path).stages[0].user, {"question": "q"})
 

@@ -68,8 +68,11 @@ class Served:
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=10).text
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
@@ -81,8 +84,12 @@ def serve(tmp: Path, *args: str, headers: dict[str, str] | None = None) -> Itera
     port = free_port()
     log_path = tmp / f"serve-{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -129,10 +136,22 @@ class FakeVLLM:
                 fake.calls += 1
                 if b"HOLD" in body:
                     fake.stop.wait(fake.hold_s)
-                out = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "judge",
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": FakeVLLM.REPLY}}],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()  # fmt: skip
+                out = json.dumps(
+                    {
+                        "id": "c",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": "judge",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": FakeVLLM.REPLY},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
@@ -163,10 +182,32 @@ TINY_CAP = 3000
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    args = ["-m", str(tiny_model_dir), "--backend", "transformers", "--device", "cpu", "--judge", "direct",
-            "--served-model-name", "tiny", "--max-tokens", "3000", "--max-completion-tokens", str(TINY_CAP),
-            "--max-input-tokens", str(TINY_MAX_INPUT_TOKENS), "--request-timeout", str(TINY_REQUEST_TIMEOUT),
-            "--drain-timeout", "1", "--header-timeout", "1", "--batch-window-ms", "0"]  # fmt: skip
+    args = [
+        "-m",
+        str(tiny_model_dir),
+        "--backend",
+        "transformers",
+        "--device",
+        "cpu",
+        "--judge",
+        "direct",
+        "--served-model-name",
+        "tiny",
+        "--max-tokens",
+        "3000",
+        "--max-completion-tokens",
+        str(TINY_CAP),
+        "--max-input-tokens",
+        str(TINY_MAX_INPUT_TOKENS),
+        "--request-timeout",
+        str(TINY_REQUEST_TIMEOUT),
+        "--drain-timeout",
+        "1",
+        "--header-timeout",
+        "1",
+        "--batch-window-ms",
+        "0",
+    ]
     with serve(tmp_path_factory.mktemp("tiny-serve"), *args) as server:
         yield server
 
@@ -181,11 +222,33 @@ REMOTE_MAX_REQUEST_PIXELS = 4096 * 4096  # exactly one image at the default --ma
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with FakeVLLM() as fake:
-        args = ["-m", "judge", "--backend", "openai", "--base-url", fake.url, "--judge", "direct", "--batch-window-ms", "0",
-                "--auth-token", TOKEN, "--max-body-bytes", str(REMOTE_MAX_BODY),
-                "--max-pairs-per-request", str(REMOTE_MAX_PAIRS), "--max-items-per-request", str(REMOTE_MAX_ITEMS), "--max-request-pixels", str(REMOTE_MAX_REQUEST_PIXELS),
-                "--request-timeout", "60"]  # fmt: skip
-        with serve(tmp_path_factory.mktemp("remote-serve"), *args, headers={"Authorization": f"Bearer {TOKEN}"}) as server:
+        args = [
+            "-m",
+            "judge",
+            "--backend",
+            "openai",
+            "--base-url",
+            fake.url,
+            "--judge",
+            "direct",
+            "--batch-window-ms",
+            "0",
+            "--auth-token",
+            TOKEN,
+            "--max-body-bytes",
+            str(REMOTE_MAX_BODY),
+            "--max-pairs-per-request",
+            str(REMOTE_MAX_PAIRS),
+            "--max-items-per-request",
+            str(REMOTE_MAX_ITEMS),
+            "--max-request-pixels",
+            str(REMOTE_MAX_REQUEST_PIXELS),
+            "--request-timeout",
+            "60",
+        ]
+        with serve(
+            tmp_path_factory.mktemp("remote-serve"), *args, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as server:
             yield server
 
 
@@ -214,8 +277,15 @@ def textured_jpeg_url(side: int) -> str:
 
 
 def pair(k: Any, images: list[str] | None = None, **fields: Any) -> dict[str, Any]:
-    return {"id": str(k), "task_type": "text" if not images else "image_understanding", "question": f"Which is right, #{k}?",
-            "images": images or [], "a": f"Answer #{k}: one", "b": f"Answer #{k}: two", **fields}  # fmt: skip
+    return {
+        "id": str(k),
+        "task_type": "text" if not images else "image_understanding",
+        "question": f"Which is right, #{k}?",
+        "images": images or [],
+        "a": f"Answer #{k}: one",
+        "b": f"Answer #{k}: two",
+        **fields,
+    }
 
 
 def chat(text: str = "Hi", max_tokens: int = 2, **fields: Any) -> dict[str, Any]:
@@ -236,8 +306,9 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]
     return thread, out
 
 
-def worst_health_latency(url: str, busy: Callable[[], bool], *, rounds: int = 200, timeout_s: float = 90.0,
-                         require_probe: bool = True) -> float:  # fmt: skip
+def worst_health_latency(
+    url: str, busy: Callable[[], bool], *, rounds: int = 200, timeout_s: float = 90.0, require_probe: bool = True
+) -> float:
     """GET /health every 0.1 s while `busy()`; the longest answer time seen (0 if none was). Bounded in rounds and
     time."""
     worst, seen = 0.0, 0
@@ -339,8 +410,15 @@ DOC_DEFAULTS = {  # flag -> default as docs/server.md's limits table states it (
 def serve_help() -> dict[str, str]:
     """`deltarubric serve --help`, wide, as {flag: its whole entry}."""
     env = {**os.environ, "COLUMNS": "300", "TERM": "dumb", "NO_COLOR": "1"}
-    out = subprocess.run([sys.executable, "-m", "deltarubric.rm.cli", "serve", "--help"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "deltarubric.rm.cli", "serve", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     entries: dict[str, str] = {}
     current = None
     for line in out.splitlines():
@@ -361,7 +439,10 @@ def test_help_lists_every_limit_flag_with_the_documented_default(serve_help):
         if flag != "--cache-size":
             assert f"`{flag}`" in docs, f"{flag} is not in docs/server.md"
     assert "--drain-timeout" in serve_help and "--request-timeout" in serve_help["--drain-timeout"]
-    assert "--no-access-log" in serve_help.get("--access-log", "") and "[default: access-log]" in serve_help["--access-log"]
+    assert (
+        "--no-access-log" in serve_help.get("--access-log", "")
+        and "[default: access-log]" in serve_help["--access-log"]
+    )
 
 
 def test_help_shows_the_pixel_limits_defaults(serve_help):
@@ -401,7 +482,9 @@ def test_items_exactly_at_the_limit_are_served(remote):
         over = client.post("/v1/rewards", json={"items": [item] * (n + 1)})
         assert_json_error(over, 413, f"{n + 1} items in one request; the limit is {n}")
         queries = {"query": ["<|im_start|>assistant\n"] * (n + 1), "labels": ['{"reference": "r"}'] * (n + 1)}
-        assert_json_error(client.post("/get_reward", json=queries), 413, f"{n + 1} queries in one request; the limit is {n}")
+        assert_json_error(
+            client.post("/get_reward", json=queries), 413, f"{n + 1} queries in one request; the limit is {n}"
+        )
         queries = {k: v[:n] for k, v in queries.items()}
         r = client.post("/get_reward", json=queries)
         assert r.status_code == 200 and r.json()["rewards"] == [0.0] * n, r.text[:300]
@@ -417,10 +500,15 @@ def test_pairs_exactly_at_the_limit_are_served(remote):
         # the fake judge always prefers the answer shown first: both orders judged, so every pair is a 50/50 draw
         assert answer["rewards"] == pytest.approx([0.5] * 12)
         extra = group + [{"group_id": "g", "question": "Which answer is right?", "response": "Answer 12"}]
-        assert_json_error(client.post("/v1/rewards", json={"mode": "group", "items": extra}), 413,
-                          "78 pairs in one request; the limit is 66")  # fmt: skip
+        assert_json_error(
+            client.post("/v1/rewards", json={"mode": "group", "items": extra}),
+            413,
+            "78 pairs in one request; the limit is 66",
+        )
         judge = [pair(k) for k in range(REMOTE_MAX_PAIRS + 1)]
-        assert_json_error(client.post("/v1/judge", json={"requests": judge}), 413, "67 pairs in one request; the limit is 66")
+        assert_json_error(
+            client.post("/v1/judge", json={"requests": judge}), 413, "67 pairs in one request; the limit is 66"
+        )
 
 
 def test_images_exactly_at_the_default_limit_are_served(remote):
@@ -428,8 +516,11 @@ def test_images_exactly_at_the_default_limit_are_served(remote):
     with remote.client() as client:
         r = client.post("/v1/judge", json={"requests": [pair("img64", urls[:64])]})
         assert r.status_code == 200 and r.json()["results"][0]["winner"] == "A", r.text[:300]
-        assert_json_error(client.post("/v1/judge", json={"requests": [pair("img65", urls)]}), 413,
-                          "65 images in one request; the limit is 64")  # fmt: skip
+        assert_json_error(
+            client.post("/v1/judge", json={"requests": [pair("img65", urls)]}),
+            413,
+            "65 images in one request; the limit is 64",
+        )
 
 
 def test_request_pixels_exactly_at_the_limit_are_served(remote):
@@ -440,8 +531,9 @@ def test_request_pixels_exactly_at_the_limit_are_served(remote):
         r = client.post("/v1/judge", json={"requests": [pair("px", [full])]})
         assert r.status_code == 200 and r.json()["results"][0]["winner"] == "A", r.text[:300]
         over = client.post("/v1/judge", json={"requests": [pair("px1", [full, image_url((1, 1))])]})
-        assert_json_error(over, 413, f"decode to {REMOTE_MAX_REQUEST_PIXELS + 1} pixels",
-                          f"the limit is {REMOTE_MAX_REQUEST_PIXELS}")  # fmt: skip
+        assert_json_error(
+            over, 413, f"decode to {REMOTE_MAX_REQUEST_PIXELS + 1} pixels", f"the limit is {REMOTE_MAX_REQUEST_PIXELS}"
+        )
 
 
 def test_normal_images_of_every_accepted_format_are_served(remote):
@@ -464,12 +556,16 @@ def test_normal_images_of_every_accepted_format_are_served(remote):
             r = client.post("/v1/judge", json={"requests": [pair(name, [url])]})
             assert r.status_code == 200 and r.json()["results"][0]["error"] is None, (name, r.text[:300])
         tiff = image_url((64, 64), "TIFF")  # not an accepted format: refused, not decoded
-        assert_json_error(client.post("/v1/judge", json={"requests": [pair("tiff", [tiff])]}), 400, "not a readable image")
+        assert_json_error(
+            client.post("/v1/judge", json={"requests": [pair("tiff", [tiff])]}), 400, "not a readable image"
+        )
 
 
 def test_a_group_of_eight_rollouts_sharing_one_image_is_served(remote):
     image = image_url((64, 48))
-    group = [{"group_id": "p1", "question": "How many balls?", "images": [image], "response": f"{i} balls"} for i in range(8)]
+    group = [
+        {"group_id": "p1", "question": "How many balls?", "images": [image], "response": f"{i} balls"} for i in range(8)
+    ]
     with remote.client() as client:
         r = client.post("/v1/rewards", json={"mode": "group", "items": group})
     assert r.status_code == 200 and r.json()["valid"] == [True] * 8, r.text[:300]
@@ -477,7 +573,10 @@ def test_a_group_of_eight_rollouts_sharing_one_image_is_served(remote):
 
 def test_a_group_of_twelve_rollouts_sharing_one_image_is_served(remote):
     image = image_url((64, 48))
-    group = [{"group_id": "p1", "question": "How many balls?", "images": [image], "response": f"{i} balls"} for i in range(12)]
+    group = [
+        {"group_id": "p1", "question": "How many balls?", "images": [image], "response": f"{i} balls"}
+        for i in range(12)
+    ]
     with remote.client() as client:
         r = client.post("/v1/rewards", json={"mode": "group", "items": group})
     assert r.status_code == 200, r.text[:300]
@@ -514,8 +613,10 @@ def test_every_error_is_json_and_counted(remote):
     with remote.client() as client:
         for path, method, body, headers, status, note in cases:
             if note == "declared":  # a Content-Length over the limit is refused before the body is read
-                head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-                        f"Content-Length: {REMOTE_MAX_BODY + 1}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {REMOTE_MAX_BODY + 1}\r\nConnection: close\r\n\r\n"
+                ).encode()
                 got, raw = raw_exchange(remote.url, head, [], 0)
                 assert got == 413 and json.loads(raw)["error"]["code"] == 413, raw[:300]
                 continue
@@ -544,10 +645,14 @@ def test_access_log_has_a_line_per_request_and_never_bodies_queries_or_tokens(re
     with remote.client() as client:
         ok = client.post(f"/v1/judge?key={query}", json={"requests": [pair(secret, a=secret, b=secret + "!")]})
         assert ok.status_code == 200
-        bad = client.post("/v1/judge", content=json.dumps({"requests": [{"question": secret}]}).encode(), headers=JSON_HEADERS)
+        bad = client.post(
+            "/v1/judge", content=json.dumps({"requests": [{"question": secret}]}).encode(), headers=JSON_HEADERS
+        )
         assert bad.status_code == 400
         assert client.get(path).status_code == 404
-    assert httpx.post(remote.url + "/v1/judge", headers={"Authorization": f"Bearer {secret}"}, json={}).status_code == 401
+    assert (
+        httpx.post(remote.url + "/v1/judge", headers={"Authorization": f"Bearer {secret}"}, json={}).status_code == 401
+    )
 
     def logged() -> str:
         return remote.log()
@@ -562,15 +667,20 @@ def test_access_log_has_a_line_per_request_and_never_bodies_queries_or_tokens(re
 
 def test_a_client_that_hangs_up_mid_body_is_not_a_counted_500(remote):
     before = remote.metric("deltarubric_requests_total", route="/v1/judge", status="500")
-    head = (f"POST /v1/judge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-            "Content-Length: 1000\r\n\r\n{\"requests\": [").encode()  # fmt: skip
+    head = (
+        f"POST /v1/judge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        'Content-Length: 1000\r\n\r\n{"requests": ['
+    ).encode()
     host, port = remote.url.removeprefix("http://").split(":")
     for _ in range(3):
         with socket.create_connection((host, int(port)), timeout=5) as sock:
             sock.sendall(head)
             time.sleep(0.2)
     deadline = time.monotonic() + 3  # a hang-up is never answered; give a wrong 500 time to show up
-    while time.monotonic() < deadline and remote.metric("deltarubric_requests_total", route="/v1/judge", status="500") == before:
+    while (
+        time.monotonic() < deadline
+        and remote.metric("deltarubric_requests_total", route="/v1/judge", status="500") == before
+    ):
         time.sleep(0.1)
     assert remote.metric("deltarubric_requests_total", route="/v1/judge", status="500") == before
     assert "ClientDisconnect" not in remote.log()
@@ -592,12 +702,31 @@ def test_concurrent_small_requests_cannot_multiply_decoded_memory(tmp_path):
     bodies = [{"requests": [pair(f"HOLD{k}", [image])]} for k in range(10)]  # 10 different pairs on one picture
     with FakeVLLM(hold_s=30) as fake:
         # Budgets of one such picture per request and per judge call: 50 MB of pixels each.
-        args = ["-m", "judge", "--backend", "openai", "--base-url", fake.url, "--judge", "direct", "--batch-window-ms", "0",
-                "--max-request-pixels", str(4096 * 4096), "--max-batch-pixels", str(4096 * 4096), "--drain-timeout", "1",
-                "--no-access-log"]  # fmt: skip
+        args = [
+            "-m",
+            "judge",
+            "--backend",
+            "openai",
+            "--base-url",
+            fake.url,
+            "--judge",
+            "direct",
+            "--batch-window-ms",
+            "0",
+            "--max-request-pixels",
+            str(4096 * 4096),
+            "--max-batch-pixels",
+            str(4096 * 4096),
+            "--drain-timeout",
+            "1",
+            "--no-access-log",
+        ]
         with serve(tmp_path, *args) as server:
             baseline = peak = _rss_mb(server.proc.pid)
-            senders = [in_background(lambda b=b: httpx.post(server.url + "/v1/judge", json=b, timeout=60))[0] for b in bodies]
+            senders = [
+                in_background(lambda b=b: httpx.post(server.url + "/v1/judge", json=b, timeout=60))[0] for b in bodies
+            ]
+
             # the engine holds the first pair's call (as a busy GPU would) while the other nine wait: queued with
             # their images decoded, or (once the decoded-pixel budget shared by all requests is held) for that budget
             def waiting() -> int:
@@ -690,7 +819,9 @@ def test_a_judge_call_nobody_waits_for_any_more_is_stopped(tiny):
     started = tiny.metric("deltarubric_batch_size_count")
     with tiny.client() as first, tiny.client() as second, tiny.client() as third:
         x, _ = in_background(lambda: first.post("/v1/judge", json={"requests": [pair(f"x{tag}")]}))
-        wait_until(lambda: tiny.metric("deltarubric_batch_size_count") == started + 1, 10, "the first judge call to start")
+        wait_until(
+            lambda: tiny.metric("deltarubric_batch_size_count") == started + 1, 10, "the first judge call to start"
+        )
         time.sleep(0.5)
         y, y_reply = in_background(lambda: second.post("/v1/judge", json={"requests": [pair(f"y{tag}")]}))
         y.join(timeout=30)
@@ -701,7 +832,9 @@ def test_a_judge_call_nobody_waits_for_any_more_is_stopped(tiny):
         waited = time.monotonic() - t0
         x.join(timeout=30)
     assert small.status_code == 200, small.text[:300]
-    assert waited < 2.0, f"a small chat request waited {waited:.1f} s for the engine after every judge request had timed out"
+    assert waited < 2.0, (
+        f"a small chat request waited {waited:.1f} s for the engine after every judge request had timed out"
+    )
 
 
 def test_a_chat_of_many_empty_messages_does_not_freeze_health(tiny):
@@ -738,10 +871,13 @@ def test_slow_or_silent_header_senders_are_disconnected(tiny):
         keepalive.sendall(b"GET /health HTTP/1.1\r\n")  # the next request on the connection trickles in
         # --header-timeout is 1 s: each is closed soon after (8 s is a generous bound on a slow machine)
         t0 = time.monotonic()  # 20 connections that send nothing: all closed at the deadline, none kept
-        assert all(closed_by_peer(sock, max(0.5, 8 - (time.monotonic() - t0))) is not None for sock in silent), \
+        assert all(closed_by_peer(sock, max(0.5, 8 - (time.monotonic() - t0))) is not None for sock in silent), (
             "a connection that sent nothing was kept"
+        )
         assert closed_by_peer(trickling, 8, trickle=b"X-Slow: 1\r\n") is not None, "a trickling header sender was kept"
-        assert closed_by_peer(keepalive, 8, trickle=b"X-Slow: 1\r\n") is not None, "a trickling keep-alive request was kept"
+        assert closed_by_peer(keepalive, 8, trickle=b"X-Slow: 1\r\n") is not None, (
+            "a trickling keep-alive request was kept"
+        )
     finally:
         for s in socks:
             s.close()
@@ -749,8 +885,10 @@ def test_slow_or_silent_header_senders_are_disconnected(tiny):
 
 def test_a_slow_body_after_prompt_headers_is_not_cut_by_the_header_deadline(tiny):
     body = json.dumps({"items": [{"question": "q", "response": "", "reference": "r"}]}).encode()
-    head = (f"POST /v1/rewards HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /v1/rewards HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
     chunks = [body[k : k + len(body) // 4 + 1] for k in range(0, len(body), len(body) // 4 + 1)]
     status, raw = raw_exchange(tiny.url, head, chunks, pause_s=0.6)  # 2.4 s for the body, over the 1 s header deadline
     assert status == 200 and json.loads(raw)["rewards"] == [0.0], raw[:300]
@@ -758,8 +896,10 @@ def test_a_slow_body_after_prompt_headers_is_not_cut_by_the_header_deadline(tiny
 
 def test_a_body_that_never_arrives_is_408_json_and_counted(tiny):
     before = tiny.metric("deltarubric_requests_total", route="/v1/rewards", status="408")
-    head = (b"POST /v1/rewards HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
-            b"Connection: close\r\n\r\n{\"items\"")  # fmt: skip
+    head = (
+        b"POST /v1/rewards HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+        b'Connection: close\r\n\r\n{"items"'
+    )
     status, raw = raw_exchange(tiny.url, head, [], 0)
     assert status == 408, raw[:300]
     assert json.loads(raw)["error"]["code"] == 408
@@ -776,7 +916,9 @@ def test_zz_sigterm_during_a_generation_exits_within_the_drain_timeout(tiny):
         with tiny.client() as client:
             assert client.get("/health").status_code == 200  # an idle keep-alive connection stays open meanwhile
             sender, replies = in_background(
-                lambda: httpx.post(tiny.url + "/v1/chat/completions", json=chat("Tell me everything.", max_tokens=TINY_CAP), timeout=30)
+                lambda: httpx.post(
+                    tiny.url + "/v1/chat/completions", json=chat("Tell me everything.", max_tokens=TINY_CAP), timeout=30
+                )
             )
             time.sleep(1.0)  # the generation is running
             t0 = time.monotonic()

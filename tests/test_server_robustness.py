@@ -99,7 +99,9 @@ def reward_body(indices: Sequence[int], good: Callable[[int], bool] = lambda i: 
 
 
 GOOD_P = 0.9  # the referee's confidence in the letter it picks: rewards are 0.9 (GOOD) and 0.1 (BAD) exactly
-_PAIR = re.compile(r"\[Response A\]\n(.*?)\n\[End of Response A\].*?\[Response B\]\n(.*?)\n\[End of Response B\]", re.DOTALL)
+_PAIR = re.compile(
+    r"\[Response A\]\n(.*?)\n\[End of Response A\].*?\[Response B\]\n(.*?)\n\[End of Response B\]", re.DOTALL
+)
 
 
 def referee(conv: Conversation) -> str:
@@ -516,10 +518,14 @@ def test_some_conversations_failing_mid_batch_affect_only_their_items():
         assert results[0]["error"] is None and results[2]["error"] is None
 
         items = [
-            {"question": f"Colour #{k}?", "images": [IMAGE], "response": f"Answer #{k}: GOOD",
-             "reference": f"Reference #{k}" + (" POISON" if k == 1 else "")}
+            {
+                "question": f"Colour #{k}?",
+                "images": [IMAGE],
+                "response": f"Answer #{k}: GOOD",
+                "reference": f"Reference #{k}" + (" POISON" if k == 1 else ""),
+            }
             for k in range(3)
-        ]  # fmt: skip
+        ]
         r = client.post("/v1/rewards", json={"mode": "reference", "items": items})
         assert r.status_code == 200
         assert r.json()["valid"] == [True, False, True]
@@ -670,30 +676,99 @@ JSON = st.recursive(
 )
 INTERESTING = st.sampled_from(
     [
-        "", " ", "judge", "text", "image_generation", "video_understanding", "group", "reference", "bradley_terry",
-        "data:image/png;base64,", "data:image/png;base64,AAAA", "data:image/png,abc", "data:,", IMAGE[:60],
-        IMAGE, "file:///etc/passwd", "../../../etc/passwd", "/etc/hostname", "http://127.0.0.1:1/x.png",
-        "https://example.invalid/a.png", "<|im_start|>assistant\n", "<|im_end|>", "<|vision_start|><|image_pad|>",
-        "x" * 5000, '{"reference": "r"}', '{"reference": ""}', "[1, 2]", "null", "1e999", "NaN",
+        "",
+        " ",
+        "judge",
+        "text",
+        "image_generation",
+        "video_understanding",
+        "group",
+        "reference",
+        "bradley_terry",
+        "data:image/png;base64,",
+        "data:image/png;base64,AAAA",
+        "data:image/png,abc",
+        "data:,",
+        IMAGE[:60],
+        IMAGE,
+        "file:///etc/passwd",
+        "../../../etc/passwd",
+        "/etc/hostname",
+        "http://127.0.0.1:1/x.png",
+        "https://example.invalid/a.png",
+        "<|im_start|>assistant\n",
+        "<|im_end|>",
+        "<|vision_start|><|image_pad|>",
+        "x" * 5000,
+        '{"reference": "r"}',
+        '{"reference": ""}',
+        "[1, 2]",
+        "null",
+        "1e999",
+        "NaN",
     ]
 )
 FIELD_NAMES = st.sampled_from(
-    ["query", "prompts", "labels", "reference", "images", "task_type", "question", "requests", "id", "a", "b",
-     "text", "image", "video", "videos", "items", "mode", "group_id", "response", "model", "messages", "role",
-     "content", "type", "image_url", "url", "logprobs", "top_logprobs", "n", "stream", "max_tokens", "seed", "extra"]
-)  # fmt: skip
+    [
+        "query",
+        "prompts",
+        "labels",
+        "reference",
+        "images",
+        "task_type",
+        "question",
+        "requests",
+        "id",
+        "a",
+        "b",
+        "text",
+        "image",
+        "video",
+        "videos",
+        "items",
+        "mode",
+        "group_id",
+        "response",
+        "model",
+        "messages",
+        "role",
+        "content",
+        "type",
+        "image_url",
+        "url",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "stream",
+        "max_tokens",
+        "seed",
+        "extra",
+    ]
+)
 
 UNDERSTANDING_PAIR = {
-    "id": "s0", "task_type": "image_understanding", "question": "Which colour?", "images": [IMAGE],
-    "a": "Answer #1: GOOD", "b": {"text": "Answer #1: BAD"}, "reference": "orange",
-}  # fmt: skip
+    "id": "s0",
+    "task_type": "image_understanding",
+    "question": "Which colour?",
+    "images": [IMAGE],
+    "a": "Answer #1: GOOD",
+    "b": {"text": "Answer #1: BAD"},
+    "reference": "orange",
+}
 GENERATION_PAIR = {
-    "id": "s1", "task_type": "image_generation", "question": "an orange ball",
-    "a": {"image": IMAGE}, "b": {"image": IMAGE_2},
-}  # fmt: skip
+    "id": "s1",
+    "task_type": "image_generation",
+    "question": "an orange ball",
+    "a": {"image": IMAGE},
+    "b": {"image": IMAGE_2},
+}
 REFERENCE_ITEM = {
-    "id": "r0", "question": "Colour #2?", "images": [IMAGE], "response": "Answer #2: GOOD", "reference": "Reference #2",
-}  # fmt: skip
+    "id": "r0",
+    "question": "Colour #2?",
+    "images": [IMAGE],
+    "response": "Answer #2: GOOD",
+    "reference": "Reference #2",
+}
 GROUP_ITEMS = [
     {"group_id": "g", "task_type": "text", "question": "Colour #3?", "response": f"Answer #3: {w}"}
     for w in ("GOOD", "BAD", "meh")
@@ -713,10 +788,16 @@ VALID = {
         {"mode": "group", "group_scoring": "bradley_terry", "items": GROUP_ITEMS},
     ],
     "/v1/chat/completions": [
-        {"model": "judge", "max_tokens": 16, "temperature": 0.0, "logprobs": True, "top_logprobs": 2,
-         "messages": [{"role": "system", "content": "Be brief."}, USER_TURN]},
+        {
+            "model": "judge",
+            "max_tokens": 16,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": 2,
+            "messages": [{"role": "system", "content": "Be brief."}, USER_TURN],
+        },
     ],
-}  # fmt: skip
+}
 ROUTES = list(VALID)
 
 
@@ -846,13 +927,28 @@ def test_fuzz_arbitrary_bytes_are_never_a_500(fuzz_client, route, content, conte
 
 FORM = b'--x\r\nContent-Disposition: form-data; name="query"\r\n\r\nx\r\n--x--\r\n'
 NON_JSON = [
-    b"", b"not json", b"{", b'{"query": ["x"]', b"\xff\xfe\x00{", b"null", b"[]", b'"a string"', b"1e999", b"NaN",
-    b"[" * 50_000 + b"]" * 50_000, b"query=x&labels=y", FORM,
-]  # fmt: skip
+    b"",
+    b"not json",
+    b"{",
+    b'{"query": ["x"]',
+    b"\xff\xfe\x00{",
+    b"null",
+    b"[]",
+    b'"a string"',
+    b"1e999",
+    b"NaN",
+    b"[" * 50_000 + b"]" * 50_000,
+    b"query=x&labels=y",
+    FORM,
+]
 CONTENT_TYPES = [
-    "application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-    "application/json; charset=latin-1", None,
-]  # fmt: skip
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=latin-1",
+    None,
+]
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -888,19 +984,26 @@ def test_nul_in_text_fields_is_a_400(fuzz_client, route, body):
 _IMAGE_REF_REWARD = '{"query": ["<|im_start|>assistant\\nx"], "labels": [{"reference": "r", "images": [%s]}]}'
 BUG_500 = [
     pytest.param(
-        "/get_reward", _IMAGE_REF_REWARD % '"a\\u0000b.png"', id="nul-in-image-path",
+        "/get_reward",
+        _IMAGE_REF_REWARD % '"a\\u0000b.png"',
+        id="nul-in-image-path",
     ),
     pytest.param(
-        "/get_reward", _IMAGE_REF_REWARD % '"file://[x/a.png"', id="bad-ipv6-file-url",
+        "/get_reward",
+        _IMAGE_REF_REWARD % '"file://[x/a.png"',
+        id="bad-ipv6-file-url",
     ),
     pytest.param(
-        "/get_reward", _IMAGE_REF_REWARD % '"\\ud800.png"', id="surrogate-in-image-path",
+        "/get_reward",
+        _IMAGE_REF_REWARD % '"\\ud800.png"',
+        id="surrogate-in-image-path",
     ),
     pytest.param(
-        "/v1/judge", '{"requests": [{"id": "\\ud800", "task_type": "text", "question": "q", "a": "x", "b": "y"}]}',
+        "/v1/judge",
+        '{"requests": [{"id": "\\ud800", "task_type": "text", "question": "q", "a": "x", "b": "y"}]}',
         id="surrogate-in-echoed-id",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("route, raw", BUG_500)
@@ -974,7 +1077,9 @@ def keep_answering(url: str, busy: Callable[[], bool], *, rounds: int = 300, tim
             small = client.post("/v1/judge", json=judge_body([(f"Answer #{k}: GOOD", f"Answer #{k}: BAD")]))
             t2 = time.monotonic()
             assert health.status_code == 200 and t1 - t0 < 1.0, f"/health took {t1 - t0:.2f} s"
-            assert small.status_code == 200 and t2 - t1 < 1.0, f"a small request took {t2 - t1:.2f} s: {small.text[:200]}"
+            assert small.status_code == 200 and t2 - t1 < 1.0, (
+                f"a small request took {t2 - t1:.2f} s: {small.text[:200]}"
+            )
             seen.append(health.json())
     assert seen, "the bad requests were over before the server could be checked"
     return seen
@@ -995,7 +1100,9 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
     count as decided, so they escaped the pair limit, and `details` did items x pairs work on the event loop."""
     n = 20_000
     reference = json.dumps({"items": [{"question": "q", "response": "", "reference": "r"}] * n}).encode()
-    groups = json.dumps({"mode": "group", "items": [{"group_id": str(i), "question": "q", "response": ""} for i in range(n)]}).encode()
+    groups = json.dumps(
+        {"mode": "group", "items": [{"group_id": str(i), "question": "q", "response": ""} for i in range(n)]}
+    ).encode()
     queries = json.dumps({"query": ["<|im_start|>assistant\n"] * n, "labels": ['{"reference": "r"}'] * n}).encode()
     attacks = [("/v1/rewards", reference), ("/v1/rewards", groups), ("/get_reward", queries)] * 2
 
@@ -1016,7 +1123,10 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
         assert r.status_code == 413, r.text[:200]
         assert re.search(r"^20000 (items|queries) in one request; the limit is 256$", r.json()["error"]["message"])
     assert allowed.status_code == 200
-    assert allowed.json()["rewards"] == [0.0] * 256 and allowed.json()["details"] == [{"comparisons": 1, "parsed": 1}] * 256
+    assert (
+        allowed.json()["rewards"] == [0.0] * 256
+        and allowed.json()["details"] == [{"comparisons": 1, "parsed": 1}] * 256
+    )
 
 
 def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
@@ -1048,14 +1158,21 @@ def test_issue11_2_prompts_over_the_token_limit_are_refused_with_the_numbers(tin
 
     huge = "word " * 200_000  # 1 MB
     long = "word " * 5_000  # tokenized: the count is exact
-    with LoopbackServer(tiny_app(tiny_backend, max_input_tokens=4096)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    with (
+        LoopbackServer(tiny_app(tiny_backend, max_input_tokens=4096)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
         for text, count in ((huge, r"over \d+ tokens \(\d+ characters\)"), (long, r"\d+ tokens")):
             label = {"reference": "r", "question": text}
             refused = {
                 "/v1/judge": {"requests": [{"task_type": "text", "question": text, "a": "x", "b": "y"}]},
                 "/get_reward": {"query": ["<|im_start|>assistant\nx"], "labels": [json.dumps(label)]},
                 "/v1/rewards": {"items": [{"question": "q", "response": text, "reference": "r"}]},
-                "/v1/chat/completions": {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": text}]},
+                "/v1/chat/completions": {
+                    "model": "tiny",
+                    "max_tokens": 2,
+                    "messages": [{"role": "user", "content": text}],
+                },
             }
             for path, body in refused.items():
                 r = client.post(path, json=body)
@@ -1065,10 +1182,19 @@ def test_issue11_2_prompts_over_the_token_limit_are_refused_with_the_numbers(tin
                 if count == r"\d+ tokens":
                     assert int(re.search(r"is (\d+) tokens", message).group(1)) > 4096
         # max_tokens is capped, with the numbers
-        r = client.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]})
-        assert r.status_code == 400 and "max_tokens is 5000; this server allows at most 4096" in r.json()["error"]["message"]
+        r = client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert (
+            r.status_code == 400
+            and "max_tokens is 5000; this server allows at most 4096" in r.json()["error"]["message"]
+        )
         # what fits is served
-        r = client.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "word " * 200}]})
+        r = client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "word " * 200}]},
+        )
         assert r.status_code == 200, r.text[:200]
 
 
@@ -1076,7 +1202,9 @@ def test_issue11_2_a_timed_out_local_generation_stops_and_frees_the_backend(tiny
     """A generation past the request timeout ran on, so every later request timed out too: now the request's
     cancellation reaches the engine (a stopping criterion checks it at every token) and the backend is free again."""
     judge = Judge(JudgeConfig(model="tiny", judge="direct", sampling={"max_tokens": 3000}), backend=tiny_backend)
-    settings = ServerSettings(served_model_name="tiny", request_timeout_s=1.0, max_completion_tokens=3000, batch_window_ms=0)
+    settings = ServerSettings(
+        served_model_name="tiny", request_timeout_s=1.0, max_completion_tokens=3000, batch_window_ms=0
+    )
     engine = tiny_backend._lock  # held while the model generates
     small = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     with LoopbackServer(build_app(judge, settings)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
@@ -1126,16 +1254,27 @@ def test_issue11_2_shutdown_finishes_within_the_drain_timeout_even_with_a_wedged
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-c", WEDGED_SERVER, str(port)], cwd=Path(__file__).resolve().parents[1],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WEDGED_SERVER, str(port)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: _healthy(url) or proc.poll() is not None, 60, "the server to start")
         assert proc.poll() is None, proc.stderr.read()
-        sender, replies = in_background(lambda: httpx.post(url + "/v1/judge", json=judge_body([("a", "b")]), timeout=60))
-        wait_until(lambda: metric(metric_samples(url), "deltarubric_batch_size_count") == 1, 10, "the judge call to start")
+        sender, replies = in_background(
+            lambda: httpx.post(url + "/v1/judge", json=judge_body([("a", "b")]), timeout=60)
+        )
+        wait_until(
+            lambda: metric(metric_samples(url), "deltarubric_batch_size_count") == 1, 10, "the judge call to start"
+        )
         proc.send_signal(getattr(signal, sig))
         try:
-            proc.wait(timeout=30)  # the drain timeout is 1 s and the request timeout 60 s: only a bounded drain ends here
+            proc.wait(
+                timeout=30
+            )  # the drain timeout is 1 s and the request timeout 60 s: only a bounded drain ends here
         except subprocess.TimeoutExpired:
             pytest.fail("the server did not exit after SIGTERM")
         sender.join(timeout=10)
@@ -1148,8 +1287,10 @@ def test_issue11_2_shutdown_finishes_within_the_drain_timeout_even_with_a_wedged
     # The call is stopped either when its request is cancelled at the drain deadline (nobody waits for it any more)
     # or, failing that, when the batcher's own drain gives up on it.
     err = proc.stderr.read()
-    assert ("a judge call of 1 pairs: every request waiting for it has gone; cancelling it" in err
-            or "1 running pairs not judged within 0.5 s; answering them with errors" in err), err[-2000:]  # fmt: skip
+    assert (
+        "a judge call of 1 pairs: every request waiting for it has gone; cancelling it" in err
+        or "1 running pairs not judged within 0.5 s; answering them with errors" in err
+    ), err[-2000:]
 
 
 def _healthy(url: str) -> bool:
@@ -1167,8 +1308,17 @@ def png_url(size: tuple[int, int], colour: tuple[int, int, int], fmt: str = "PNG
 
 
 def images_pair(urls: Sequence[str], k: int = 0) -> dict[str, Any]:
-    return {"requests": [{"id": f"img{k}", "question": f"Which fits #{k}?", "images": list(urls),
-                          "a": f"Answer #{k}: GOOD", "b": f"Answer #{k}: BAD"}]}  # fmt: skip
+    return {
+        "requests": [
+            {
+                "id": f"img{k}",
+                "question": f"Which fits #{k}?",
+                "images": list(urls),
+                "a": f"Answer #{k}: GOOD",
+                "b": f"Answer #{k}: BAD",
+            }
+        ]
+    }
 
 
 def test_issue11_3_decoded_pixels_are_budgeted_per_request_before_any_decoding(monkeypatch):
@@ -1202,7 +1352,13 @@ def test_issue11_3_decoded_pixels_are_budgeted_per_request_before_any_decoding(m
         jpeg = client.post("/v1/judge", json=images_pair([png_url((4000, 4000), (1, 2, 3), "JPEG")], 3))
         assert jpeg.status_code == 200
     assert sorted(loaded) == [("JPEG", (1000, 1000))] + [("PNG", (2000, 2000))] * 4  # the JPEG never at 4000x4000
-    shown = [p.image for conv in backend.calls[-2] + backend.calls[-1] for m in conv for p in m.content if hasattr(p, "image")]
+    shown = [
+        p.image
+        for conv in backend.calls[-2] + backend.calls[-1]
+        for m in conv
+        for p in m.content
+        if hasattr(p, "image")
+    ]
     assert shown and all(img.width * img.height <= 1_000_000 for img in shown)
 
 
@@ -1305,11 +1461,19 @@ def test_issue11_4_slow_image_hosts_cannot_starve_other_requests():
     """Six downloads sending 1 byte every 5 s made every other request 504 for 120 s while /health said ok: the
     30 s timeout was per read, the thread ran on after its request timed out, and downloads shared the default
     pool with decoding and the backend. Now: one total deadline, their own slots, cancelled, saturation reported."""
-    settings = {"allow_http_media": True, "allow_private_addresses": True, "media_timeout_s": 1.5, "media_downloads": 2,
-                "request_timeout_s": 20, "batch_window_ms": 0}
+    settings = {
+        "allow_http_media": True,
+        "allow_private_addresses": True,
+        "media_timeout_s": 1.5,
+        "media_downloads": 2,
+        "request_timeout_s": 20,
+        "batch_window_ms": 0,
+    }
     with SlowImageHost() as host, LoopbackServer(scripted_app(Referee(), **settings)) as server:
         bodies = [images_pair([f"{host.url}/cat{k}.png"], k) for k in range(6)]
-        sender, replies = in_background(lambda: asyncio.run(post_all(server.url, "/v1/judge", bodies, connections=6, timeout_s=30)))
+        sender, replies = in_background(
+            lambda: asyncio.run(post_all(server.url, "/v1/judge", bodies, connections=6, timeout_s=30))
+        )
         seen = keep_answering(server.url, sender.is_alive)
         sender.join(timeout=40)
         # every download the server started was cancelled (connection closed) at its deadline, none left running
@@ -1319,8 +1483,12 @@ def test_issue11_4_slow_image_hosts_cannot_starve_other_requests():
     (replies,) = replies
     assert [r.status for r in replies] == [400] * 6
     assert all("did not finish within 1.5 s" in r.body["error"]["message"] for r in replies)
-    assert 1 <= host.opened <= 6  # at most two at a time; those still waiting for a slot at their deadline never connect
-    assert any(h["status"] == "saturated" and h["pools"]["downloads"] == {"size": 2, "busy": 2, "waiting": 4} for h in seen)
+    assert (
+        1 <= host.opened <= 6
+    )  # at most two at a time; those still waiting for a slot at their deadline never connect
+    assert any(
+        h["status"] == "saturated" and h["pools"]["downloads"] == {"size": 2, "busy": 2, "waiting": 4} for h in seen
+    )
     assert metric(samples, "deltarubric_media_download_timeouts_total") == 6
     assert metric(samples, "deltarubric_pool_size", pool="downloads") == 2
     assert metric(samples, "deltarubric_pool_busy", pool="downloads") == 0 and health["status"] == "ok"
@@ -1371,8 +1539,12 @@ def test_issue11_5_an_unexpected_error_is_a_json_500_and_counted():
         r = httpx.post(server.url + "/v1/judge", json=judge_body([("x", "y")]), timeout=30)
         samples = metric_samples(server.url)
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
-    assert r.json()["error"] == {"message": "internal server error (logged on the server)", "type": "server_error",
-                                 "param": None, "code": 500}  # fmt: skip
+    assert r.json()["error"] == {
+        "message": "internal server error (logged on the server)",
+        "type": "server_error",
+        "param": None,
+        "code": 500,
+    }
     assert "a bug" not in r.text  # details stay in the log
     assert metric(samples, "deltarubric_requests_total", route="/v1/judge", status="500") == 1
 
@@ -1380,8 +1552,20 @@ def test_issue11_5_an_unexpected_error_is_a_json_500_and_counted():
 # Property-based fuzzing of the chat route on the real tiny model (tokenizer, template, torch seeding) and of
 # /get_reward's label strings, which the server parses itself.
 
-CHAT_TEXT = TEXT | st.sampled_from(["<|im_start|>assistant\n", "<|im_end|>", "<|endoftext|>", "<|vision_start|>",
-                                    "<|image_pad|>", "<|video_pad|>", "\x00", "\ud800", "x" * 3000, ""])  # fmt: skip
+CHAT_TEXT = TEXT | st.sampled_from(
+    [
+        "<|im_start|>assistant\n",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|vision_start|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "\x00",
+        "\ud800",
+        "x" * 3000,
+        "",
+    ]
+)
 
 
 @st.composite
@@ -1393,7 +1577,10 @@ def chat_bodies(draw) -> dict[str, Any]:
         return draw(st.lists(parts, max_size=3))
 
     roles = st.sampled_from(["system", "user", "assistant"])
-    body: dict[str, Any] = {"model": "tiny", "messages": [{"role": draw(roles), "content": content()} for _ in range(draw(st.integers(1, 3)))]}
+    body: dict[str, Any] = {
+        "model": "tiny",
+        "messages": [{"role": draw(roles), "content": content()} for _ in range(draw(st.integers(1, 3)))],
+    }
     optional = {
         "seed": st.integers() | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**70]),
         "temperature": st.floats(0, 2) | st.floats(allow_nan=False) | st.sampled_from([1e-45, 1e-8, 5e-6]),
@@ -1412,7 +1599,9 @@ def chat_bodies(draw) -> dict[str, Any]:
 def tiny_client(tiny_backend):
     from tests.conftest import tiny_app
 
-    with TestClient(tiny_app(tiny_backend, max_completion_tokens=3, batch_window_ms=0), raise_server_exceptions=False) as client:
+    with TestClient(
+        tiny_app(tiny_backend, max_completion_tokens=3, batch_window_ms=0), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -1428,11 +1617,19 @@ def test_fuzz_chat_on_the_tiny_model_is_never_a_500(tiny_client, body):
         assert r.json()["error"]["code"] == r.status_code
 
 
-NESTED = st.builds(lambda n, opener, closer: opener * n + closer * n, st.integers(1, 20_000),
-                   st.sampled_from(["[", '{"a":', '[{"r":']), st.sampled_from(["]", "}", "}]"]))  # fmt: skip
+NESTED = st.builds(
+    lambda n, opener, closer: opener * n + closer * n,
+    st.integers(1, 20_000),
+    st.sampled_from(["[", '{"a":', '[{"r":']),
+    st.sampled_from(["]", "}", "}]"]),
+)
 LABEL_OBJECTS = st.fixed_dictionaries(
     {"reference": TEXT | INTERESTING},
-    optional={"images": JSON | st.lists(INTERESTING, max_size=2), "question": JSON | TEXT, "task_type": JSON | INTERESTING},
+    optional={
+        "images": JSON | st.lists(INTERESTING, max_size=2),
+        "question": JSON | TEXT,
+        "task_type": JSON | INTERESTING,
+    },
 )
 LABEL_STRINGS = TEXT | JSON.map(json.dumps) | NESTED | LABEL_OBJECTS.map(json.dumps)
 

@@ -45,14 +45,19 @@ def png_data_url(size=(32, 24), color=(200, 80, 40)) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-PROMPT = ("<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|>"
-          "<|vision_end|>How many cats are there?<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+PROMPT = (
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|image_pad|>"
+    "<|vision_end|>How many cats are there?<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 def get_reward_body(responses: list[str], reference: str = "Three dogs.") -> dict:
     label = json.dumps({"reference": reference, "images": [png_data_url()]})
-    return {"query": [PROMPT + r + "<|im_end|>" for r in responses], "prompts": [PROMPT] * len(responses),
-            "labels": [label] * len(responses)}  # fmt: skip
+    return {
+        "query": [PROMPT + r + "<|im_end|>" for r in responses],
+        "prompts": [PROMPT] * len(responses),
+        "labels": [label] * len(responses),
+    }
 
 
 def test_get_reward_scores_responses_against_the_reference():
@@ -94,7 +99,12 @@ def test_judge_route_returns_verdicts_in_order():
     client, _ = make_client()
     pair = {"question": "How many cats?", "images": [png_data_url()], "a": {"text": "A cat."}, "b": {"text": "None."}}
     with client:
-        r = client.post("/v1/judge", json={"requests": [pair | {"id": "x"}, pair | {"id": "y", "a": {"text": "None."}, "b": {"text": "A cat."}}]})
+        r = client.post(
+            "/v1/judge",
+            json={
+                "requests": [pair | {"id": "x"}, pair | {"id": "y", "a": {"text": "None."}, "b": {"text": "A cat."}}]
+            },
+        )
     assert r.status_code == 200
     results = r.json()["results"]
     assert [(v["id"], v["winner"], v["consistent"]) for v in results] == [("x", "A", True), ("y", "B", True)]
@@ -104,9 +114,15 @@ def test_judge_route_returns_verdicts_in_order():
 @pytest.mark.parametrize(
     "request_, param",
     [
-        ({"question": "Q?", "images": [], "a": {"text": "x"}, "b": {"text": "y"}, "colour": "red"}, "requests.0.colour"),
+        (
+            {"question": "Q?", "images": [], "a": {"text": "x"}, "b": {"text": "y"}, "colour": "red"},
+            "requests.0.colour",
+        ),
         ({"question": "Q?", "task_type": "audio", "a": {"text": "x"}, "b": {"text": "y"}}, "requests.0.task_type"),
-        ({"question": "Q?", "a": {"text": "x"}, "b": {"text": "y"}}, "requests.0"),  # image_understanding without an image
+        (
+            {"question": "Q?", "a": {"text": "x"}, "b": {"text": "y"}},
+            "requests.0",
+        ),  # image_understanding without an image
     ],
 )
 def test_judge_route_rejects_unknown_fields_and_task_types(request_, param):
@@ -120,8 +136,16 @@ def test_rewards_reference_and_group_modes():
     client, _ = make_client()
     base = {"question": "How many cats?", "images": [png_data_url()]}
     with client:
-        ref = client.post("/v1/rewards", json={"mode": "reference", "items": [
-            base | {"response": "One cat.", "reference": "Nothing."}, base | {"response": "Nothing.", "reference": "One cat."}]})  # fmt: skip
+        ref = client.post(
+            "/v1/rewards",
+            json={
+                "mode": "reference",
+                "items": [
+                    base | {"response": "One cat.", "reference": "Nothing."},
+                    base | {"response": "Nothing.", "reference": "One cat."},
+                ],
+            },
+        )
         items = [base | {"group_id": "g", "response": r} for r in ("One cat.", "A dog.", "A bird.")]
         rate = client.post("/v1/rewards", json={"mode": "group", "items": items})
         bt = client.post("/v1/rewards", json={"mode": "group", "group_scoring": "bradley_terry", "items": items})
@@ -130,7 +154,11 @@ def test_rewards_reference_and_group_modes():
     assert rate.json()["rewards"] == pytest.approx([0.9, 0.3, 0.3])
     assert rate.json()["details"][0] == {"comparisons": 2, "parsed": 2}
     strengths = bt.json()["rewards"]
-    assert strengths[0] > 0 > strengths[1] and strengths[1] == pytest.approx(strengths[2]) and sum(strengths) == pytest.approx(0, abs=1e-9)
+    assert (
+        strengths[0] > 0 > strengths[1]
+        and strengths[1] == pytest.approx(strengths[2])
+        and sum(strengths) == pytest.approx(0, abs=1e-9)
+    )
 
 
 @pytest.mark.parametrize(
@@ -153,19 +181,31 @@ def one_pair(image: str) -> dict:
 
 
 def test_limits_answer_clear_4xx():
-    client, _ = make_client(max_body_bytes=4096, max_pairs_per_request=2, max_images_per_request=2, max_input_pixels=10_000)
+    client, _ = make_client(
+        max_body_bytes=4096, max_pairs_per_request=2, max_images_per_request=2, max_input_pixels=10_000
+    )
     pair = {"question": "Q?", "images": [png_data_url()], "a": {"text": "x"}, "b": {"text": "y"}}
     with client:
-        assert client.post("/v1/judge", content=b"{" + b" " * 5000 + b"}", headers={"content-type": "application/json"}).status_code == 413
+        assert (
+            client.post(
+                "/v1/judge", content=b"{" + b" " * 5000 + b"}", headers={"content-type": "application/json"}
+            ).status_code
+            == 413
+        )
         too_many = client.post("/v1/judge", json={"requests": [pair] * 3})
         assert too_many.status_code == 413 and "limit is 2" in too_many.json()["error"]["message"]
         images = client.post("/v1/judge", json={"requests": [pair | {"images": [png_data_url()] * 3}]})
         assert images.status_code == 413 and "images" in images.json()["error"]["message"]
         big = client.post("/v1/judge", json=one_pair(png_data_url(size=(200, 100))))
         assert big.status_code == 400 and "exceeds the limit of 10000" in big.json()["error"]["message"]
-        corrupt = client.post("/v1/judge", json=one_pair("data:image/png;base64," + base64.b64encode(b"\x89PNG garbage").decode()))
+        corrupt = client.post(
+            "/v1/judge", json=one_pair("data:image/png;base64," + base64.b64encode(b"\x89PNG garbage").decode())
+        )
         assert corrupt.status_code == 400 and "requests[0].images[0]" in corrupt.json()["error"]["message"]
-        assert client.post("/v1/judge", content=b"not json", headers={"content-type": "application/json"}).status_code == 400
+        assert (
+            client.post("/v1/judge", content=b"not json", headers={"content-type": "application/json"}).status_code
+            == 400
+        )
 
 
 def test_media_policy(tmp_path):
@@ -234,7 +274,10 @@ def test_cache_and_mirrored_pairs_share_work():
     assert len(backend.calls) == calls  # neither the repeat nor the mirror reached the backend
     assert again | {"id": "1"} == first and again["id"] == "2"
     assert (flipped["winner"], flipped["p_a"], flipped["id"]) == ("B", pytest.approx(1 - first["p_a"]), "3")
-    assert [o["order"] for o in flipped["orders"]] == ["AB", "BA"] and [o["winner"] for o in flipped["orders"]] == ["B", "B"]
+    assert [o["order"] for o in flipped["orders"]] == ["AB", "BA"] and [o["winner"] for o in flipped["orders"]] == [
+        "B",
+        "B",
+    ]
     assert "deltarubric_cache_hits_total 2.0" in metrics
 
 
@@ -253,14 +296,19 @@ def test_concurrent_single_requests_are_batched():
         metrics = httpx.get(server.url + "/metrics").text
     assert all(r.status_code == 200 for r in responses)
     assert len(backend.calls) < 24  # 24 single-pair requests, fewer judge calls
-    assert "deltarubric_batch_size_count" in metrics and 'deltarubric_requests_total{route="/get_reward",status="200"} 24.0' in metrics
+    assert (
+        "deltarubric_batch_size_count" in metrics
+        and 'deltarubric_requests_total{route="/get_reward",status="200"} 24.0' in metrics
+    )
 
 
 def test_chat_completions_still_served(tiny_server):
     import openai
 
     client = openai.OpenAI(base_url=tiny_server.url + "/v1", api_key="unused")
-    completion = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    completion = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
     assert completion.choices[0].message.role == "assistant"
 
 
@@ -268,8 +316,19 @@ def test_serve_command_exposes_the_reward_routes(tiny_model_dir):
     """`deltarubric serve` as a user runs it, then /get_reward and /metrics over HTTP."""
     from tests.conftest import served
 
-    limits = ("--max-input-tokens", "1500", "--max-completion-tokens", "8", "--max-request-pixels", "1000", "--no-access-log",
-              "--max-chat-messages", "2", "--max-held-pixels", "5000")
+    limits = (
+        "--max-input-tokens",
+        "1500",
+        "--max-completion-tokens",
+        "8",
+        "--max-request-pixels",
+        "1000",
+        "--no-access-log",
+        "--max-chat-messages",
+        "2",
+        "--max-held-pixels",
+        "5000",
+    )
     with served("-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "6", *limits) as url:
         r = httpx.post(url + "/get_reward", json=get_reward_body(["Two cats."]), timeout=60)
         assert r.status_code == 200 and len(r.json()["rewards"]) == 1
@@ -294,8 +353,12 @@ def test_group_rewards_do_not_depend_on_other_groups():
     other = [base | {"group_id": "h", "response": r} for r in ("cat cat", "cat", "none", "x")]
     with client:
         for scoring in ("bradley_terry", "win_rate"):
-            a = client.post("/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone}).json()["rewards"]
-            b = client.post("/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone + other}).json()["rewards"]
+            a = client.post("/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone}).json()[
+                "rewards"
+            ]
+            b = client.post(
+                "/v1/rewards", json={"mode": "group", "group_scoring": scoring, "items": alone + other}
+            ).json()["rewards"]
             assert b[:3] == pytest.approx(a)
 
 
@@ -322,7 +385,11 @@ def test_image_only_rollouts_are_judged_with_a_neutral_question():
 def test_shared_address_space_and_metadata_hosts_are_refused():
     client, _ = make_client(allow_http_media=True)
     with client:
-        for url in ("http://100.100.100.200/latest/meta-data.png", "http://169.254.169.254/x.png", "http://[::1]:80/a.png"):
+        for url in (
+            "http://100.100.100.200/latest/meta-data.png",
+            "http://169.254.169.254/x.png",
+            "http://[::1]:80/a.png",
+        ):
             r = client.post("/v1/judge", json=one_pair(url))
             assert r.status_code == 400 and "internal address" in r.json()["error"]["message"], url
 
@@ -331,7 +398,9 @@ def test_chat_route_counts_images_against_the_limit():
     client, _ = make_client(max_images_per_request=1)
     image = {"type": "image_url", "image_url": {"url": png_data_url()}}
     with client:
-        r = client.post("/v1/chat/completions", json={"model": "judge", "messages": [{"role": "user", "content": [image, image]}]})
+        r = client.post(
+            "/v1/chat/completions", json={"model": "judge", "messages": [{"role": "user", "content": [image, image]}]}
+        )
     assert r.status_code == 413 and "images" in r.json()["error"]["message"]
 
 
@@ -351,7 +420,9 @@ def test_only_accepted_image_formats_are_decoded(monkeypatch):
         for fmt in ("JPEG", "WEBP", "GIF", "BMP"):  # the accepted ones still load
             buf = io.BytesIO()
             Image.new("RGB", (16, 12), (1, 2, 3)).save(buf, format=fmt)
-            ok = client.post("/v1/judge", json=one_pair("data:image/x;base64," + base64.b64encode(buf.getvalue()).decode()))
+            ok = client.post(
+                "/v1/judge", json=one_pair("data:image/x;base64," + base64.b64encode(buf.getvalue()).decode())
+            )
             assert ok.status_code == 200, (fmt, ok.text[:200])
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]["message"]
     assert ghostscript == []
@@ -365,8 +436,11 @@ def test_connections_that_never_finish_their_headers_are_closed():
 
     client, _ = make_client()
     server = LoopbackServer(client.app)  # its port and start-up wait, with the server `deltarubric serve` runs
-    server.server = uvicorn.Server(server_config(client.app, host="127.0.0.1", port=server.port, header_timeout_s=0.5,
-                                                 drain_s=5, log_level="warning"))  # fmt: skip
+    server.server = uvicorn.Server(
+        server_config(
+            client.app, host="127.0.0.1", port=server.port, header_timeout_s=0.5, drain_s=5, log_level="warning"
+        )
+    )
     server.thread = threading.Thread(target=server.server.run, daemon=True)
     with server:
         socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(20)]
@@ -401,11 +475,20 @@ def test_health_answers_head_and_reports_pools_and_queue():
         body = client.get("/health").json()
         metrics = client.get("/metrics").text
     assert head.status_code == 200 and head.content == b""
-    assert body == {"status": "ok", "saturated": [], "queue": {"pairs": 0, "limit": 7},
-                    "pools": {"work": {"size": 3, "busy": 0, "waiting": 0}, "decode": {"size": 1, "busy": 0, "waiting": 0},
-                              "downloads": {"size": 5, "busy": 0, "waiting": 0}},
-                    "pixels": {"limit": 2 * 128 * 1024 * 1024, "held": 0, "waiting": 0}}  # fmt: skip
-    assert 'deltarubric_pool_size{pool="downloads"} 5.0' in metrics and 'deltarubric_pool_busy{pool="work"} 0.0' in metrics
+    assert body == {
+        "status": "ok",
+        "saturated": [],
+        "queue": {"pairs": 0, "limit": 7},
+        "pools": {
+            "work": {"size": 3, "busy": 0, "waiting": 0},
+            "decode": {"size": 1, "busy": 0, "waiting": 0},
+            "downloads": {"size": 5, "busy": 0, "waiting": 0},
+        },
+        "pixels": {"limit": 2 * 128 * 1024 * 1024, "held": 0, "waiting": 0},
+    }
+    assert (
+        'deltarubric_pool_size{pool="downloads"} 5.0' in metrics and 'deltarubric_pool_busy{pool="work"} 0.0' in metrics
+    )
 
 
 def test_access_log_has_one_line_per_request_and_never_bodies_or_tokens(caplog):
@@ -417,7 +500,9 @@ def test_access_log_has_one_line_per_request_and_never_bodies_or_tokens(caplog):
         client.get("/private/path?token=abc")
     lines = [r.getMessage() for r in caplog.records if r.name == "deltarubric.access"]
     assert len(lines) == 3
-    assert re.fullmatch(r'testclient "POST /get_reward" 200 \d+\.\d{3}s pairs=1', lines[0]), lines[0]  # the empty one is not judged
+    assert re.fullmatch(r'testclient "POST /get_reward" 200 \d+\.\d{3}s pairs=1', lines[0]), lines[
+        0
+    ]  # the empty one is not judged
     assert re.fullmatch(r'testclient "POST /v1/judge" 400 \d+\.\d{3}s pairs=-', lines[1]), lines[1]
     assert re.fullmatch(r'testclient "GET other" 401 \d+\.\d{3}s pairs=-', lines[2]), lines[2]
     assert not any(secret in "\n".join(lines) for secret in ("s3cret", "cats", "Three dogs", "private", "token"))
@@ -432,8 +517,10 @@ def test_judge_calls_hold_at_most_max_batch_pixels():
     backend = ScriptedBackend(cat_lover, confidence=0.9)
     judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
     image = png_data_url(size=(40, 20))  # 800 pixels
-    pairs = [{"id": str(k), "question": f"How many cats? ({k})", "images": [image], "a": {"text": "x"}, "b": {"text": "y"}}
-             for k in range(5)]  # fmt: skip
+    pairs = [
+        {"id": str(k), "question": f"How many cats? ({k})", "images": [image], "a": {"text": "x"}, "b": {"text": "y"}}
+        for k in range(5)
+    ]
     with TestClient(build_app(judge, ServerSettings(max_batch_pixels=1600, batch_window_ms=50))) as client:
         r = client.post("/v1/judge", json={"requests": pairs})
     assert r.status_code == 200 and [v["id"] for v in r.json()["results"]] == ["0", "1", "2", "3", "4"]
@@ -448,8 +535,9 @@ def test_a_group_sharing_one_image_counts_it_once_against_the_image_limit():
     (6 here), is one image; a second distinct image makes two."""
     client, _ = make_client(max_images_per_request=1)
     image = png_data_url()
-    group = [{"group_id": "g", "question": "How many cats?", "images": [image], "response": f"{i} cats"}
-             for i in range(4)]  # fmt: skip
+    group = [
+        {"group_id": "g", "question": "How many cats?", "images": [image], "response": f"{i} cats"} for i in range(4)
+    ]
     with client:
         r = client.post("/v1/rewards", json={"mode": "group", "items": group})
         assert r.status_code == 200 and r.json()["valid"] == [True] * 4, r.text[:300]
@@ -578,8 +666,16 @@ def test_work_nobody_waits_for_is_dropped_from_the_queue_and_cancelled_when_runn
     async def scenario() -> None:
         backend = HeldBackend()
         judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
-        batcher = MicroBatcher(judge, Metrics(), max_batch=1, window_s=0, max_queue=10, concurrent_batches=1,
-                               cache_size=0, call_timeout_s=60)  # fmt: skip
+        batcher = MicroBatcher(
+            judge,
+            Metrics(),
+            max_batch=1,
+            window_s=0,
+            max_queue=10,
+            concurrent_batches=1,
+            cache_size=0,
+            call_timeout_s=60,
+        )
         batcher.start()
         first = asyncio.create_task(batcher.submit([req("HOLD 1")]))
         shared = asyncio.create_task(batcher.submit([req("HOLD 1")]))  # a second request waiting for the same pair
@@ -614,8 +710,9 @@ def test_a_client_that_hangs_up_mid_body_never_reaches_the_app_and_is_not_a_500(
 
     async def scenario() -> list[dict]:
         sent: list[dict] = []
-        messages = iter([{"type": "http.request", "body": b'{"requests": [', "more_body": True},
-                         {"type": "http.disconnect"}])  # fmt: skip
+        messages = iter(
+            [{"type": "http.request", "body": b'{"requests": [', "more_body": True}, {"type": "http.disconnect"}]
+        )
 
         async def receive() -> dict:
             return next(messages)
@@ -623,10 +720,20 @@ def test_a_client_that_hangs_up_mid_body_never_reaches_the_app_and_is_not_a_500(
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/v1/judge", "raw_path": b"/v1/judge", "query_string": b"",
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "scheme": "http", "http_version": "1.1",
-                 "root_path": "", "state": {}}  # fmt: skip
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/judge",
+            "raw_path": b"/v1/judge",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "scheme": "http",
+            "http_version": "1.1",
+            "root_path": "",
+            "state": {},
+        }
         await app(scope, receive, send)
         return sent
 
@@ -676,8 +783,9 @@ def test_prompts_within_the_limit_in_bytes_are_not_tokenized(tiny_model_dir):
     conv = [Message.text("user", "How many cats are on the sofa? " * 20)]
     real = counter.tokenizer
     messages = [{"role": "user", "content": [{"type": "text", "text": conv[0].content[0].text}]}]
-    text = real.apply_chat_template(messages, chat_template=counter.chat_template, tokenize=False,
-                                    add_generation_prompt=True)  # fmt: skip
+    text = real.apply_chat_template(
+        messages, chat_template=counter.chat_template, tokenize=False, add_generation_prompt=True
+    )
     exact = len(real(text, add_special_tokens=False)["input_ids"])
     size = len(text.encode())
     assert exact < size

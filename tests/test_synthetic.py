@@ -268,8 +268,19 @@ def test_scene_corpus_covers_the_task_text(data) -> None:
     corpus = scene_corpus(n=300, seed=1)
     assert corpus == scene_corpus(n=300, seed=1)
     words = {w for line in corpus for w in re.findall(r"[A-Za-z]+", line)}
-    used = {w for p in data[2]["val"] for t in (p.request.question, p.request.a.text or "", p.request.b.text or "",
-            p.caption or "", p.rationale or "", *p.checklist) for w in re.findall(r"[A-Za-z]+", t)}  # fmt: skip
+    used = {
+        w
+        for p in data[2]["val"]
+        for t in (
+            p.request.question,
+            p.request.a.text or "",
+            p.request.b.text or "",
+            p.caption or "",
+            p.rationale or "",
+            *p.checklist,
+        )
+        for w in re.findall(r"[A-Za-z]+", t)
+    }
     assert used <= words, used - words
     assert len(words) < 80  # a small fixed vocabulary: a small BPE tokenizer covers it
 

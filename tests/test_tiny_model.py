@@ -102,7 +102,7 @@ def test_special_tokens_have_documented_ids(ckpt):
 
 def test_judge_strings_round_trip(ckpt):
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
-    text = "Winner: [[A]]\nFavors: Neither <answer>B</answer> Score: 7/10 {\"winner\": \"A\"} déjà vu 🐱"
+    text = 'Winner: [[A]]\nFavors: Neither <answer>B</answer> Score: 7/10 {"winner": "A"} déjà vu 🐱'
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.decode(ids) == text
     # The corpus makes verdict words single tokens rather than byte soup.

@@ -24,11 +24,11 @@ from deltarubric.rm.judge import Judge
 from deltarubric.rm.pairs import LabelledPair, read_pairs
 from deltarubric.rubrics.parsing import parse_msrl
 from deltarubric.rubrics.targets import render_target
-from tests.scripted import ScriptedBackend
 from deltarubric.train import msrl
 from deltarubric.train.cmkd import Chain, select_chains
 from deltarubric.train.render import order_for, shown
 from deltarubric.train.views import CAPTION_LEAD, caption_view, describe, text_view, views
+from tests.scripted import ScriptedBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]

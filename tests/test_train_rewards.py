@@ -138,6 +138,10 @@ def test_zero_variance_groups_are_counted_per_role() -> None:
 
 def test_checklist_format_logs_length_and_leaks() -> None:
     logged: dict[str, float] = {}
-    checklist_format([GOOD_LIST, LEAKY_LIST, WIN_A], ["planner", "planner", "verifier"], [GOOD_LIST, LEAKY_LIST, WIN_A],
-                     log_metric=logged.__setitem__)  # fmt: skip
+    checklist_format(
+        [GOOD_LIST, LEAKY_LIST, WIN_A],
+        ["planner", "planner", "verifier"],
+        [GOOD_LIST, LEAKY_LIST, WIN_A],
+        log_metric=logged.__setitem__,
+    )
     assert logged == {"planner/checklist_len": 1.5, "planner/leak_rate": 0.5}

@@ -10,9 +10,9 @@ import pytest
 
 from deltarubric.rm.pairs import LabelledPair, PairFileError, read_pairs, write_pairs
 from deltarubric.rubrics.parsing import parse_checklist, parse_verdict
-from tests.conftest import make_image
 from deltarubric.train.render import order_for
 from deltarubric.train.sft import sft_examples
+from tests.conftest import make_image
 
 
 @pytest.fixture
@@ -20,10 +20,19 @@ def pairs(tmp_path: Path) -> list[LabelledPair]:
     rows = []
     for i in range(6):
         make_image(tmp_path / f"i{i}.png", seed=i)
-        rows.append({"id": f"p{i}", "question": "What colour is the square?", "images": [f"i{i}.png"],
-                     "a": "It is red.", "b": "It is blue.", "label": "AB"[i % 2], "caption": f"scene {i}",
-                     "checklist": ["Is the square red?", "Is the square blue?"],
-                     "rationale": f"Response {'AB'[i % 2]} names the right colour."})  # fmt: skip
+        rows.append(
+            {
+                "id": f"p{i}",
+                "question": "What colour is the square?",
+                "images": [f"i{i}.png"],
+                "a": "It is red.",
+                "b": "It is blue.",
+                "label": "AB"[i % 2],
+                "caption": f"scene {i}",
+                "checklist": ["Is the square red?", "Is the square blue?"],
+                "rationale": f"Response {'AB'[i % 2]} names the right colour.",
+            }
+        )
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return read_pairs(tmp_path / "pairs.jsonl")
 
@@ -51,7 +60,9 @@ def test_deltarubric_traces_give_one_example_per_role_in_the_shown_order(pairs: 
         assert len(planner["images"]) == len(verifier["images"]) == 1
         shown_first = pair.request.a.text if order == "AB" else pair.request.b.text
         prompt_text = "".join(_text(m) for m in planner["prompt"])
-        assert prompt_text.index(shown_first) < prompt_text.index(pair.request.b.text if order == "AB" else pair.request.a.text)
+        assert prompt_text.index(shown_first) < prompt_text.index(
+            pair.request.b.text if order == "AB" else pair.request.a.text
+        )
 
 
 def test_verdict_only_and_caption_targets(pairs: list[LabelledPair]) -> None:
@@ -81,25 +92,35 @@ def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPai
         with pytest.raises(PairFileError, match=f"bad.jsonl:2: .*{message}"):
             read_pairs(tmp_path / "bad.jsonl")
     # Lines without an id get one from their line number, so files need no ids.
-    (tmp_path / "noid.jsonl").write_text('{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "A"}\n' * 2)
+    (tmp_path / "noid.jsonl").write_text(
+        '{"question": "q", "a": "x", "b": "y", "task_type": "text", "label": "A"}\n' * 2
+    )
     assert [p.request.id for p in read_pairs(tmp_path / "noid.jsonl")] == ["noid-1", "noid-2"]
 
 
 def test_gold_findings_follow_their_items_relabelled_for_the_order(tmp_path: Path, pairs: list[LabelledPair]) -> None:
     """With `findings`, each item is followed by what the image shows and who agrees, in the labels the model saw."""
     with_findings = [
-        p.model_copy(update={"findings": [f"In the image, the square is red. That is what Response A says. Favors: {p.label}"] * 2})
+        p.model_copy(
+            update={
+                "findings": [f"In the image, the square is red. That is what Response A says. Favors: {p.label}"] * 2
+            }
+        )
         for p in pairs
-    ]  # fmt: skip
+    ]
     for judge in ("direct", "deltarubric"):
-        examples = sft_examples(with_findings, judge, "traces")[(judge == "deltarubric") :: 1 + (judge == "deltarubric")]
+        examples = sft_examples(with_findings, judge, "traces")[
+            (judge == "deltarubric") :: 1 + (judge == "deltarubric")
+        ]
         assert len(examples) == len(pairs)
         for pair, example in zip(pairs, examples):
             order = order_for(0, pair.request.id, 0, 0)
             winner = pair.label if order == "AB" else {"A": "B", "B": "A"}[pair.label]
             target = _text(example["completion"][0])
             agree = "A" if order == "AB" else "B"  # the finding says A agrees, in the caller's labels
-            assert f"1. Is the square red? In the image, the square is red. That is what Response {agree} says." in target
+            assert (
+                f"1. Is the square red? In the image, the square is red. That is what Response {agree} says." in target
+            )
             parsed = parse_verdict(target)
             assert parsed.winner == winner and [f for _, f in parsed.findings] == [winner, winner]
     row = {**with_findings[0].to_json(), "findings": ["only one"]}

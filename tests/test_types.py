@@ -21,7 +21,9 @@ VID = "clip.mp4"
 
 VALID = [
     # image_understanding: a context image, two text answers (str shorthand for the candidates)
-    pytest.param(dict(task_type="image_understanding", images=[IMG], a="Two cats.", b="Three cats."), id="iu-shorthand"),
+    pytest.param(
+        dict(task_type="image_understanding", images=[IMG], a="Two cats.", b="Three cats."), id="iu-shorthand"
+    ),
     # the default task type is image_understanding
     pytest.param(dict(images=[IMG], a="Two cats.", b="Three cats."), id="iu-default-task"),
     # context images may be PIL images, several of them; candidates may be spelled out as dicts
@@ -32,7 +34,9 @@ VALID = [
     # image_generation: the candidates are images (path or PIL), there is no context image
     pytest.param(dict(task_type="image_generation", a={"image": "a.png"}, b={"image": PIL_IMG}), id="ig"),
     # image_editing: the source image in `images`, the edited results as candidates
-    pytest.param(dict(task_type="image_editing", images=["src.png"], a={"image": "a.png"}, b={"image": "b.png"}), id="ie"),
+    pytest.param(
+        dict(task_type="image_editing", images=["src.png"], a={"image": "a.png"}, b={"image": "b.png"}), id="ie"
+    ),
     # video_understanding: a context video, two text answers
     pytest.param(dict(task_type="video_understanding", videos=[VID], a="It jumps.", b="It sits."), id="vu"),
     # video_generation: the candidates are videos, no context media
@@ -63,42 +67,84 @@ INVALID = [
     # image_understanding needs the image it asks about
     pytest.param(dict(task_type="image_understanding", a="x", b="y"), "needs at least one image", id="iu-no-image"),
     # image_editing needs the source image
-    pytest.param(dict(task_type="image_editing", a={"image": "a"}, b={"image": "b"}), "needs at least one image", id="ie-no-source"),
+    pytest.param(
+        dict(task_type="image_editing", a={"image": "a"}, b={"image": "b"}),
+        "needs at least one image",
+        id="ie-no-source",
+    ),
     # video_understanding needs the video
     pytest.param(dict(task_type="video_understanding", a="x", b="y"), "needs a video", id="vu-no-video"),
     # image_generation compares images, not text
-    pytest.param(dict(task_type="image_generation", a="x", b="y"), "candidate a must be image, got text", id="ig-text-cands"),
+    pytest.param(
+        dict(task_type="image_generation", a="x", b="y"), "candidate a must be image, got text", id="ig-text-cands"
+    ),
     # ... and both candidates are checked: b is the wrong kind here
-    pytest.param(dict(task_type="image_generation", a={"image": "a"}, b="y"), "candidate b must be image, got text", id="ig-b-text"),
+    pytest.param(
+        dict(task_type="image_generation", a={"image": "a"}, b="y"),
+        "candidate b must be image, got text",
+        id="ig-b-text",
+    ),
     # image_understanding compares text answers, not images
-    pytest.param(dict(images=[IMG], a={"image": "a"}, b={"image": "b"}), "must be text, got image", id="iu-image-cands"),
+    pytest.param(
+        dict(images=[IMG], a={"image": "a"}, b={"image": "b"}), "must be text, got image", id="iu-image-cands"
+    ),
     # video_generation compares videos, not images
-    pytest.param(dict(task_type="video_generation", a={"image": "a"}, b={"image": "b"}), "must be video, got image", id="vg-image-cands"),
+    pytest.param(
+        dict(task_type="video_generation", a={"image": "a"}, b={"image": "b"}),
+        "must be video, got image",
+        id="vg-image-cands",
+    ),
     # image_editing candidates are images, not videos
-    pytest.param(dict(task_type="image_editing", images=[IMG], a={"video": "a"}, b={"video": "b"}), "must be image, got video", id="ie-video-cands"),
+    pytest.param(
+        dict(task_type="image_editing", images=[IMG], a={"video": "a"}, b={"video": "b"}),
+        "must be image, got video",
+        id="ie-video-cands",
+    ),
     # image_generation has no context image: candidate media go in a/b
-    pytest.param(dict(task_type="image_generation", images=[IMG], a={"image": "a"}, b={"image": "b"}), "takes no context images", id="ig-context-image"),
+    pytest.param(
+        dict(task_type="image_generation", images=[IMG], a={"image": "a"}, b={"image": "b"}),
+        "takes no context images",
+        id="ig-context-image",
+    ),
     # text takes no media
     pytest.param(dict(task_type="text", images=[IMG], a="x", b="y"), "takes no context images", id="text-image"),
     pytest.param(dict(task_type="text", videos=[VID], a="x", b="y"), "takes no context video", id="text-video"),
     # an image task with a stray video
     pytest.param(dict(images=[IMG], videos=[VID], a="x", b="y"), "takes no context video", id="iu-plus-video"),
     # a video task with a stray image
-    pytest.param(dict(task_type="video_understanding", videos=[VID], images=[IMG], a="x", b="y"), "takes no context images", id="vu-plus-image"),
+    pytest.param(
+        dict(task_type="video_understanding", videos=[VID], images=[IMG], a="x", b="y"),
+        "takes no context images",
+        id="vu-plus-image",
+    ),
     # empty / whitespace-only text candidates
     pytest.param(dict(images=[IMG], a="", b="y"), "candidate a: text is empty", id="empty-a"),
     pytest.param(dict(images=[IMG], a="x", b=" \n\t"), "candidate b: text is empty", id="blank-b"),
     # unknown task type: a Literal error
-    pytest.param(dict(task_type="audio_understanding", a="x", b="y"), "task_type\n  Input should be 'image_understanding'", id="unknown-task"),
+    pytest.param(
+        dict(task_type="audio_understanding", a="x", b="y"),
+        "task_type\n  Input should be 'image_understanding'",
+        id="unknown-task",
+    ),
     # extra="forbid": a misspelt field is an error, not silently dropped
-    pytest.param(dict(images=[IMG], a="x", b="y", refrence="typo"), "Extra inputs are not permitted", id="unknown-field"),
+    pytest.param(
+        dict(images=[IMG], a="x", b="y", refrence="typo"), "Extra inputs are not permitted", id="unknown-field"
+    ),
     # a candidate holds exactly one thing
-    pytest.param(dict(images=[IMG], a={"text": "x", "image": IMG}, b="y"), "exactly one of text, image or video", id="cand-text+image"),
+    pytest.param(
+        dict(images=[IMG], a={"text": "x", "image": IMG}, b="y"),
+        "exactly one of text, image or video",
+        id="cand-text+image",
+    ),
     pytest.param(dict(images=[IMG], a={}, b="y"), "exactly one of text, image or video; got none", id="cand-empty"),
     # candidates are extra="forbid" too
     pytest.param(dict(images=[IMG], a={"txt": "x"}, b="y"), "Extra inputs are not permitted", id="cand-unknown-field"),
     # only str is shorthand: a bare PIL image is not a candidate
-    pytest.param(dict(task_type="image_generation", a=PIL_IMG, b={"image": "b"}), "a\n  Input should be a valid dictionary or instance of Candidate", id="cand-bare-pil"),
+    pytest.param(
+        dict(task_type="image_generation", a=PIL_IMG, b={"image": "b"}),
+        "a\n  Input should be a valid dictionary or instance of Candidate",
+        id="cand-bare-pil",
+    ),
     # a missing candidate
     pytest.param(dict(images=[IMG], a="x"), "b\n  Field required", id="missing-b"),
 ]
@@ -188,7 +234,7 @@ def test_verdict_json_round_trip():
         consistent=False,
         checklist=["Is the cat black?", "Are there two cats?"],
         findings=[Finding(item="Is the cat black?", text="It is.", favors="A"), Finding(item="x", text="y")],
-        rationale="Ünïcödé rationale with \"quotes\" and\nnewlines",
+        rationale='Ünïcödé rationale with "quotes" and\nnewlines',
         task_type_pred="image_understanding",
         orders=[
             OrderResult(order="AB", winner="A", p_a=0.9, parse_ok=True),
@@ -228,7 +274,13 @@ def test_config_defaults():
     c = JudgeConfig(model="m")
     assert (c.backend, c.judge, c.swap, c.order) == ("transformers", "deltarubric", False, "given")
     assert c.sampling == SamplingConfig()
-    assert (c.sampling.temperature, c.sampling.top_p, c.sampling.max_tokens, c.sampling.seed, c.sampling.top_logprobs) == (
+    assert (
+        c.sampling.temperature,
+        c.sampling.top_p,
+        c.sampling.max_tokens,
+        c.sampling.seed,
+        c.sampling.top_logprobs,
+    ) == (
         0.0,
         1.0,
         1024,
@@ -367,7 +419,9 @@ def test_unknown_sampling_key_in_a_file(tmp_path):
 def test_min_above_max_pixels_from_file_and_override(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: m\nmin_pixels: 500000\n")
-    with pytest.raises(ValidationError, match="min_pixels is larger than max_pixels; lower min_pixels or raise max_pixels"):
+    with pytest.raises(
+        ValidationError, match="min_pixels is larger than max_pixels; lower min_pixels or raise max_pixels"
+    ):
         build_config(path, max_pixels=100_000)
 
 

@@ -15,8 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Train a judge: GRPO (DeltaRubric multi-role or one-step), SFT warm starts, MSRL's stages, a synthetic testbed.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Train a judge: GRPO (DeltaRubric multi-role or one-step), SFT warm starts, MSRL's stages, a synthetic testbed.",
+    no_args_is_help=True,
+)
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,15 @@ def parse_train_args(config_cls: type, args: list[str]) -> tuple[Any, Any]:
     from deltarubric.rubrics.prompts import load_method
 
     load_method(config.judge)  # an unknown judge fails here, before a model is loaded
-    sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    sharded = (
+        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+        or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
     if judge_args.use_peft and sharded:
-        raise typer.BadParameter("--use_peft with ZeRO-3/FSDP is not supported: the adapter could not be merged into "
-                                 "sharded weights here; use ZeRO-2 or full fine-tuning")  # fmt: skip
+        raise typer.BadParameter(
+            "--use_peft with ZeRO-3/FSDP is not supported: the adapter could not be merged into "
+            "sharded weights here; use ZeRO-2 or full fine-tuning"
+        )
     return judge_args, config
 
 
@@ -77,8 +84,13 @@ def peft_config(judge_args: Any) -> Any:
     from peft import LoraConfig
 
     # A frozen vision tower gets no adapter either (all-linear would otherwise reach its layers).
-    return LoraConfig(r=judge_args.lora_r, lora_alpha=judge_args.lora_alpha, target_modules=judge_args.lora_target_modules,
-                      exclude_modules=r".*visual.*" if judge_args.freeze_vision else None, task_type="CAUSAL_LM")  # fmt: skip
+    return LoraConfig(
+        r=judge_args.lora_r,
+        lora_alpha=judge_args.lora_alpha,
+        target_modules=judge_args.lora_target_modules,
+        exclude_modules=r".*visual.*" if judge_args.freeze_vision else None,
+        task_type="CAUSAL_LM",
+    )
 
 
 def finish(trainer: Any, processor: Any, out: str) -> None:
@@ -100,17 +112,28 @@ def _resume(config: Any) -> str | None:
     complete once its trainer_state.json is written, the last file the Trainer saves."""
     if config.resume_from_checkpoint:
         return config.resume_from_checkpoint
-    done = [p for p in Path(config.output_dir).glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
+    done = [
+        p
+        for p in Path(config.output_dir).glob("checkpoint-*")
+        if p.name[11:].isdigit() and (p / "trainer_state.json").exists()
+    ]
     return str(max(done, key=lambda p: int(p.name[11:]))) if done else None
 
 
-def run(trainer: Any, processor: Any, config: Any, judge_args: Any, val: list[Any] | None, *, default_eval_steps: int) -> None:
+def run(
+    trainer: Any, processor: Any, config: Any, judge_args: Any, val: list[Any] | None, *, default_eval_steps: int
+) -> None:
     """Validate on held-out pairs while training (when given), train or resume, save, print where it went."""
     from deltarubric.train.validation import JudgeValidation
 
     if val:
-        JudgeValidation(val, config.judge, every=config.eval_steps or default_eval_steps, max_tokens=judge_args.eval_max_tokens,
-                        max_pixels=judge_args.max_pixels).attach(trainer)  # fmt: skip
+        JudgeValidation(
+            val,
+            config.judge,
+            every=config.eval_steps or default_eval_steps,
+            max_tokens=judge_args.eval_max_tokens,
+            max_pixels=judge_args.max_pixels,
+        ).attach(trainer)
     trainer.train(resume_from_checkpoint=_resume(config))
     finish(trainer, processor, config.output_dir)
     if trainer.accelerator.is_main_process:
@@ -134,8 +157,14 @@ def grpo(ctx: typer.Context) -> None:
     pairs = read_pairs(judge_args.data)
     val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
     model, processor = load_model(judge_args, config)
-    trainer = JudgeGRPOTrainer(model, config, pairs, processing_class=processor, max_pixels=judge_args.max_pixels,
-                               peft_config=peft_config(judge_args))  # fmt: skip
+    trainer = JudgeGRPOTrainer(
+        model,
+        config,
+        pairs,
+        processing_class=processor,
+        max_pixels=judge_args.max_pixels,
+        peft_config=peft_config(judge_args),
+    )
     run(trainer, processor, config, judge_args, val, default_eval_steps=5)
 
 
@@ -156,7 +185,9 @@ def sft(ctx: typer.Context) -> None:
     val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
     if val and config.targets == "captions":
         raise typer.BadParameter("--eval_data judges pairs; a captions stage has no verdicts to validate")
-    rows = sft_examples(pairs, config.judge, config.targets, order_seed=config.order_seed, max_pixels=judge_args.max_pixels)
+    rows = sft_examples(
+        pairs, config.judge, config.targets, order_seed=config.order_seed, max_pixels=judge_args.max_pixels
+    )
     model, processor = load_model(judge_args, config)
     trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))
     run(trainer, processor, config, judge_args, val, default_eval_steps=50)
@@ -191,7 +222,9 @@ def views(
 
 @app.command("make-synthetic")
 def make_synthetic_cmd(
-    out: Annotated[Path, typer.Argument(help="Folder to write images/, train.jsonl, val.jsonl and manifest.json into.")],
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write images/, train.jsonl, val.jsonl and manifest.json into.")
+    ],
     n: Annotated[int, typer.Option(help="Number of pairs over all splits.")] = 2000,
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same bytes.")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of pairs held out (on scenes never trained on).")] = 0.2,

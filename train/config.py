@@ -17,11 +17,15 @@ class JudgeArguments:
 
     model: str = field(default="", metadata={"help": "HF model id or local checkpoint to start from."})
     data: str = field(default="", metadata={"help": "Labelled-pair JSONL to train on (see docs/training.md)."})
-    eval_data: str | None = field(default=None, metadata={"help": "Held-out labelled-pair JSONL, judged every --eval_steps."})
+    eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out labelled-pair JSONL, judged every --eval_steps."}
+    )
     max_pixels: int | None = field(default=None, metadata={"help": "Per image; larger images are downscaled."})
     eval_limit: int | None = field(default=None, metadata={"help": "Judge only the first N held-out pairs."})
     eval_max_tokens: int = field(default=512, metadata={"help": "Max new tokens per stage during validation."})
-    freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower and merger (text-only stages)."})
+    freeze_vision: bool = field(
+        default=False, metadata={"help": "Freeze the vision tower and merger (text-only stages)."}
+    )
     use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -33,23 +37,33 @@ class JudgeGRPOConfig(GRPOConfig):
     """GRPO for judges. For `deltarubric`, each pair gets `num_checklists` planner rollouts and, per checklist,
     `num_verifications` verifier rollouts: `num_generations` is set to N·(1+K) for you."""
 
-    judge: str = field(default="deltarubric", metadata={"help": "Judge to train: deltarubric (planner + verifier) | direct | msrl."})
-    num_checklists: int = field(default=2, metadata={"help": "N: planner rollouts (checklists) per pair (deltarubric)."})
+    judge: str = field(
+        default="deltarubric", metadata={"help": "Judge to train: deltarubric (planner + verifier) | direct | msrl."}
+    )
+    num_checklists: int = field(
+        default=2, metadata={"help": "N: planner rollouts (checklists) per pair (deltarubric)."}
+    )
     num_verifications: int = field(default=3, metadata={"help": "K: verifier rollouts per checklist (deltarubric)."})
     verifier_baseline: str = field(
         default="checklist",
-        metadata={"help": "Verifier advantages are normalised across the K runs of one checklist ('checklist') or "
-                          "across all N·K runs of the pair ('pair')."},
-    )  # fmt: skip
+        metadata={
+            "help": "Verifier advantages are normalised across the K runs of one checklist ('checklist') or "
+            "across all N·K runs of the pair ('pair')."
+        },
+    )
     rubric_delta: bool = field(
         default=False,
-        metadata={"help": "Also run one checklist-free verification per pair and log the planner's gain over it "
-                          "(planner/no_rubric_gap)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Also run one checklist-free verification per pair and log the planner's gain over it "
+            "(planner/no_rubric_gap)."
+        },
+    )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order shown in each rollout chain."})
     # GRPO's own loss (as MSRL's scripts train with), where TRL's default is dapo: a judge's completions are short and
     # of similar length, and the published judge recipes use it.
-    loss_type: str = field(default="grpo", metadata={"help": "TRL's loss: grpo (default here), dapo, dr_grpo, bnpo, ..."})
+    loss_type: str = field(
+        default="grpo", metadata={"help": "TRL's loss: grpo (default here), dapo, dr_grpo, bnpo, ..."}
+    )
 
     def __post_init__(self) -> None:
         if self.verifier_baseline not in ("checklist", "pair"):
@@ -61,8 +75,10 @@ class JudgeGRPOConfig(GRPOConfig):
             if self.num_verifications < 2 and self.verifier_baseline == "checklist":
                 raise ValueError("num_verifications must be >= 2 with verifier_baseline 'checklist' (or use 'pair')")
             if self.scale_rewards == "batch" or self.multi_objective_aggregation != "sum_then_normalize":
-                raise ValueError("deltarubric computes advantages per role and group: use scale_rewards 'group' or "
-                                 "'none' and multi_objective_aggregation 'sum_then_normalize'")  # fmt: skip
+                raise ValueError(
+                    "deltarubric computes advantages per role and group: use scale_rewards 'group' or "
+                    "'none' and multi_objective_aggregation 'sum_then_normalize'"
+                )
             self.num_generations = self.num_checklists * (1 + self.num_verifications)
         super().__post_init__()
 
@@ -76,10 +92,12 @@ class JudgeSFTConfig(SFTConfig):
     max_length: int | None = field(default=None, metadata={"help": "Cut examples longer than this (None: never)."})
     targets: str = field(
         default="traces",
-        metadata={"help": "'traces': the full gold output (checklist, analysis, justification, verdict); "
-                          "'verdicts': only the verdict line (the label-only SFT baseline); "
-                          "'captions': describe the image (a captioning stage before judging)."},
-    )  # fmt: skip
+        metadata={
+            "help": "'traces': the full gold output (checklist, analysis, justification, verdict); "
+            "'verdicts': only the verdict line (the label-only SFT baseline); "
+            "'captions': describe the image (a captioning stage before judging)."
+        },
+    )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})
 
 
@@ -98,10 +116,12 @@ class MSRLGRPOConfig(JudgeGRPOConfig):
     scale_rewards: str = field(default="none", metadata={"help": "The authors divide by no std: 'none'."})
     task_reward: str = field(
         default="authors",
-        metadata={"help": "Task-type reward (caption and multimodal stages): 'authors' returns 0.2 on a match and is "
-                          "weighted 0.2 again (0.04 effective, as the committed plugin); 'plain' returns 1.0 (0.2 "
-                          "effective, as the paper's table reads)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Task-type reward (caption and multimodal stages): 'authors' returns 0.2 on a match and is "
+            "weighted 0.2 again (0.04 effective, as the committed plugin); 'plain' returns 1.0 (0.2 "
+            "effective, as the paper's table reads)."
+        },
+    )
     replay_data: str | None = field(
         default=None, metadata={"help": "Caption stage: stage-1 text pairs replayed beside the caption pairs."}
     )
@@ -128,9 +148,11 @@ class MSRLSFTConfig(JudgeSFTConfig):
     cmkd_batch_size: int = field(default=16, metadata={"help": "CMKD: conversations per generation batch."})
     cmkd_swap: bool = field(
         default=False,
-        metadata={"help": "CMKD: keep a pair only if the majority of its chains in the swapped A/B order also name "
-                          "the gold candidate (consistent under swap)."},
-    )  # fmt: skip
+        metadata={
+            "help": "CMKD: keep a pair only if the majority of its chains in the swapped A/B order also name "
+            "the gold candidate (consistent under swap)."
+        },
+    )
     cmkd_caption: bool = field(
         default=True, metadata={"help": "CMKD: the target writes the pair's caption in <caption> before <think>."}
     )

@@ -46,7 +46,9 @@ def role_layout(index: int, judge: str, n: int, k: int) -> tuple[str, int]:
     return "verifier", (index - n) // k
 
 
-def baseline_keys(roles: list[str], groups: list[int], chains: list[int], verifier_baseline: str) -> list[tuple[int, str, int]]:
+def baseline_keys(
+    roles: list[str], groups: list[int], chains: list[int], verifier_baseline: str
+) -> list[tuple[int, str, int]]:
     """The group each row's advantage is measured against: (pair, role, checklist or -1)."""
     return [
         (g, r, c if r == "verifier" and verifier_baseline == "checklist" else -1)
@@ -100,7 +102,9 @@ def check_whole_pairs(rows_per_process: int, rows_per_pair: int) -> None:
 def _pair_dataset(pairs: list[LabelledPair]) -> Dataset:
     # The prompt is rendered per batch (its A/B order changes per rollout); this placeholder only marks the dataset
     # as conversational for TRL.
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": p.request.id}], "pair_id": p.request.id} for p in pairs])
+    return Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": p.request.id}], "pair_id": p.request.id} for p in pairs]
+    )
 
 
 class JudgeGRPOTrainer(GRPOTrainer):
@@ -124,8 +128,10 @@ class JudgeGRPOTrainer(GRPOTrainer):
             raise ValueError(f"judge {args.judge!r} has {len(self.method.stages)} stages; one-step training needs one")
         self.pairs = {p.request.id: p for p in train_pairs}
         self.max_pixels = max_pixels
-        check_whole_pairs(args.per_device_train_batch_size * (args.steps_per_generation or args.gradient_accumulation_steps),
-                          args.num_generations)  # fmt: skip
+        check_whole_pairs(
+            args.per_device_train_batch_size * (args.steps_per_generation or args.gradient_accumulation_steps),
+            args.num_generations,
+        )
         if processing_class is not None:
             # TRL left-pads prompt ids but takes mm_token_type_ids from the processor: both must pad on the left, or
             # shorter prompts in a batch get shifted image positions in the loss.
@@ -155,8 +161,14 @@ class JudgeGRPOTrainer(GRPOTrainer):
             if pair.request.id not in prepared:
                 prepared[pair.request.id] = prepare_pair(self.method, pair, self.max_pixels)
             row["prompt"], row["images"] = to_trl(first_turn(self.method, prepared[pair.request.id], order))
-            row.update(role=role, chain=chain, group=i // g, order=order, label_shown=shown(pair.label, order),
-                       parser=self.method.stages[-1].parser)  # fmt: skip
+            row.update(
+                role=role,
+                chain=chain,
+                group=i // g,
+                order=order,
+                label_shown=shown(pair.label, order),
+                parser=self.method.stages[-1].parser,
+            )
         self._check_batch(inputs, g, step)
         # TRL calls rollout_func(prompts, trainer) only; the rows' roles and orders reach it through these.
         self._prepared, self._rollout_inputs = prepared, inputs
@@ -171,8 +183,15 @@ class JudgeGRPOTrainer(GRPOTrainer):
         ids = [x["pair_id"] for x in inputs]
         blocks = [ids[i : i + g] for i in range(0, len(ids), g)]
         whole = all(len(b) == g and len(set(b)) == 1 for b in blocks)
-        info = {"rank": self.accelerator.process_index, "world": self.accelerator.num_processes, "step": step,
-                "rows": len(ids), "pairs": len(blocks), "whole": whole, "pair_ids": [b[0] for b in blocks]}  # fmt: skip
+        info = {
+            "rank": self.accelerator.process_index,
+            "world": self.accelerator.num_processes,
+            "step": step,
+            "rows": len(ids),
+            "pairs": len(blocks),
+            "whole": whole,
+            "pair_ids": [b[0] for b in blocks],
+        }
         log.info("rollout batch %s", json.dumps(info))
         if not whole:
             raise RuntimeError(f"a generation batch does not hold whole pairs of {g} rows: {info}")
@@ -225,7 +244,7 @@ class JudgeGRPOTrainer(GRPOTrainer):
                     "the chat template renders the verifier conversation with a different prefix than the planner "
                     "prompt; multi-role rollouts need a template that only appends turns"
                 )
-            bridge = list(full[len(base):])
+            bridge = list(full[len(base) :])
             out_completion[i] = bridge + list(own)
             out_mask[i] = [0] * len(bridge) + [1] * len(own)
             out_logprobs[i] = ([0.0] * len(bridge) + list(v_logprobs[j])) if v_logprobs else None
@@ -234,9 +253,16 @@ class JudgeGRPOTrainer(GRPOTrainer):
             # The rubric delta: verifications with a checklist against one without, on the same pairs. Logged, not
             # rewarded: a per-pair constant cancels in the planner's per-pair baseline.
             with_list = [self._correct(generated[i], inputs[i]) for i in verifier_rows]
-            without = [self._correct(self.processing_class.decode(v_completions[len(verifier_rows) + j], skip_special_tokens=True),
-                                     inputs[i]) for j, i in enumerate(extra_rows)]  # fmt: skip
-            gap = torch.tensor([sum(with_list) / len(with_list) - sum(without) / len(without)], device=self.accelerator.device)
+            without = [
+                self._correct(
+                    self.processing_class.decode(v_completions[len(verifier_rows) + j], skip_special_tokens=True),
+                    inputs[i],
+                )
+                for j, i in enumerate(extra_rows)
+            ]
+            gap = torch.tensor(
+                [sum(with_list) / len(with_list) - sum(without) / len(without)], device=self.accelerator.device
+            )
             self._metrics["train"]["planner/no_rubric_gap"].append(self.accelerator.gather(gap).mean().item())
         result: dict[str, list[Any]] = {
             "prompt_ids": [list(p) for p in prompt_ids],
@@ -254,7 +280,9 @@ class JudgeGRPOTrainer(GRPOTrainer):
     def _verifier_conversation(self, row: dict[str, Any], reply: str, checklist: list[str]) -> Any:
         pair = self.pairs[row["pair_id"]]
         prepared = self._prepared[pair.request.id]
-        return next_turn(self.method, prepared, row["order"], first_turn(self.method, prepared, row["order"]), reply, checklist)
+        return next_turn(
+            self.method, prepared, row["order"], first_turn(self.method, prepared, row["order"]), reply, checklist
+        )
 
     @staticmethod
     def _with_images(prompt: list[dict[str, Any]], images: list[Any]) -> list[dict[str, Any]]:
@@ -263,7 +291,9 @@ class JudgeGRPOTrainer(GRPOTrainer):
         return prepare_multimodal_messages(prompt, images=images)
 
     # -- 3. decoupled advantages ----------------------------------------------------------------------------------
-    def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: Any, completions: Any, completion_ids_list: Any) -> torch.Tensor:
+    def _calculate_rewards(
+        self, inputs: list[dict[str, Any]], prompts: Any, completions: Any, completion_ids_list: Any
+    ) -> torch.Tensor:
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards = rewards_per_func
         return rewards_per_func
@@ -278,8 +308,9 @@ class JudgeGRPOTrainer(GRPOTrainer):
         every[torch.isnan(per_func).all(dim=1)] = torch.nan  # no function applied: no reward (advantage 0)
         rewards = every[acc.process_index * len(inputs) : (acc.process_index + 1) * len(inputs)]  # as TRL slices
         roles, groups, chains = [x["role"] for x in inputs], [x["group"] for x in inputs], [x["chain"] for x in inputs]
-        adv = role_advantages(rewards, roles, groups, chains, verifier_baseline=args.verifier_baseline,
-                              scale=str(args.scale_rewards))  # fmt: skip
+        adv = role_advantages(
+            rewards, roles, groups, chains, verifier_baseline=args.verifier_baseline, scale=str(args.scale_rewards)
+        )
         mode = "train" if self.model.training else "eval"
         all_roles = gather_object(roles) if acc.num_processes > 1 else roles
         keys = baseline_keys(roles, groups, chains, args.verifier_baseline)

@@ -32,13 +32,24 @@ def shown(label: str, order: Order) -> str:
 
 def swap_labels(text: str) -> str:
     """'Response A' <-> 'Response B' (and 'Image', '[[A]]', 'Favors: A') in gold text written in the caller's labels."""
-    return re.sub(r"(\b(?:Response|Image|Video|Candidate|Answer)\s+|\[\[|Favors:\s*)([AB])\b", lambda m: m.group(1) + FLIP[m.group(2)], text)
+    return re.sub(
+        r"(\b(?:Response|Image|Video|Candidate|Answer)\s+|\[\[|Favors:\s*)([AB])\b",
+        lambda m: m.group(1) + FLIP[m.group(2)],
+        text,
+    )
 
 
 def prepare_pair(method: Method, pair: LabelledPair, max_pixels: int | None = None) -> PreparedRequest:
     if pair.request.videos or pair.request.a.kind == "video":
-        raise ValueError(f"pair {pair.request.id!r}: video pairs cannot be trained (TRL's GRPO and SFT trainers take images only)")
-    return prepare(method, pair.request, lambda ref: ImagePart(load_image(ref, max_input_pixels=DEFAULT_MAX_INPUT_PIXELS, max_pixels=max_pixels)), no_video_backend="train")
+        raise ValueError(
+            f"pair {pair.request.id!r}: video pairs cannot be trained (TRL's GRPO and SFT trainers take images only)"
+        )
+    return prepare(
+        method,
+        pair.request,
+        lambda ref: ImagePart(load_image(ref, max_input_pixels=DEFAULT_MAX_INPUT_PIXELS, max_pixels=max_pixels)),
+        no_video_backend="train",
+    )
 
 
 def to_trl(conversation: Conversation) -> tuple[list[dict[str, Any]], list[Image.Image]]:
@@ -60,8 +71,17 @@ def first_turn(method: Method, prepared: PreparedRequest, order: Order) -> Conve
     return system_messages(method) + [user_turn(method, method.stages[0], prepared, order, [])]
 
 
-def next_turn(method: Method, prepared: PreparedRequest, order: Order, conversation: Conversation,
-              reply: str, checklist: list[str]) -> Conversation:  # fmt: skip
+def next_turn(
+    method: Method,
+    prepared: PreparedRequest,
+    order: Order,
+    conversation: Conversation,
+    reply: str,
+    checklist: list[str],
+) -> Conversation:
     """The conversation after the first stage's reply, ending with the second stage's user turn (the verifier's)."""
     first, second = method.stages[0], method.stages[1]
-    return conversation + [assistant_reply(first, reply, checklist), user_turn(method, second, prepared, order, checklist)]
+    return conversation + [
+        assistant_reply(first, reply, checklist),
+        user_turn(method, second, prepared, order, checklist),
+    ]

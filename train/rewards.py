@@ -32,7 +32,11 @@ def _texts(completions: Sequence[Any], generated: Sequence[str | None] | None) -
         if generated is not None and generated[i] is not None:
             out.append(generated[i])
         elif isinstance(c, list):  # conversational: [{"role": "assistant", "content": ...}]
-            out.append(c[-1]["content"] if isinstance(c[-1]["content"], str) else "".join(p.get("text", "") for p in c[-1]["content"]))
+            out.append(
+                c[-1]["content"]
+                if isinstance(c[-1]["content"], str)
+                else "".join(p.get("text", "") for p in c[-1]["content"])
+            )
         else:
             out.append(c)
     return out
@@ -46,10 +50,16 @@ def _winner(text: str, parser: str) -> str | None:
     return (parse_msrl if parser == "msrl" else parse_verdict)(text).winner
 
 
-def verdict_correct(completions: Sequence[Any], label_shown: Sequence[str], role: Sequence[str] | None = None,
-                    generated: Sequence[str | None] | None = None, parser: Sequence[str] | None = None,
-                    order: Sequence[str] | None = None, log_extra: Callable[[str, list[Any]], None] | None = None,
-                    **_: Any) -> Reward:  # fmt: skip
+def verdict_correct(
+    completions: Sequence[Any],
+    label_shown: Sequence[str],
+    role: Sequence[str] | None = None,
+    generated: Sequence[str | None] | None = None,
+    parser: Sequence[str] | None = None,
+    order: Sequence[str] | None = None,
+    log_extra: Callable[[str, list[Any]], None] | None = None,
+    **_: Any,
+) -> Reward:
     """1.0 when the verdict names the better candidate, 0.0 when it names the other or cannot be read.
     Records each row's role and shown A/B order in TRL's completions table (`--log_completions true`)."""
     texts, roles = _texts(completions, generated), _roles(len(completions), role)
@@ -62,9 +72,13 @@ def verdict_correct(completions: Sequence[Any], label_shown: Sequence[str], role
     ]
 
 
-def verdict_format(completions: Sequence[Any], role: Sequence[str] | None = None,
-                   generated: Sequence[str | None] | None = None, parser: Sequence[str] | None = None,
-                   **_: Any) -> Reward:  # fmt: skip
+def verdict_format(
+    completions: Sequence[Any],
+    role: Sequence[str] | None = None,
+    generated: Sequence[str | None] | None = None,
+    parser: Sequence[str] | None = None,
+    **_: Any,
+) -> Reward:
     """1.0 when the verdict parses (a Winner line; MSRL: both <think> and <answer>), else 0.0."""
     texts, roles = _texts(completions, generated), _roles(len(completions), role)
     out: Reward = []
@@ -85,7 +99,9 @@ def checklist_usable(text: str) -> bool:
     return len(parsed.checklist) >= MIN_CHECKLIST_ITEMS and parsed.leaked == 0
 
 
-def _probe_accuracy(correct: Reward, role: Sequence[str], group: Sequence[int], chain: Sequence[int]) -> dict[tuple[int, int], float]:
+def _probe_accuracy(
+    correct: Reward, role: Sequence[str], group: Sequence[int], chain: Sequence[int]
+) -> dict[tuple[int, int], float]:
     """Mean verifier correctness per (group, chain): how well a checklist served the verifications that used it."""
     sums: dict[tuple[int, int], list[float]] = defaultdict(list)
     for c, r, g, k in zip(correct, role, group, chain):
@@ -94,8 +110,15 @@ def _probe_accuracy(correct: Reward, role: Sequence[str], group: Sequence[int], 
     return {key: sum(v) / len(v) for key, v in sums.items()}
 
 
-def checklist_probe(completions: Sequence[Any], role: Sequence[str], group: Sequence[int], chain: Sequence[int],
-                    label_shown: Sequence[str], generated: Sequence[str | None], **_: Any) -> Reward:  # fmt: skip
+def checklist_probe(
+    completions: Sequence[Any],
+    role: Sequence[str],
+    group: Sequence[int],
+    chain: Sequence[int],
+    label_shown: Sequence[str],
+    generated: Sequence[str | None],
+    **_: Any,
+) -> Reward:
     """Planner rows: the mean correctness of the verifications that used this checklist (the "probe accuracy").
     A checklist that is empty or leaks the verdict gets 0: its verifications cannot be credited to it."""
     correct = verdict_correct(completions, label_shown, role=role, generated=generated)
@@ -107,8 +130,13 @@ def checklist_probe(completions: Sequence[Any], role: Sequence[str], group: Sequ
     ]
 
 
-def checklist_format(completions: Sequence[Any], role: Sequence[str], generated: Sequence[str | None],
-                     log_metric: Callable[[str, float], None] | None = None, **_: Any) -> Reward:  # fmt: skip
+def checklist_format(
+    completions: Sequence[Any],
+    role: Sequence[str],
+    generated: Sequence[str | None],
+    log_metric: Callable[[str, float], None] | None = None,
+    **_: Any,
+) -> Reward:
     """Planner rows: 1.0 for a usable checklist of 2-4 items under its header, 0.5 for one usable item, else 0.
     Also logs the mean checklist length and the share of checklists that leaked the verdict."""
     out: Reward = []
@@ -133,8 +161,13 @@ def task_name(name: str | None) -> str:
     return "_".join((name or "").lower().replace("-", " ").replace("_", " ").split())
 
 
-def task_type_correct(completions: Sequence[Any], task_type: Sequence[str], role: Sequence[str] | None = None,
-                      generated: Sequence[str | None] | None = None, **_: Any) -> Reward:  # fmt: skip
+def task_type_correct(
+    completions: Sequence[Any],
+    task_type: Sequence[str],
+    role: Sequence[str] | None = None,
+    generated: Sequence[str | None] | None = None,
+    **_: Any,
+) -> Reward:
     """MSRL's task reward: 1.0 when <type> names the pair's task type (gold from the `task_type` column: for a
     caption view, the task of the pair it was made from), else 0.0. Weighted 0.2 in MSRL's recipes."""
     texts, roles = _texts(completions, generated), _roles(len(completions), role)

@@ -26,8 +26,9 @@ def _example(conversation: list[Message], target: str) -> dict[str, Any]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}], "images": images}
 
 
-def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_seed: int = 0,
-                 max_pixels: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def sft_examples(
+    pairs: list[LabelledPair], judge: str, targets: str, *, order_seed: int = 0, max_pixels: int | None = None
+) -> list[dict[str, Any]]:
     """Prompt-completion examples (TRL's conversational format with an `images` column)."""
     if targets not in ("traces", "verdicts", "captions"):
         raise ValueError("targets must be 'traces', 'verdicts' or 'captions'")
@@ -68,20 +69,25 @@ def sft_examples(pairs: list[LabelledPair], judge: str, targets: str, *, order_s
             verifier = next_turn(method, prepared, order, conversation, reply.text, checklist)
             examples.append(_example(verifier, trace))
         elif method.stages[-1].parser == "msrl":
-            target = render_target("msrl", task_type=pair.request.task_type, caption=pair.caption, rationale=rationale, winner=winner)
+            target = render_target(
+                "msrl", task_type=pair.request.task_type, caption=pair.caption, rationale=rationale, winner=winner
+            )
             examples.append(_example(conversation, target))
         else:
             examples.append(_example(conversation, trace))
     return examples
 
 
-def make_sft_trainer(model: Any, args: JudgeSFTConfig, examples: list[dict[str, Any]], *, processing_class: Any,
-                     **kwargs: Any) -> SFTTrainer:  # fmt: skip
+def make_sft_trainer(
+    model: Any, args: JudgeSFTConfig, examples: list[dict[str, Any]], *, processing_class: Any, **kwargs: Any
+) -> SFTTrainer:
     """TRL's SFTTrainer on examples from `sft_examples` (loss on the completion only)."""
     rows = examples
     args.remove_unused_columns = False
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": False}
-    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processing_class, **kwargs)
+    return SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processing_class, **kwargs
+    )
 
 
 __all__ = ["make_sft_trainer", "sft_examples"]

@@ -112,8 +112,12 @@ def _question(key: Key | None) -> str:
     if key is None:
         return "Describe the image."
     kind, *arg = key
-    return {"cell": "What is in the {} cell?", "count": "How many {} shapes are there?",
-            "position": "Where is the {} shape?", "exists": "Is there a {} {}?"}[kind].format(*arg)  # fmt: skip
+    return {
+        "cell": "What is in the {} cell?",
+        "count": "How many {} shapes are there?",
+        "position": "Where is the {} shape?",
+        "exists": "Is there a {} {}?",
+    }[kind].format(*arg)
 
 
 def _head(key: Key | None, sentence: str) -> str:
@@ -200,15 +204,23 @@ def _make_pair(rng: random.Random, index: int, kind: str, image: str) -> tuple[L
     real, other = (s1, s2) if real_first else (s2, s1)
     right, wrong = ("A", "B") if rng.random() < 0.5 else ("B", "A")  # which slot is right: a second fair coin
     texts = {right: _answer(real, keys, qkey, rng), wrong: _answer(other, keys, qkey, rng)}
-    rationale = (f"Response {wrong} says {_phrase(facts(other)[planted])}, but in the image "
-                 f"{_phrase(facts(real)[planted])}; Response {right} is right.")  # fmt: skip
+    rationale = (
+        f"Response {wrong} says {_phrase(facts(other)[planted])}, but in the image "
+        f"{_phrase(facts(real)[planted])}; Response {right} is right."
+    )
     checklist = _checklist(planted, (s1, s2), rng)
     # Every item asks about the planted slot, so each finding reads that slot off the image, then names the answer
     # that says so. One label per finding: relabelling for the shown order (A<->B) keeps the sentence's form.
     finding = f"In the image, {_phrase(facts(real)[planted])}. That is what Response {right} says. Favors: {right}"
     request = JudgeRequest(id=f"syn-{index:06d}", question=_question(qkey), images=[image], a=texts["A"], b=texts["B"])
-    pair = LabelledPair(request=request, label=right, caption=caption(real), checklist=checklist,
-                        findings=[finding] * len(checklist), rationale=rationale)  # fmt: skip
+    pair = LabelledPair(
+        request=request,
+        label=right,
+        caption=caption(real),
+        checklist=checklist,
+        findings=[finding] * len(checklist),
+        rationale=rationale,
+    )
     return pair, real
 
 
@@ -253,8 +265,14 @@ def make_synthetic(out: Path, n: int, seed: int = 0, *, splits: dict[str, float]
             kinds[name][kind] += 1
             index += 1
         paths[name] = write_pairs(pairs, out / f"{name}.jsonl")
-    manifest = {"version": VERSION, "seed": seed, "n": n, "splits": splits, "pairs": sizes,
-                "kinds": {name: dict(sorted(c.items())) for name, c in kinds.items()}}
+    manifest = {
+        "version": VERSION,
+        "seed": seed,
+        "n": n,
+        "splits": splits,
+        "pairs": sizes,
+        "kinds": {name: dict(sorted(c.items())) for name, c in kinds.items()},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return paths
 
@@ -265,8 +283,15 @@ def scene_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     for i in range(n):
         pair, _ = _make_pair(rng, i, KINDS[i % len(KINDS)], "images/x.png")
         r = pair.request
-        lines += [r.question, r.a.text or "", r.b.text or "", pair.caption or "", *pair.checklist, *pair.findings,
-                  pair.rationale or ""]
+        lines += [
+            r.question,
+            r.a.text or "",
+            r.b.text or "",
+            pair.caption or "",
+            *pair.checklist,
+            *pair.findings,
+            pair.rationale or "",
+        ]
     return lines
 
 

@@ -31,8 +31,15 @@ def _prompt_lines(pair_file: Path) -> list[str]:
             if len(method.stages) > 1:
                 conv = next_turn(method, prepared, "AB", conv, "", pair.checklist)
             lines += [p.text for m in conv for p in m.content if hasattr(p, "text")]
-        lines.append(render_target("verdict", checklist=pair.checklist, findings=pair.findings, winner=pair.label,
-                                   rationale=pair.rationale or ""))
+        lines.append(
+            render_target(
+                "verdict",
+                checklist=pair.checklist,
+                findings=pair.findings,
+                winner=pair.label,
+                rationale=pair.rationale or "",
+            )
+        )
         lines.append(render_target("caption_question", media_word="image"))
     return lines * 20  # weight: prompts are most of every sequence
 
@@ -40,5 +47,6 @@ def _prompt_lines(pair_file: Path) -> list[str]:
 def make_testbed_model(out: Path, pair_file: Path, seed: int = 0) -> Path:
     """A random-weight testbed checkpoint (hidden 128, 4 layers) with a task-and-prompt tokenizer."""
     corpus = scene_corpus(2000, seed) + _prompt_lines(pair_file)
-    return make_tiny_model(out, seed, hidden_size=HIDDEN, num_layers=LAYERS, corpus=corpus, vocab_size=2048,
-                           initializer_range=0.02)  # fmt: skip
+    return make_tiny_model(
+        out, seed, hidden_size=HIDDEN, num_layers=LAYERS, corpus=corpus, vocab_size=2048, initializer_range=0.02
+    )

@@ -27,15 +27,29 @@ from deltarubric.rubrics.parsing import parse_checklist
 log = logging.getLogger(__name__)
 
 
-def judge_pairs(model: Any, processor: Any, judge: str, pairs: list[LabelledPair], *, max_tokens: int = 512,
-                seed: int = 0, batch_size: int = 16, max_pixels: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def judge_pairs(
+    model: Any,
+    processor: Any,
+    judge: str,
+    pairs: list[LabelledPair],
+    *,
+    max_tokens: int = 512,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_pixels: int | None = None,
+) -> list[dict[str, Any]]:
     """One row per pair: the verdict's winner, whether it is right, and planner statistics (DeltaRubric)."""
     was_training, side = model.training, processor.tokenizer.padding_side
     model.eval()
     try:
         backend = TransformersBackend.from_model(model, processor, batch_size=batch_size)
-        config = JudgeConfig(model="<training>", judge=judge, order="random", max_pixels=max_pixels,
-                             sampling={"temperature": 0.0, "max_tokens": max_tokens, "seed": seed, "top_logprobs": 0})  # fmt: skip
+        config = JudgeConfig(
+            model="<training>",
+            judge=judge,
+            order="random",
+            max_pixels=max_pixels,
+            sampling={"temperature": 0.0, "max_tokens": max_tokens, "seed": seed, "top_logprobs": 0},
+        )
         verdicts = Judge(config, backend=backend).judge_batch([p.request for p in pairs])
     finally:
         processor.tokenizer.padding_side = side
@@ -43,11 +57,18 @@ def judge_pairs(model: Any, processor: Any, judge: str, pairs: list[LabelledPair
     rows = []
     for pair, v in zip(pairs, verdicts):
         planner = next((t for k, t in v.raw.items() if k.endswith("/planner")), None)
-        rows.append({
-            "id": pair.request.id, "label": pair.label, "winner": v.winner, "correct": v.winner == pair.label,
-            "parse_ok": v.parse_ok, "error": v.error, "checklist_len": len(v.checklist) if planner is not None else None,
-            "leaked": parse_checklist(planner).leaked > 0 if planner is not None else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": pair.request.id,
+                "label": pair.label,
+                "winner": v.winner,
+                "correct": v.winner == pair.label,
+                "parse_ok": v.parse_ok,
+                "error": v.error,
+                "checklist_len": len(v.checklist) if planner is not None else None,
+                "leaked": parse_checklist(planner).leaked > 0 if planner is not None else None,
+            }
+        )
     return rows
 
 
@@ -70,8 +91,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 class JudgeValidation(TrainerCallback):
     """Judge held-out pairs every `every` steps and log `val/<metric>`; attach with `attach(trainer)`."""
 
-    def __init__(self, pairs: list[LabelledPair], judge: str, *, every: int = 5, max_tokens: int = 512,
-                 max_pixels: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pairs: list[LabelledPair],
+        judge: str,
+        *,
+        every: int = 5,
+        max_tokens: int = 512,
+        max_pixels: int | None = None,
+    ) -> None:
         self.pairs, self.judge, self.every = pairs, judge, every
         self.max_tokens, self.max_pixels = max_tokens, max_pixels
         self.trainer: Any = None
@@ -80,10 +108,14 @@ class JudgeValidation(TrainerCallback):
     def attach(self, trainer: Any) -> JudgeValidation:
         """Add to `trainer` (a TRL trainer: its `_metrics` carry the figures into the logs)."""
         acc = trainer.accelerator
-        if getattr(acc.state, "deepspeed_plugin", None) is not None and acc.state.deepspeed_plugin.zero_stage == 3 or (
-            getattr(acc.state, "fsdp_plugin", None) is not None
+        if (
+            getattr(acc.state, "deepspeed_plugin", None) is not None
+            and acc.state.deepspeed_plugin.zero_stage == 3
+            or (getattr(acc.state, "fsdp_plugin", None) is not None)
         ):
-            log.warning("held-out validation is skipped under ZeRO-3/FSDP (sharded weights); evaluate saved checkpoints")
+            log.warning(
+                "held-out validation is skipped under ZeRO-3/FSDP (sharded weights); evaluate saved checkpoints"
+            )
             return self
         self.trainer = trainer
         trainer.add_callback(self)
@@ -95,8 +127,14 @@ class JudgeValidation(TrainerCallback):
         t = self.trainer
         acc = t.accelerator
         mine = self.pairs[acc.process_index :: acc.num_processes]
-        rows = judge_pairs(acc.unwrap_model(t.model), t.processing_class, self.judge, mine,
-                           max_tokens=self.max_tokens, max_pixels=self.max_pixels)  # fmt: skip
+        rows = judge_pairs(
+            acc.unwrap_model(t.model),
+            t.processing_class,
+            self.judge,
+            mine,
+            max_tokens=self.max_tokens,
+            max_pixels=self.max_pixels,
+        )
         rows = gather_object(rows) if acc.num_processes > 1 else rows
         figures = summarize(rows)
         self.history.append({"step": float(step), **figures})
@@ -114,7 +152,9 @@ class JudgeValidation(TrainerCallback):
             # Resumed: rows past the checkpoint came from the interrupted run and are about to be measured again.
             path = Path(args.output_dir) / "validation.jsonl"
             if path.exists():
-                keep = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= state.global_step]
+                keep = [
+                    x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= state.global_step
+                ]
                 path.write_text("".join(x + "\n" for x in keep))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

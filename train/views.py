@@ -42,8 +42,11 @@ def skip_reason(pair: LabelledPair) -> str | None:
 
 def _bare(pair: LabelledPair, **request: object) -> LabelledPair:
     """The pair as a text request: no media, no caption, no DeltaRubric targets (checklists quote the image)."""
-    return LabelledPair(request=pair.request.model_copy(update={"images": [], "task_type": "text", **request}),
-                        label=pair.label, rationale=pair.rationale)  # fmt: skip
+    return LabelledPair(
+        request=pair.request.model_copy(update={"images": [], "task_type": "text", **request}),
+        label=pair.label,
+        rationale=pair.rationale,
+    )
 
 
 def caption_view(pair: LabelledPair) -> LabelledPair:
@@ -70,9 +73,12 @@ def text_view(pair: LabelledPair) -> LabelledPair:
     if reason := skip_reason(pair):
         raise ValueError(f"pair {pair.request.id!r} has no text view: {reason}")
     r = pair.request
-    viewed = _bare(pair, question=f"{SCENE_LEAD}{describe(pair.caption or '')}\n\n{_scene(r.question)}",
-                   a=r.a.model_copy(update={"text": _scene(r.a.text or "")}),
-                   b=r.b.model_copy(update={"text": _scene(r.b.text or "")}))  # fmt: skip
+    viewed = _bare(
+        pair,
+        question=f"{SCENE_LEAD}{describe(pair.caption or '')}\n\n{_scene(r.question)}",
+        a=r.a.model_copy(update={"text": _scene(r.a.text or "")}),
+        b=r.b.model_copy(update={"text": _scene(r.b.text or "")}),
+    )
     return viewed.model_copy(update={"rationale": _scene(pair.rationale) if pair.rationale else None})
 
 

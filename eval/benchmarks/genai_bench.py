@@ -26,7 +26,11 @@ from deltarubric.rm.types import JudgeRequest
 from deltarubric.rubrics.parsing import genai_vote
 
 TASKS = ("image_generation", "image_edition", "video_generation")
-_TASK_TYPE = {"image_generation": "image_generation", "image_edition": "image_editing", "video_generation": "video_generation"}
+_TASK_TYPE = {
+    "image_generation": "image_generation",
+    "image_edition": "image_editing",
+    "video_generation": "video_generation",
+}
 # Which verdict strings count as correct for each human vote (official table; [[A=B]] fits both kinds of tie).
 CORRECT_VOTES = {
     "leftvote": {"[[A>>B]]", "[[A>B]]"},
@@ -64,8 +68,15 @@ def read_official(path: Path) -> list[Prediction]:
         vote = official_vote(row["response"]) or ""
         winner = _DECISIVE.get(vote) or ("tie" if vote in _TIES else None)
         preds.append(
-            Prediction(key=str(row["idx"]), gold=row["human_vote"], raw=row["response"], official_format=True,
-                       winner=winner, samples=[("AB", winner)], parse_ok=winner is not None)  # fmt: skip
+            Prediction(
+                key=str(row["idx"]),
+                gold=row["human_vote"],
+                raw=row["response"],
+                official_format=True,
+                winner=winner,
+                samples=[("AB", winner)],
+                parse_ok=winner is not None,
+            )
         )
     return preds
 
@@ -101,7 +112,11 @@ RELEASE_FIELDS = {
     "image_generation": {"text": ("prompt",), "media": {"left_image": "left_image", "right_image": "right_image"}},
     "image_edition": {
         "text": ("source_prompt", "target_prompt", "instruct_prompt"),
-        "media": {"source_image": "source_image", "left_output_image": "left_image", "right_output_image": "right_image"},
+        "media": {
+            "source_image": "source_image",
+            "left_output_image": "left_image",
+            "right_output_image": "right_image",
+        },
     },
     "video_generation": {"text": ("prompt",), "media": {"left_video": "left_video", "right_video": "right_video"}},
 }
@@ -177,7 +192,9 @@ def _image_suffix(data: bytes) -> str | None:
             fmt = (img.format or "").lower()
     except (OSError, ValueError, SyntaxError):  # not an image (a video's bytes): keep the name's suffix
         return None
-    return {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif", "bmp": ".bmp"}.get(fmt, f".{fmt}" if fmt else None)
+    return {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif", "bmp": ".bmp"}.get(
+        fmt, f".{fmt}" if fmt else None
+    )
 
 
 def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
@@ -203,27 +220,34 @@ def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
             shard = pq.ParquetFile(path)
             names = shard.schema_arrow.names
             if missing := [f for f in required if f not in names]:
-                raise ValueError(f"{path}: a GenAI-Bench {task} file needs the fields {', '.join(required)}; missing "
-                                 f"{', '.join(missing)} (fields found: {', '.join(names)})")  # fmt: skip
+                raise ValueError(
+                    f"{path}: a GenAI-Bench {task} file needs the fields {', '.join(required)}; missing "
+                    f"{', '.join(missing)} (fields found: {', '.join(names)})"
+                )
             for batch in shard.iter_batches(batch_size=64):
                 for row in batch.to_pylist():
                     idx = len(rows)
                     if row["vote_type"] not in CORRECT_VOTES:
-                        raise ValueError(f"{path}: row {idx}: vote_type {row['vote_type']!r} is none of "
-                                         f"{', '.join(CORRECT_VOTES)}")  # fmt: skip
+                        raise ValueError(
+                            f"{path}: row {idx}: vote_type {row['vote_type']!r} is none of {', '.join(CORRECT_VOTES)}"
+                        )
                     out_row: dict[str, Any] = {"id": idx, "vote_type": row["vote_type"]}
                     out_row |= {f: row[f] for f in fields["text"]}
                     for field, ours in fields["media"].items():
-                        out_row[ours] = media.write(row[field], f"{task}/{idx}_{ours.removesuffix('_image').removesuffix('_video')}")
+                        out_row[ours] = media.write(
+                            row[field], f"{task}/{idx}_{ours.removesuffix('_image').removesuffix('_video')}"
+                        )
                     # The rest (model names, the release's own ids) is kept for reference, when it is plain JSON.
                     for k, v in row.items():
                         if k not in required and isinstance(v, (str, int, float, bool)):
                             out_row.setdefault("release_id" if k == "id" else k, v)
                     rows.append(out_row)
         if media.missing:
-            raise ValueError(f"{task}: {len(media.missing)} media files named by the release are not under --src {src} "
-                             f"(e.g. {media.missing[0]}): download them into --src (any sub-folder, file names kept) "
-                             "and rerun")  # fmt: skip
+            raise ValueError(
+                f"{task}: {len(media.missing)} media files named by the release are not under --src {src} "
+                f"(e.g. {media.missing[0]}): download them into --src (any sub-folder, file names kept) "
+                "and rerun"
+            )
         target = out / f"{task}.jsonl"
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -232,9 +256,11 @@ def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
     if not written:
         present = {t: _splits_present(src, t) for t in TASKS}
         seen = "; ".join(f"{t}: {', '.join(s)}" for t, s in present.items() if s) or "no parquet files"
-        raise ValueError(f"no GenAI-Bench split {split!r} under --src {src}: looked for <task>/{split}-*.parquet and "
-                         f"<task>/{split}/*.parquet for {', '.join(TASKS)} (found: {seen}); pass --split, or download "
-                         "TIGER-Lab/GenAI-Bench into --src")  # fmt: skip
+        raise ValueError(
+            f"no GenAI-Bench split {split!r} under --src {src}: looked for <task>/{split}-*.parquet and "
+            f"<task>/{split}/*.parquet for {', '.join(TASKS)} (found: {seen}); pass --split, or download "
+            "TIGER-Lab/GenAI-Bench into --src"
+        )
     return written
 
 

@@ -39,11 +39,16 @@ def video_frames(folder: Path, n: int = VIDEO_FRAMES) -> list[str]:
     """The frames the official inference takes from a folder: its image files sorted by name (as Python sorts the
     names), at the indices `np.linspace(0, count - 1, n, dtype=int)`; an index taken twice (fewer than n frames) is
     given once. Hidden files and files that are not images are skipped. Raises ValueError for a folder without one."""
-    names = sorted(f.name for f in folder.iterdir()
-                   if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in FRAME_SUFFIXES)  # fmt: skip
+    names = sorted(
+        f.name
+        for f in folder.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in FRAME_SUFFIXES
+    )
     if not names:
-        raise ValueError(f"mm-rlhf-rewardbench: {folder} is a video folder without frames (image files: "
-                         f"{', '.join(FRAME_SUFFIXES)}); put the video's frames there (layout: docs/eval.md)")  # fmt: skip
+        raise ValueError(
+            f"mm-rlhf-rewardbench: {folder} is a video folder without frames (image files: "
+            f"{', '.join(FRAME_SUFFIXES)}); put the video's frames there (layout: docs/eval.md)"
+        )
     count = len(names)
     # linspace(0, count - 1, n) truncated to int, in exact integers. For n = 32 numpy's float product i * step gives
     # the same: i * (count - 1) / 31 is either whole (31 divides count - 1: the step is whole, the product exact) or
@@ -105,10 +110,14 @@ def read_official(path: Path) -> list[Prediction]:
         winner = "A" if r0 > r1 else "B" if r1 > r0 else "tie" if r0 == r1 else None  # NaN: no verdict, wrong
         media = row.get("image") or row.get("video") or ""
         preds.append(
-            Prediction(key=f"{row.get('id', '')}/{row_number}", gold="A", group=category_of(media), winner=winner,
-                       parse_ok=winner is not None,  # no samples: the order a reward model saw is not recorded
-                       meta={"id": row.get("id", ""), "image": row.get("image") or "",
-                             "video": row.get("video") or ""})  # fmt: skip
+            Prediction(
+                key=f"{row.get('id', '')}/{row_number}",
+                gold="A",
+                group=category_of(media),
+                winner=winner,
+                parse_ok=winner is not None,  # no samples: the order a reward model saw is not recorded
+                meta={"id": row.get("id", ""), "image": row.get("image") or "", "video": row.get("video") or ""},
+            )
         )
     return preds
 
@@ -118,7 +127,9 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
     that is a folder of frames becomes up to 32 frame images (`video_frames`); a missing one stays a video reference,
     so the run says it is missing."""
     items = []
-    rows = read_records(find_file(data_dir, "mm_reward_bench.jsonl", shipped="mm-rlhf-rewardbench/mm_reward_bench.jsonl"))
+    rows = read_records(
+        find_file(data_dir, "mm_reward_bench.jsonl", shipped="mm-rlhf-rewardbench/mm_reward_bench.jsonl")
+    )
     for n, row in enumerate(rows):
         media = row.get("image") or row["video"]
         key = f"{row['id']}/{n}"  # ids repeat (2-6 pairs each); the row number makes the key unique and stable
@@ -126,14 +137,25 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
         path = media_path(data_dir, media)
         frames = video_frames(Path(path)) if video and Path(path).is_dir() else []
         if frames:  # a folder of frames: judged as images, in time order
-            task_type, question, images, videos = ("image_understanding", FRAMES_NOTE.format(n=len(frames)) + "\n" +
-                                                   row["prompt"], frames, [])  # fmt: skip
+            task_type, question, images, videos = (
+                "image_understanding",
+                FRAMES_NOTE.format(n=len(frames)) + "\n" + row["prompt"],
+                frames,
+                [],
+            )
         elif video:
             task_type, question, images, videos = "video_understanding", row["prompt"], [], [path]
         else:
             task_type, question, images, videos = "image_understanding", row["prompt"], [path], []
-        request = JudgeRequest(id=key, task_type=task_type, question=question, images=images, videos=videos,
-                               a=row["chosen"], b=row["rejected"])  # fmt: skip
+        request = JudgeRequest(
+            id=key,
+            task_type=task_type,
+            question=question,
+            images=images,
+            videos=videos,
+            a=row["chosen"],
+            b=row["rejected"],
+        )
         meta = {"id": row["id"], "image": row.get("image") or "", "video": row.get("video") or ""}
         if frames:
             meta["frames"] = len(frames)
@@ -154,7 +176,10 @@ BENCHMARK = register(
         headline=("accuracy", "acc_plus"),
         data_revision="r1_reward @ 3693413 inference/MM-RLHF-Reward/mm_reward_bench.jsonl",
         # The dataset repo ships the same jsonl with its images/ folder, which is the local layout.
-        hub=HubSource("yifanzhang114/MM-RLHF-RewardBench", "3cf983d3acc020ff590e8beb10b3bae0473908e1",
-                      ("mm_reward_bench.jsonl", "images/**")),  # fmt: skip
+        hub=HubSource(
+            "yifanzhang114/MM-RLHF-RewardBench",
+            "3cf983d3acc020ff590e8beb10b3bae0473908e1",
+            ("mm_reward_bench.jsonl", "images/**"),
+        ),
     )
 )

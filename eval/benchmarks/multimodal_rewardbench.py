@@ -24,7 +24,6 @@ from deltarubric.eval.registry import Benchmark, Scores, register
 from deltarubric.rm.types import JudgeRequest
 from deltarubric.rubrics.parsing import parse_mmrb
 
-
 UNDECIDED = "No verdict: the judged orders disagreed or none could be read."  # carries neither tag
 
 
@@ -67,10 +66,17 @@ def read_official(path: Path) -> list[Prediction]:
     for row in read_records(path):
         choice = parse_mmrb(row["output"]).winner
         preds.append(
-            Prediction(key=row["ID"], gold=row["Label"], group=category(row["ID"], row["Meta"]["Category"]),
-                       raw=row["output"], official_format=True, winner=choice, samples=[("AB", choice)],
-                       parse_ok=choice is not None,
-                       meta={"Image": row.get("Image", ""), "Category": row["Meta"]["Category"]})  # fmt: skip
+            Prediction(
+                key=row["ID"],
+                gold=row["Label"],
+                group=category(row["ID"], row["Meta"]["Category"]),
+                raw=row["output"],
+                official_format=True,
+                winner=choice,
+                samples=[("AB", choice)],
+                parse_ok=choice is not None,
+                meta={"Image": row.get("Image", ""), "Category": row["Meta"]["Category"]},
+            )
         )
     return preds
 
@@ -83,8 +89,13 @@ def write_official(preds: list[Prediction], path: Path) -> None:
         for p in preds:
             choice = verdict(p)
             output = (p.raw or "") if p.official_format else f"[[{choice}]]" if choice else UNDECIDED
-            row = {"ID": p.key, "Image": p.meta.get("Image", ""), "Label": p.gold, "output": output,
-                   "Meta": {"Category": p.meta.get("Category", p.group)}}  # fmt: skip
+            row = {
+                "ID": p.key,
+                "Image": p.meta.get("Image", ""),
+                "Label": p.gold,
+                "output": output,
+                "Meta": {"Category": p.meta.get("Category", p.group)},
+            }
             f.write(json.dumps(row) + "\n")
 
 
@@ -93,11 +104,18 @@ def load(data_dir: Path, task: str = "default") -> list[EvalItem]:
     Category, with images relative to data_dir."""
     items = []
     for row in read_records(find_file(data_dir, "all_data_release.json")):
-        request = JudgeRequest(id=row["ID"], question=row["Text"], images=[media_path(data_dir, row["Image"])],
-                               a=row["Output1"], b=row["Output2"])  # fmt: skip
+        request = JudgeRequest(
+            id=row["ID"],
+            question=row["Text"],
+            images=[media_path(data_dir, row["Image"])],
+            a=row["Output1"],
+            b=row["Output2"],
+        )
         gold = "B" if row["Better"] == "Output2" else "A"
         meta = {"Image": row["Image"], "Category": row["Category"]}
-        items.append(EvalItem(key=row["ID"], request=request, gold=gold, group=category(row["ID"], row["Category"]), meta=meta))
+        items.append(
+            EvalItem(key=row["ID"], request=request, gold=gold, group=category(row["ID"], row["Category"]), meta=meta)
+        )
     return items
 
 

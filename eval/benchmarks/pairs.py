@@ -40,8 +40,7 @@ def score(preds: list[Prediction], task: str = "default") -> Scores:
 def load(path: Path, task: str = "default") -> list[EvalItem]:
     """Every pair of the JSONL file at `path`, in file order; the first bad line raises PairFileError naming it."""
     return [
-        EvalItem(key=p.request.id, request=p.request, gold=p.label, group=p.request.task_type)
-        for p in read_pairs(path)
+        EvalItem(key=p.request.id, request=p.request, gold=p.label, group=p.request.task_type) for p in read_pairs(path)
     ]
 
 

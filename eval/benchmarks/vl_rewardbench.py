@@ -47,8 +47,14 @@ _SUBSET_GROUP = {
 def subset_of(item_id: str) -> str:
     """The official id rule (`cal.py:get_dataset_from_id`), with the 2025-05 fix that sends POVID to hallucination."""
     prefix = re.split(r"[_-]", item_id, maxsplit=1)[0]
-    rules = {"RLAIF": "rlaif-v", "RLHF": "rlhf-v", "mathverse": "reasoning", "mmmu": "reasoning",
-             "wildvision": "wildvision-battle", "hallucination": "povid"}  # fmt: skip
+    rules = {
+        "RLAIF": "rlaif-v",
+        "RLHF": "rlhf-v",
+        "mathverse": "reasoning",
+        "mmmu": "reasoning",
+        "wildvision": "wildvision-battle",
+        "hallucination": "povid",
+    }
     return rules.get(prefix, "vlfeedback")
 
 
@@ -67,8 +73,10 @@ def official_votes(p: Prediction) -> list[str]:
     if p.official_format:
         raws = p.sample_raw if len(p.sample_raw) == len(samples) else [p.raw] * len(samples)
         numbers = [vlrb_answer(r or "") for r in raws]
-        return ["doesntMatch" if n is None else "reject" if n == str(rejected_position(p.gold, o)) else "agree"
-                for (o, _), n in zip(samples, numbers)]  # fmt: skip
+        return [
+            "doesntMatch" if n is None else "reject" if n == str(rejected_position(p.gold, o)) else "agree"
+            for (o, _), n in zip(samples, numbers)
+        ]
     return ["agree" if w == p.gold else "reject" if w in ("A", "B") else "doesntMatch" for _, w in samples]
 
 
@@ -82,17 +90,22 @@ def _official(preds: list[Prediction], classes: list[str], prefix: str) -> Score
     accs = {g: pct(cs.count("agree"), len(cs)) for g, cs in kept.items()}
     every = [c for cs in kept.values() for c in cs]
     overall = pct(every.count("agree"), len(every))
-    return {f"{prefix}_overall": overall, f"{prefix}_macro": sum(accs.values()) / len(accs),
-            **{f"{prefix}_{g}": a for g, a in accs.items()}}  # fmt: skip
+    return {
+        f"{prefix}_overall": overall,
+        f"{prefix}_macro": sum(accs.values()) / len(accs),
+        **{f"{prefix}_{g}": a for g, a in accs.items()},
+    }
 
 
 def score(preds: list[Prediction], task: str = "default") -> Scores:
     per_group = {g: [p for p in preds if p.group == g] for g in GROUPS}
     strict = {g: pct(sum(decided(p) == p.gold for p in ps), len(ps)) for g, ps in per_group.items()}
     everyone = [p for ps in per_group.values() for p in ps]
-    out: Scores = {"strict_overall": pct(sum(decided(p) == p.gold for p in everyone), len(everyone)),
-                   "strict_macro": sum(strict.values()) / len(strict),
-                   **{f"strict_{g}": a for g, a in strict.items()}}  # fmt: skip
+    out: Scores = {
+        "strict_overall": pct(sum(decided(p) == p.gold for p in everyone), len(everyone)),
+        "strict_macro": sum(strict.values()) / len(strict),
+        **{f"strict_{g}": a for g, a in strict.items()},
+    }
     votes = [official_votes(p) for p in preds]
     classes = [official_class(v) for v in votes]
     out |= _official(preds, classes, "official")
@@ -176,7 +189,7 @@ def read_official(path: Path) -> list[Prediction]:
         try:
             records = [r["0"] for r in records]
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: the first row is wrapped as {{\"0\": row}} but not every row is") from e
+            raise ValueError(f'{path}: the first row is wrapped as {{"0": row}} but not every row is') from e
     items: dict[str, dict] = {}
     for pos, row in enumerate(records):
         if row is None:
@@ -190,8 +203,9 @@ def read_official(path: Path) -> list[Prediction]:
         if ranking not in ([0, 1], [1, 0]):
             raise ValueError(f"{path}: row {pos + 1}: ranking {ranking} is neither [0, 1] nor [1, 0]")
         gold, order = ("A" if ranking == [0, 1] else "B"), ("AB" if drawn == 0 else "BA")
-        item = items.setdefault(official_key, {"key": item_key(row), "id": row["id"], "gold": gold, "samples": [],
-                                               "raw": [], "rows": []})  # fmt: skip
+        item = items.setdefault(
+            official_key, {"key": item_key(row), "id": row["id"], "gold": gold, "samples": [], "raw": [], "rows": []}
+        )
         if item["gold"] != gold:
             raise ValueError(f"{path}: row {pos + 1}: item {row['id']!r} has two different rankings")
         shown = {"1": 0, "2": 1}.get(vlrb_answer(text or "") or "")
@@ -203,10 +217,17 @@ def read_official(path: Path) -> list[Prediction]:
         winners = [w for _, w in it["samples"]]
         winner = next((w for w in ("A", "B") if winners.count(w) > len(winners) / 2), None)
         preds.append(
-            Prediction(key=it["key"], gold=it["gold"], group=group_of(it["id"]), winner=winner, samples=it["samples"],
-                       sample_raw=it["raw"], official_format=True,
-                       parse_ok=None not in winners,
-                       meta={"id": it["id"], "file_rows": it["rows"], "file_n": len(records)})  # fmt: skip
+            Prediction(
+                key=it["key"],
+                gold=it["gold"],
+                group=group_of(it["id"]),
+                winner=winner,
+                samples=it["samples"],
+                sample_raw=it["raw"],
+                official_format=True,
+                parse_ok=None not in winners,
+                meta={"id": it["id"], "file_rows": it["rows"], "file_n": len(records)},
+            )
         )
     return preds
 
@@ -221,12 +242,18 @@ BENCHMARK = register(
         read_official=read_official,
         official_judge="vlrb_official",
         official_order="random",
-        official_sampling={"temperature": 0.2, "top_p": 0.2, "max_tokens": 2048},  # the official inference's vLLM request
+        official_sampling={
+            "temperature": 0.2,
+            "top_p": 0.2,
+            "max_tokens": 2048,
+        },  # the official inference's vLLM request
         votes_over_samples=True,
         official_any_order=True,
         headline=("strict_overall", "strict_macro", "official_overall", "official_macro"),
         data_revision="original 1,250-row release (VL_RewardBench @ e492d65 data/data.jsonl, pre-2025-05 label fix)",
         # The hub parquet of the same 1,250-row release ("Cleanup parquet data (#3)", before the 2025-05 fixes).
-        hub=HubSource("MMInstruction/VL-RewardBench", "49b8e26430f73b021bd0655fcd27ebf0f384fede", ("data/test-*.parquet",)),
+        hub=HubSource(
+            "MMInstruction/VL-RewardBench", "49b8e26430f73b021bd0655fcd27ebf0f384fede", ("data/test-*.parquet",)
+        ),
     )
 )

@@ -86,9 +86,14 @@ class ConvertSummary:
     labels: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
-        return {"out": str(self.out), "rows_read": self.rows, "pairs_written": self.written,
-                "images_written": self.images_written, "labels": dict(self.labels),
-                "skipped": dict(self.skipped.most_common())}  # fmt: skip
+        return {
+            "out": str(self.out),
+            "rows_read": self.rows,
+            "pairs_written": self.written,
+            "images_written": self.images_written,
+            "labels": dict(self.labels),
+            "skipped": dict(self.skipped.most_common()),
+        }
 
 
 _REGISTRY: dict[str, Converter] = {}
@@ -125,13 +130,27 @@ def ordered(draft: Draft, pair_id: str, seed: int) -> LabelledPair:
     if rationale is not None:
         first, second = ("Response B", "Response A") if swap else ("Response A", "Response B")
         rationale = rationale.replace(FIRST, first).replace(SECOND, second)
-    request = JudgeRequest(id=pair_id, task_type=draft.task_type, question=draft.question, images=draft.images,
-                           videos=draft.videos, a=a, b=b)  # fmt: skip
+    request = JudgeRequest(
+        id=pair_id,
+        task_type=draft.task_type,
+        question=draft.question,
+        images=draft.images,
+        videos=draft.videos,
+        a=a,
+        b=b,
+    )
     return LabelledPair(request=request, label=label, rationale=rationale or None)
 
 
-def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit: int | None = None,
-            id_prefix: str | None = None) -> ConvertSummary:  # fmt: skip
+def convert(
+    name: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    id_prefix: str | None = None,
+) -> ConvertSummary:
     """Convert the dataset at `src` (a file or folder) into a pair file at `out`; returns what was written and skipped.
     Ids are `<id_prefix>-<row index>` (default prefix: the converter's name); give each split its own prefix when
     converting them separately, or their ids collide. The file appears under its name only when complete (written as
@@ -157,8 +176,9 @@ def convert(name: str, src: str | Path, out: str | Path, *, seed: int = 0, limit
     return summary
 
 
-def _pairs(conv: Converter, src: Path, ctx: Context, seed: int, limit: int | None, summary: ConvertSummary,
-           prefix: str) -> Iterator[LabelledPair]:  # fmt: skip
+def _pairs(
+    conv: Converter, src: Path, ctx: Context, seed: int, limit: int | None, summary: ConvertSummary, prefix: str
+) -> Iterator[LabelledPair]:
     if limit is not None and limit < 1:
         return
     for index, row in enumerate(iter_rows(src)):

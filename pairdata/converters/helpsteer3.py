@@ -70,9 +70,14 @@ def build(row: Row, ctx: Context) -> Draft:
         raise Skip("overall_preference is not an integer in -3..3")
     if pref == 0:
         raise Skip("tie (overall_preference 0)")
-    return Draft(question=question_from_context(d["context"], row), first=text(d["response1"], "response1"),
-                 second=text(d["response2"], "response2"), better=0 if pref < 0 else 1, task_type="text",
-                 rationale=_rationale(d.get("individual_preference"), pref))  # fmt: skip
+    return Draft(
+        question=question_from_context(d["context"], row),
+        first=text(d["response1"], "response1"),
+        second=text(d["response2"], "response2"),
+        better=0 if pref < 0 else 1,
+        task_type="text",
+        rationale=_rationale(d.get("individual_preference"), pref),
+    )
 
 
 CONVERTER = register(

@@ -23,11 +23,23 @@ def build(row: Row, ctx: Context) -> Draft:
     question = d.get("prompt", d.get("question"))
     chosen, rejected = text(d["chosen"], "chosen"), text(d["rejected"], "rejected")
     if d.get("image"):
-        return Draft(question=text(question, "prompt"), first=chosen, second=rejected, better=0,
-                     task_type="image_understanding", images=[ctx.image(d["image"], row)])  # fmt: skip
+        return Draft(
+            question=text(question, "prompt"),
+            first=chosen,
+            second=rejected,
+            better=0,
+            task_type="image_understanding",
+            images=[ctx.image(d["image"], row)],
+        )
     video = ctx.video(d.get("video"), row)
-    return Draft(question=text(question, "prompt"), first=chosen, second=rejected, better=0,
-                 task_type="video_understanding", videos=[video])  # fmt: skip
+    return Draft(
+        question=text(question, "prompt"),
+        first=chosen,
+        second=rejected,
+        better=0,
+        task_type="video_understanding",
+        videos=[video],
+    )
 
 
 CONVERTER = register(

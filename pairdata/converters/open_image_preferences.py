@@ -14,8 +14,9 @@ def build(row: Row, ctx: Context) -> Draft:
     d = row.data
     prompt = text(d["prompt"], "prompt")
     chosen, rejected = ctx.image(d["chosen"], row), ctx.image(d["rejected"], row)
-    return Draft(question=prompt, first={"image": chosen}, second={"image": rejected}, better=0,
-                 task_type="image_generation")  # fmt: skip
+    return Draft(
+        question=prompt, first={"image": chosen}, second={"image": rejected}, better=0, task_type="image_generation"
+    )
 
 
 CONVERTER = register(

@@ -49,9 +49,13 @@ def build(row: Row, ctx: Context) -> Draft:
     if s1 == s2:
         raise Skip("tie (equal preference scores)")
     prompt = text(d["prompt"], "prompt")
-    return Draft(question=prompt, first={"image": ctx.image(d["image1"], row)},
-                 second={"image": ctx.image(d["image2"], row)}, better=0 if s1 > s2 else 1,
-                 task_type="image_generation")  # fmt: skip
+    return Draft(
+        question=prompt,
+        first={"image": ctx.image(d["image1"], row)},
+        second={"image": ctx.image(d["image2"], row)},
+        better=0 if s1 > s2 else 1,
+        task_type="image_generation",
+    )
 
 
 CONVERTER = register(

@@ -13,9 +13,14 @@ from deltarubric.pairdata.sources import Row
 def build(row: Row, ctx: Context) -> Draft:
     d = row.data
     image = ctx.image(d["image"] or d.get("image_path"), row)
-    return Draft(question=text(d["question"], "question"), first=text(d["chosen"], "chosen"),
-                 second=text(d["rejected"], "rejected"), better=0, task_type="image_understanding",
-                 images=[image])  # fmt: skip
+    return Draft(
+        question=text(d["question"], "question"),
+        first=text(d["chosen"], "chosen"),
+        second=text(d["rejected"], "rejected"),
+        better=0,
+        task_type="image_understanding",
+        images=[image],
+    )
 
 
 CONVERTER = register(

@@ -31,8 +31,10 @@ def _turns(value: Any, row: Row) -> list[dict[str, Any]]:
                 f"vision_feedback_mix: {row.path}:{row.number}: 'conversations' is a string but not JSON"
             ) from None
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise SchemaError(f"vision_feedback_mix: {row.path}:{row.number}: 'conversations' must be a list of turns "
-                          '({"from": "human", "value": ...}, {"from": "gpt", "preference_values": [...]})')  # fmt: skip
+        raise SchemaError(
+            f"vision_feedback_mix: {row.path}:{row.number}: 'conversations' must be a list of turns "
+            '({"from": "human", "value": ...}, {"from": "gpt", "preference_values": [...]})'
+        )
     return value
 
 
@@ -48,8 +50,14 @@ def build(row: Row, ctx: Context) -> Draft:
     question = _IMAGE_TOKEN.sub("\n", text(human.get("value"), "human prompt")).strip()
     image = ctx.image(row.data.get("image") or row.data.get("image_path"), row)
     preferred, dispreferred = text(prefs[0], "preferred output"), text(prefs[1], "dispreferred output")
-    return Draft(question=question, first=preferred, second=dispreferred, better=0, task_type="image_understanding",
-                 images=[image])  # fmt: skip
+    return Draft(
+        question=question,
+        first=preferred,
+        second=dispreferred,
+        better=0,
+        task_type="image_understanding",
+        images=[image],
+    )
 
 
 CONVERTER = register(

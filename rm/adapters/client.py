@@ -26,8 +26,13 @@ BACKOFF_S = 1.0  # wait after the first failed try; doubles after each further o
 MAX_RETRY_AFTER_S = 30.0  # a server's Retry-After is honoured up to this, so a bad header cannot stall training
 # Failures where the judge never answered: sending again is safe (judging has no side effects). Read timeouts are
 # not among them: after waiting `timeout_s` for a busy judge, retrying would only multiply the wait.
-_RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
-                     httpx.WriteError)
+_RETRY_EXCEPTIONS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
 _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
 
 
@@ -51,8 +56,9 @@ class RewardClient:
     def endpoint(self) -> str:
         return f"{self.url}/v1/rewards"
 
-    def rewards(self, items: list[dict[str, Any]], mode: Mode = "reference",
-                group_scoring: GroupScoring = "win_rate") -> list[float | None]:
+    def rewards(
+        self, items: list[dict[str, Any]], mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
+    ) -> list[float | None]:
         """`rewards[i]` for `items[i]`, or None where the judge gave no valid verdict for it."""
         payload = {"mode": mode, "group_scoring": group_scoring, "items": items}
         with httpx.Client(timeout=self.timeout_s, headers=self._headers()) as client:
@@ -68,8 +74,9 @@ class RewardClient:
                     return result
                 time.sleep(result)
 
-    async def arewards(self, items: list[dict[str, Any]], mode: Mode = "reference",
-                       group_scoring: GroupScoring = "win_rate") -> list[float | None]:
+    async def arewards(
+        self, items: list[dict[str, Any]], mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
+    ) -> list[float | None]:
         """Async twin of `rewards`."""
         payload = {"mode": mode, "group_scoring": group_scoring, "items": items}
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers()) as client:
@@ -88,8 +95,9 @@ class RewardClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def _settle(self, attempt: int, outcome: httpx.Response | httpx.TransportError,
-                n: int) -> list[float | None] | float:
+    def _settle(
+        self, attempt: int, outcome: httpx.Response | httpx.TransportError, n: int
+    ) -> list[float | None] | float:
         """The rewards, or the seconds to wait before the next try. Raises when no try can succeed."""
         if isinstance(outcome, httpx.TransportError):
             if attempt >= TRIES:
@@ -98,8 +106,9 @@ class RewardClient:
         if not _retryable(outcome):
             return _parse(outcome, n)
         if attempt >= TRIES:
-            raise RewardServerError(f"{self.endpoint}: HTTP {outcome.status_code}: {outcome.text[:500]} "
-                                    f"(gave up after {TRIES} tries)")
+            raise RewardServerError(
+                f"{self.endpoint}: HTTP {outcome.status_code}: {outcome.text[:500]} (gave up after {TRIES} tries)"
+            )
         try:  # only the delta-seconds form; an HTTP-date falls back to the backoff
             return min(max(float(outcome.headers["retry-after"]), 0.0), MAX_RETRY_AFTER_S)
         except (KeyError, ValueError):
@@ -145,8 +154,10 @@ def image_ref(image: Any) -> str:
         for key in ("path", "url", "image"):
             if image.get(key) is not None:
                 return image_ref(image[key])
-    raise TypeError(f"cannot send an image given as {type(image).__name__}: expected str, PIL image, bytes or "
-                    "a dict with 'bytes' or 'path'")
+    raise TypeError(
+        f"cannot send an image given as {type(image).__name__}: expected str, PIL image, bytes or "
+        "a dict with 'bytes' or 'path'"
+    )
 
 
 def content_text(content: str | Sequence[Mapping[str, Any]] | None) -> str:

@@ -43,11 +43,17 @@ class JudgeORM:
         if references is None:
             raise KeyError(f"JudgeORM needs a 'reference' or 'solution' column; got {sorted(kwargs)}")
         images = kwargs.get("images") or [None] * len(completions)
-        items = [{"question": _strip_image_tags(last_user_text(messages)),
-                  "images": [image_ref(image) for image in sample_images or []],
-                  "response": completion, "reference": str(reference)}
-                 for completion, messages, sample_images, reference
-                 in zip(completions, kwargs["messages"], images, references, strict=True)]
+        items = [
+            {
+                "question": _strip_image_tags(last_user_text(messages)),
+                "images": [image_ref(image) for image in sample_images or []],
+                "response": completion,
+                "reference": str(reference),
+            }
+            for completion, messages, sample_images, reference in zip(
+                completions, kwargs["messages"], images, references, strict=True
+            )
+        ]
         return self.client.rewards(items)
 
 

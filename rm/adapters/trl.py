@@ -39,27 +39,39 @@ Prompt = str | Sequence[Message]
 class _JudgeRewardBase:
     """Turns TRL's reward call into `/v1/rewards` items. Holds only plain data, so it pickles."""
 
-    def __init__(self, client: RewardClient, mode: Mode, reference_column: str, group_scoring: GroupScoring,
-                 name: str = "deltarubric_judge") -> None:
+    def __init__(
+        self,
+        client: RewardClient,
+        mode: Mode,
+        reference_column: str,
+        group_scoring: GroupScoring,
+        name: str = "deltarubric_judge",
+    ) -> None:
         self.client = client
         self.mode: Mode = mode
         self.reference_column = reference_column
         self.group_scoring: GroupScoring = group_scoring
         self.__name__ = name  # TRL names the logged metrics (`rewards/<name>/mean`) after it
 
-    def _items(self, prompts: Sequence[Prompt], completions: Sequence[Prompt],
-               columns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _items(
+        self, prompts: Sequence[Prompt], completions: Sequence[Prompt], columns: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         references = columns.get(self.reference_column) if self.mode == "reference" else None
         if self.mode == "reference" and references is None:
-            raise KeyError(f"mode 'reference' needs a dataset column {self.reference_column!r}; "
-                           f"TRL passed the columns {sorted(columns)}")
+            raise KeyError(
+                f"mode 'reference' needs a dataset column {self.reference_column!r}; "
+                f"TRL passed the columns {sorted(columns)}"
+            )
         items = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             images = [image_ref(image) for image in _sample_images(columns, i, prompt)]
-            item: dict[str, Any] = {"question": prompt if isinstance(prompt, str) else last_user_text(prompt),
-                                    "images": images, "response": _completion_text(completion)}
+            item: dict[str, Any] = {
+                "question": prompt if isinstance(prompt, str) else last_user_text(prompt),
+                "images": images,
+                "response": _completion_text(completion),
+            }
             if references is not None:
                 item["reference"] = str(references[i])
             else:
@@ -85,16 +97,24 @@ class JudgeReward(_JudgeRewardBase):
 class AsyncJudgeReward(_JudgeRewardBase):
     """Asynchronous reward function: TRL awaits it on its event loop, concurrently with other async rewards."""
 
-    async def __call__(self, prompts: Sequence[Prompt], completions: Sequence[Prompt],
-                       **kwargs: Any) -> list[float | None]:
+    async def __call__(
+        self, prompts: Sequence[Prompt], completions: Sequence[Prompt], **kwargs: Any
+    ) -> list[float | None]:
         rewards = await self.client.arewards(self._items(prompts, completions, kwargs), self.mode, self.group_scoring)
         self._log(rewards, kwargs)
         return rewards
 
 
-def make_judge_reward(url: str, *, mode: Mode = "reference", reference_column: str = "reference",
-                      group_scoring: GroupScoring = "win_rate", asynchronous: bool = False,
-                      api_key: str | None = None, timeout_s: float = 600) -> JudgeReward | AsyncJudgeReward:
+def make_judge_reward(
+    url: str,
+    *,
+    mode: Mode = "reference",
+    reference_column: str = "reference",
+    group_scoring: GroupScoring = "win_rate",
+    asynchronous: bool = False,
+    api_key: str | None = None,
+    timeout_s: float = 600,
+) -> JudgeReward | AsyncJudgeReward:
     """A TRL reward function posting to the reward server at `url` (its root, e.g. `http://127.0.0.1:8000`)."""
     cls = AsyncJudgeReward if asynchronous else JudgeReward
     return cls(RewardClient(url, timeout_s=timeout_s, api_key=api_key), mode, reference_column, group_scoring)
@@ -107,8 +127,13 @@ def _sample_images(columns: Mapping[str, Any], i: int, prompt: Prompt) -> list[A
         return [] if columns["image"][i] is None else [columns["image"][i]]
     if isinstance(prompt, str):
         return []
-    return [part["image"] for message in prompt if not isinstance(message.get("content"), str | None)
-            for part in message["content"] if part.get("type") == "image" and part.get("image") is not None]
+    return [
+        part["image"]
+        for message in prompt
+        if not isinstance(message.get("content"), str | None)
+        for part in message["content"]
+        if part.get("type") == "image" and part.get("image") is not None
+    ]
 
 
 def _completion_text(completion: Prompt) -> str:

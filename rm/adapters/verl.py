@@ -26,14 +26,16 @@ __all__ = ["compute_score", "compute_score_async"]
 NEUTRAL_SCORE = 0.5
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
-                  **kwargs: Any) -> dict[str, Any]:
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
+) -> dict[str, Any]:
     rewards = _client(kwargs).rewards([_item(solution_str, ground_truth, extra_info)])
     return _result(rewards[0])
 
 
-async def compute_score_async(data_source: str, solution_str: str, ground_truth: Any,
-                              extra_info: Mapping[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+async def compute_score_async(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None, **kwargs: Any
+) -> dict[str, Any]:
     rewards = await _client(kwargs).arewards([_item(solution_str, ground_truth, extra_info)])
     return _result(rewards[0])
 
@@ -47,13 +49,18 @@ def _client(kwargs: Mapping[str, Any]) -> RewardClient:
 
 def _item(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None) -> dict[str, Any]:
     if not extra_info or "question" not in extra_info:
-        raise ValueError("extra_info['question'] is missing: store the question (and extra_info['images']) in the "
-                         "dataset's extra_info column during preprocessing")
+        raise ValueError(
+            "extra_info['question'] is missing: store the question (and extra_info['images']) in the "
+            "dataset's extra_info column during preprocessing"
+        )
     images = extra_info.get("images")
-    return {"question": str(extra_info["question"]),
-            # list(): parquet hands over numpy arrays, whose truth value is ambiguous
-            "images": [] if images is None else [image_ref(image) for image in list(images)],
-            "response": solution_str, "reference": str(ground_truth)}
+    return {
+        "question": str(extra_info["question"]),
+        # list(): parquet hands over numpy arrays, whose truth value is ambiguous
+        "images": [] if images is None else [image_ref(image) for image in list(images)],
+        "response": solution_str,
+        "reference": str(ground_truth),
+    }
 
 
 def _result(reward: float | None) -> dict[str, Any]:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from deltarubric.rm.backends.base import Backend, Conversation, Generation, ImagePart, Message, TextPart, TokenLogprob, VideoPart
+from deltarubric.rm.backends.base import (
+    Backend,
+    Conversation,
+    Generation,
+    ImagePart,
+    Message,
+    TextPart,
+    TokenLogprob,
+    VideoPart,
+)
 from deltarubric.rm.config import JudgeConfig
 
 __all__ = [

@@ -59,6 +59,7 @@ class OpenAIBackend(Backend):
 
     def body(self, conv: Conversation, sampling: SamplingConfig, urls: dict[Any, str]) -> dict[str, Any]:
         """The chat.completions request for one conversation (`urls` memoises media encodings across a batch)."""
+
         def image(img: Image.Image) -> dict[str, Any]:
             return {"type": "image_url", "image_url": {"url": _memo(urls, id(img), lambda: self._encoded.url(img))}}
 
@@ -118,7 +119,12 @@ class OpenAIBackend(Backend):
                 if r.status_code < 400:
                     try:
                         return parse_completion(r.json())
-                    except (ValueError, KeyError, IndexError, TypeError) as e:  # a proxy's HTML page, an empty choices list
+                    except (
+                        ValueError,
+                        KeyError,
+                        IndexError,
+                        TypeError,
+                    ) as e:  # a proxy's HTML page, an empty choices list
                         return Generation(error=f"{url}: malformed chat.completion response ({type(e).__name__}: {e})")
                 error = f"{url}: HTTP {r.status_code}: {r.text[:500]}"
                 if r.status_code not in _RETRY_STATUS:

@@ -1,6 +1,8 @@
 """genai-bench metrics as a local `evaluate` module: `evaluate.load("<path to this folder>")`. See eval/metric_module.py."""
 
-from deltarubric.eval import metric_module  # the module, not the class: evaluate takes the first Metric class it finds here
+from deltarubric.eval import (
+    metric_module,
+)  # the module, not the class: evaluate takes the first Metric class it finds here
 
 
 class GenAIBench(metric_module.BenchmarkMetric):
