@@ -119,7 +119,7 @@ def main() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "deltarubric.rm.cli",
+        "deltarubric.cli",
         "serve",
         "-m",
         args.model,

@@ -44,7 +44,7 @@ def train(kind: str, recipe: str, *flags: str, log: Path) -> subprocess.Popen[by
     out = Path(flags[flags.index("--out") + 1])
     if (out / "model.safetensors").exists():
         return None
-    cmd = [sys.executable, "-m", "deltarubric.rm.cli", "train", kind, "--config", str(RECIPES / recipe), *flags]
+    cmd = [sys.executable, "-m", "deltarubric.cli", "train", kind, "--config", str(RECIPES / recipe), *flags]
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, env=ENV, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 

@@ -64,6 +64,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def present_tasks(bench: Benchmark, data_dir: Path) -> tuple[dict[str, list[EvalItem]], list[str]]:
+    """Every task's items, for the tasks whose data is in data_dir; and a line for each task left out."""
+    loaded, skipped = {}, []
+    for t in bench.tasks:
+        try:
+            loaded[t] = bench.load(data_dir, t)
+        except FileNotFoundError as e:
+            skipped.append(f"{t} ({e.filename or e} not found)")
+    if not loaded:
+        raise ValueError(
+            f"{bench.name}: no task's data under --data-dir {data_dir}: {'; '.join(skipped)} (layout: docs/eval.md)"
+        )
+    return loaded, skipped
+
+
 def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> JudgeConfig:
     """The judge configuration a run actually uses.
 

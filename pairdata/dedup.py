@@ -123,9 +123,9 @@ def build_index(
     specs: list[str], *, hasher: Hasher | None = None, phash_max: int = PHASH_MAX, dhash_max: int = DHASH_MAX
 ) -> BenchmarkIndex:
     """Load each benchmark named in `specs` through its registered loader and index its images and texts."""
-    from deltarubric.eval.cli import present_tasks
     from deltarubric.eval.prepare import hub_data
     from deltarubric.eval.registry import get_benchmark
+    from deltarubric.eval.runner import present_tasks
 
     hasher = hasher or Hasher()
     index = BenchmarkIndex(images=HashIndex(phash_max, dhash_max))

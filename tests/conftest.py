@@ -116,7 +116,7 @@ def served(*args: str) -> Iterator[str]:
     # would fill a pipe's buffer after a few hundred requests and block the server.
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--port", str(port)],
+        [sys.executable, "-m", "deltarubric.cli", "serve", *args, "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=log,
         text=True,

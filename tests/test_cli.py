@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from deltarubric.rm.cli import app
-from deltarubric.rm.cli_options import JUDGE_OPTIONS, config_from_flags
+from deltarubric.cli.main import app
+from deltarubric.cli.options import JUDGE_OPTIONS, config_from_flags
 from tests.conftest import make_image
 
 runner = CliRunner()
@@ -121,7 +121,7 @@ def test_make_tiny_model_command(tmp_path):
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
     return subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "deltarubric.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 

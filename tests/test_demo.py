@@ -256,10 +256,10 @@ def test_cli_demo_command(monkeypatch, tiny_model_dir):
     from typer.testing import CliRunner
 
     import deltarubric.app.demo as demo_module
-    from deltarubric.rm.cli import app as cli
+    from deltarubric.cli.main import app as cli
 
     if "demo" not in get_command(cli).commands:
-        missing("the 'deltarubric demo' command", hint="add it to rm/cli.py (it calls app.demo.launch_demo)")
+        missing("the 'deltarubric demo' command", hint="add it to cli/demo.py (it calls app.demo.launch_demo)")
     calls = []
     monkeypatch.setattr(demo_module, "launch_demo", lambda config, host, port, **kw: calls.append((config, host, port)))
     args = [

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from deltarubric.eval.core import Prediction
 from deltarubric.eval.registry import get_benchmark
 from deltarubric.eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from deltarubric.rm.config import JudgeConfig
 from tests.scripted import ScriptedBackend, user_text
 
@@ -203,8 +203,8 @@ def test_errors_above_max_error_rate_fail_naming_the_most_common(scripted, tmp_p
 
 
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """rm.cli.main as the console script runs it: (exit code, stderr)."""
-    from deltarubric.rm.cli import main
+    """cli.main.main as the console script runs it: (exit code, stderr)."""
+    from deltarubric.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["deltarubric", *argv])
     monkeypatch.delenv("DELTARUBRIC_DEBUG", raising=False)

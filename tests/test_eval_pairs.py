@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from deltarubric.eval.core import decided, pct
 from deltarubric.eval.runner import RESULTS_FILE, read_predictions
 from deltarubric.rm.backends.base import ImagePart
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend, user_text
 
@@ -81,7 +81,7 @@ def rows(run: Path) -> list[dict]:
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": ""}
     return subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "deltarubric.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 

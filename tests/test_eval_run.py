@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from deltarubric.eval.core import json_scores
 from deltarubric.eval.registry import get_benchmark
 from deltarubric.eval.runner import RESULTS_FILE, completed_keys, eval_config, read_predictions, run_benchmark
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 
 VLRB = get_benchmark("vl-rewardbench")
 runner = CliRunner()
@@ -39,7 +39,7 @@ def vlrb_dir(tmp_path_factory) -> Path:
 
 
 def eval_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "deltarubric.rm.cli", "eval", *args]
+    return [sys.executable, "-m", "deltarubric.cli", "eval", *args]
 
 
 def result_keys(run: Path) -> list[str]:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from deltarubric.pairdata.caption import caption_file
 from deltarubric.rm.backends import ImagePart
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from deltarubric.rm.config import SamplingConfig
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene

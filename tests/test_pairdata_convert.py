@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from deltarubric.pairdata import sources
 from deltarubric.pairdata.converters import convert, converter_names
 from deltarubric.pairdata.sources import SchemaError
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene_png
 
@@ -389,7 +389,7 @@ def test_cli_wrong_schema_is_one_line_on_stderr(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "wrong.jsonl", [WRONG])
     args = ["data", "convert", "rlaif_v", "--src", str(src), "--out", str(tmp_path / "o.jsonl")]
     proc = subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        [sys.executable, "-m", "deltarubric.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -454,7 +454,7 @@ def test_cli_zero_pairs_is_an_error_naming_the_skip_reasons(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "deltarubric.rm.cli",
+            "deltarubric.cli",
             "data",
             "convert",
             "helpsteer3",

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from deltarubric.pairdata.dedup import REPORT_NAME, dedup, normalise
 from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, hash_image
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import encoded, scene
 
@@ -243,7 +243,7 @@ def test_against_a_folder_that_does_not_exist_is_an_error(tmp_path: Path, spec: 
         dedup([train], [against], tmp_path / "o")
     args = ["data", "dedup", str(train), "--against", against, "--out", str(tmp_path / "o")]
     proc = subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        [sys.executable, "-m", "deltarubric.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

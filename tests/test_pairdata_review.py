@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from deltarubric.pairdata.converters import convert
 from deltarubric.pairdata.dedup import dedup
 from deltarubric.pairdata.sources import SchemaError
-from deltarubric.rm.cli import app
+from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTARUBRIC_DEBUG": "", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        [sys.executable, "-m", "deltarubric.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

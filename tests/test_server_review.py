@@ -1,6 +1,6 @@
 """Independent review of the reward server's hardening (issue 11), against real `deltarubric serve` processes.
 
-Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m deltarubric.rm.cli serve ...`), stderr to a file so
+Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m deltarubric.cli serve ...`), stderr to a file so
 the access log can be read:
 
 - `tiny`: the tiny random-weight Qwen3-VL on the transformers backend (the local engine: token counting with its own
@@ -85,7 +85,7 @@ def serve(tmp: Path, *args: str, headers: dict[str, str] | None = None) -> Itera
     log_path = tmp / f"serve-{port}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deltarubric.rm.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "deltarubric.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -411,7 +411,7 @@ def serve_help() -> dict[str, str]:
     """`deltarubric serve --help`, wide, as {flag: its whole entry}."""
     env = {**os.environ, "COLUMNS": "300", "TERM": "dumb", "NO_COLOR": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", "serve", "--help"],
+        [sys.executable, "-m", "deltarubric.cli", "serve", "--help"],
         cwd=ROOT,
         env=env,
         capture_output=True,

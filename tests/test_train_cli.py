@@ -42,7 +42,7 @@ SMALL = [
 
 def cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        [sys.executable, "-m", "deltarubric.cli", *args],
         env=ENV,
         cwd=ROOT,
         capture_output=True,
@@ -252,7 +252,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir: Path, synth
         "4",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deltarubric.rm.cli", *args],
+        [sys.executable, "-m", "deltarubric.cli", *args],
         env=ENV,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -299,7 +299,7 @@ def test_two_processes_under_accelerate_keep_pairs_whole(tiny_model_dir: Path, s
         "--dynamo_backend",
         "no",
         "-m",
-        "deltarubric.rm.cli",
+        "deltarubric.cli",
         "train",
         "grpo",
         "--judge",
@@ -336,8 +336,8 @@ def test_two_processes_under_accelerate_keep_pairs_whole(tiny_model_dir: Path, s
     sorted(p.name for p in (ROOT / "recipes").glob("*.yaml") if p.name != "zero3.yaml" and "msrl" not in p.name),
 )
 def test_every_recipe_parses(recipe: str, tmp_path: Path) -> None:
-    from deltarubric.train.cli import parse_train_args
     from deltarubric.train.config import JudgeGRPOConfig, JudgeSFTConfig
+    from deltarubric.train.launch import parse_train_args
 
     kind = JudgeGRPOConfig if "grpo" in recipe else JudgeSFTConfig
     cpu = ["--bf16", "false"]  # GPU recipes ask for bf16, which this CPU machine refuses at parse time
@@ -353,7 +353,7 @@ def test_every_recipe_parses(recipe: str, tmp_path: Path) -> None:
 def test_without_the_train_extra_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from deltarubric.rm.cli import app
+    from deltarubric.cli.main import app
 
     monkeypatch.setitem(sys.modules, "trl", None)  # as if TRL were not installed
     for command in ("grpo", "sft"):

@@ -258,7 +258,7 @@ def test_stage_subset_from_the_command_line(full_run: Path, data: Path, tmp_path
         [
             sys.executable,
             "-m",
-            "deltarubric.rm.cli",
+            "deltarubric.cli",
             "train",
             "msrl",
             "--resume",

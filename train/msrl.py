@@ -11,7 +11,7 @@
 | cmkd (2b) | the caption model's chains that reach the gold label, on the real image | all | - |
 | multimodal (3) | real image pairs | all | accuracy, format, task type |
 
-Each stage is `train sft` or `train grpo` with the msrl judge (train/cli.py's pieces: the same parsing, model loading,
+Each stage is `train sft` or `train grpo` with the msrl judge (train/launch.py: the same parsing, model loading,
 validation, resume and saving). Stage S of run OUT trains in OUT/S from the model of the nearest earlier stage that
 is done (or the recipe's `model`), and ends by writing OUT/S/msrl_stage.json, its record: data files and hashes,
 counts, the resolved config, what was trainable, steps. A stage with a record is done and is skipped on reruns; a
@@ -201,7 +201,7 @@ def _route(settings: dict[str, Any] | list[str], stage: Stage, what: str) -> Any
 
 def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> tuple[Any, Any]:
     """(JudgeArguments, MSRL*Config) of `stage`: stage defaults <- recipe `common` <- its section <- flags."""
-    from deltarubric.train.cli import parse_train_args
+    from deltarubric.train.launch import parse_train_args
 
     settings = {
         "freeze_vision": stage.freeze_vision,
@@ -224,12 +224,6 @@ def stage_args(inv: Invocation, stage: Stage, model: str, config_file: Path) -> 
         judge_args, config = parse_train_args(MSRLSFTConfig if stage.kind == "sft" else MSRLGRPOConfig, argv)
     except ValueError as e:
         raise ValueError(f"stage {stage.name}: {e}") from None
-    except Exception as e:  # typer.BadParameter: a missing --data, say
-        if type(e).__name__ != "BadParameter":
-            raise
-        raise ValueError(
-            f"stage {stage.name}: {getattr(e, 'message', e)} (in its recipe section or --{stage.name}.data)"
-        ) from None
     if config.judge != "msrl":
         raise ValueError(f"stage {stage.name}: MSRL stages train the msrl judge, not {config.judge!r}")
     if stage.kind == "sft" and config.targets != "traces":
@@ -451,7 +445,7 @@ def cmkd_data(judge_args: Any, config: Any, stage_dir: Path, start: str) -> Stag
 def sampling_backend(model: str, judge_args: Any, config: Any) -> Any:
     """The CMKD sampler: the start model in the production transformers backend, on this process's device."""
     from deltarubric.rm.backends.hf import TransformersBackend
-    from deltarubric.train.cli import load_model
+    from deltarubric.train.launch import load_model
 
     args = dataclasses.replace(judge_args, model=model, freeze_vision=False)
     loaded, processor = load_model(args, config)
@@ -494,7 +488,7 @@ class MSRLGRPOTrainer(JudgeGRPOTrainer):
 def _grpo_trainer(
     model: Any, config: Any, data: StageData, processor: Any, judge_args: Any, stage: Stage
 ) -> MSRLGRPOTrainer:
-    from deltarubric.train.cli import peft_config
+    from deltarubric.train.launch import peft_config
 
     funcs, weights = stage_rewards(stage, config.task_reward)
     if config.reward_weights is None:
@@ -515,7 +509,7 @@ def run_stage(inv: Invocation, stage: Stage, start: str) -> dict[str, Any]:
     """Train one stage from `start` in OUT/<stage> (resuming an interrupted one) and write its record."""
     from accelerate import PartialState
 
-    from deltarubric.train.cli import _resume, load_model, peft_config, run
+    from deltarubric.train.launch import load_model, peft_config, resume_checkpoint, run
     from deltarubric.train.sft import make_sft_trainer, sft_examples
 
     t0 = time.time()
@@ -567,7 +561,7 @@ def run_stage(inv: Invocation, stage: Stage, start: str) -> dict[str, Any]:
             data.counts["examples"] = len(rows)
         else:
             trainer = _grpo_trainer(model, config, data, processor, judge_args, stage)
-        resumed = _resume(config)
+        resumed = resume_checkpoint(config)
         run(trainer, processor, config, judge_args, val, default_eval_steps=50 if stage.kind == "sft" else 5)
         record.update(
             model=stage.name,

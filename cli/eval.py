@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from deltarubric.cli.options import judge_options
 from deltarubric.eval.core import json_scores
-from deltarubric.rm.cli_options import judge_options
 from deltarubric.rm.config import JudgeConfig
 
 app = typer.Typer(
@@ -49,21 +49,6 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def present_tasks(bench, data_dir: Path) -> tuple[dict[str, list], list[str]]:
-    """Every task's items, for the tasks whose data is in data_dir; and a line for each task left out."""
-    loaded, skipped = {}, []
-    for t in bench.tasks:
-        try:
-            loaded[t] = bench.load(data_dir, t)
-        except FileNotFoundError as e:
-            skipped.append(f"{t} ({e.filename or e} not found)")
-    if not loaded:
-        raise ValueError(
-            f"{bench.name}: no task's data under --data-dir {data_dir}: {'; '.join(skipped)} (layout: docs/eval.md)"
-        )
-    return loaded, skipped
-
-
 @app.command(no_args_is_help=True)
 @judge_options
 def run(
@@ -71,14 +56,16 @@ def run(
     benchmark: Annotated[
         str,
         typer.Argument(
-            help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench | pairs (your own data, with --data)"
+            help="vl-rewardbench | genai-bench | multimodal-rewardbench | mm-rlhf-rewardbench | "
+            "pairs (your own data, with --data)"
         ),
     ],
     out: Annotated[Path, typer.Option(help="Run directory; rerunning the same command resumes it.")],
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
-            help="Local benchmark folder (metadata and media); default: download the pinned hub revision. See docs/eval.md."
+            help="Local benchmark folder (metadata and media); default: download the pinned hub revision. "
+            "See docs/eval.md."
         ),
     ] = None,
     data: Annotated[
@@ -93,14 +80,16 @@ def run(
         bool,
         typer.Option(
             "--official",
-            help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, top_p 0.2, 2048 tokens, unless you set them).",
+            help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, "
+            "top_p 0.2, 2048 tokens, unless you set them).",
         ),
     ] = False,
     samples: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Judgments per item, each with its own seed (seed + s) and drawn order; the official metric votes over them (VL-RewardBench's cal.py protocol).",
+            help="Judgments per item, each with its own seed (seed + s) and drawn order; the official metric votes "
+            "over them (VL-RewardBench's cal.py protocol).",
         ),
     ] = 1,
     limit: Annotated[
@@ -112,7 +101,8 @@ def run(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, backend down).",
+            help="Fail (exit 1) when more than this share of the items ends with an error (media not loaded, "
+            "backend down).",
         ),
     ] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
@@ -120,7 +110,7 @@ def run(
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
     from deltarubric.eval.benchmarks import pairs
     from deltarubric.eval.registry import get_benchmark
-    from deltarubric.eval.runner import RunFailed, eval_config, run_benchmark
+    from deltarubric.eval.runner import RunFailed, eval_config, present_tasks, run_benchmark
     from deltarubric.rm.judge import Judge
 
     bench = get_benchmark(benchmark)
@@ -202,7 +192,8 @@ def prepare(
     src: Annotated[
         Path,
         typer.Option(
-            help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset --local-dir SRC)."
+            help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset "
+            "--local-dir SRC)."
         ),
     ],
     out: Annotated[

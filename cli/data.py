@@ -1,5 +1,5 @@
 """`deltarubric data list|convert|dedup|caption`: thin wrappers over pairdata.converters, .dedup and .caption.
-Errors (a wrong schema, a missing file) propagate to `deltarubric.rm.cli.main`, which prints them as one line."""
+Errors (a wrong schema, a missing file) propagate to `deltarubric.cli.main.main`, which prints them as one line."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from deltarubric.cli.options import judge_options
 from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX
-from deltarubric.rm.cli_options import judge_options
 from deltarubric.rm.config import JudgeConfig
 
 DEDUP_OUT = Path("dedup")
