@@ -90,7 +90,7 @@ class StageReport:
     """One finished stage: its generations (one per presentation order, in order) and its wall time."""
 
     name: str
-    parser: str
+    produces: str
     generations: list[Generation]
     seconds: float
 
@@ -113,8 +113,8 @@ class _StageTap(Backend):
         gens = await self.inner.agenerate(conversations, sampling)
         k = self._calls
         self._calls += 1
-        name, parser = self._stages[k] if k < len(self._stages) else (f"stage{k + 1}", "")
-        self._on_stage(StageReport(name, parser, list(gens), time.perf_counter() - t0))
+        name, produces = self._stages[k] if k < len(self._stages) else (f"stage{k + 1}", "")
+        self._on_stage(StageReport(name, produces, list(gens), time.perf_counter() - t0))
         return gens
 
 
@@ -239,7 +239,7 @@ def _judge_events(
         yield error_state(f"Cannot build the judge: {type(e).__name__}: {e}")
         return
 
-    stages = [(s.name, s.parser) for s in judge.method.stages]
+    stages = [(s.name, s.produces) for s in judge.method.stages]
     cfg = judge.config
     orders = presentation_orders(request.id, cfg.sampling.seed, cfg.swap, cfg.order)
     events: queue.Queue[StageReport | tuple[str, Any]] = queue.Queue()
@@ -361,7 +361,7 @@ def stream_state(method: str, stages, done: Sequence[StageReport], orders: Seque
         "(waiting for the planner's checklist…)" if any(p == "checklist" for _, p in stages) else "(judging…)"
     )
     for rep in done:
-        if rep.parser == "checklist":
+        if rep.produces == "checklist":
             lead = next((g for g in rep.generations if not g.error), None)
             items = PARSERS["checklist"](lead.text).checklist if lead else []
             checklist = (
@@ -477,7 +477,7 @@ def checklist_table(v: Verdict) -> pd.DataFrame:
         rows.append([k + 1, item or "—", f.text if f else "(no finding)", (f.favors or "?") if f else ""])
     if rows:
         return _table(rows, CHECKLIST_HEADERS)
-    if load_method(v.judge).stages[0].parser == "checklist":
+    if any(s.produces == "checklist" for s in load_method(v.judge).stages):
         return _placeholder("(the planner's reply held no readable checklist)")
     return _placeholder(f"(the {v.judge} judge writes no checklist)")
 

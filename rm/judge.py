@@ -83,7 +83,7 @@ class Judge:
                     job.error = f"backend error in stage {stage.name!r}: {gen.error}"
                     continue
                 job.parsed = parse(gen.text)
-                if stage.parser == "checklist":
+                if stage.produces == "checklist":
                     job.checklist = job.parsed.checklist
                 job.conversation = job.conversation + [turn, assistant_reply(stage, gen.text, job.checklist)]
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 MAX_CHECKLIST_ITEMS = 4
 
@@ -233,11 +234,26 @@ def parse_mmrb(text: str) -> Parsed:
     return Parsed()
 
 
-PARSERS = {
-    "checklist": parse_checklist,
-    "verdict": parse_verdict,
-    "msrl": parse_msrl,
-    "vlrb": parse_vlrb,
-    "genai_vote": parse_genai_vote,
-    "mmrb": parse_mmrb,
+Product = Literal["checklist", "verdict"]  # what a stage's reply is read for
+PRODUCTS: tuple[str, ...] = get_args(Product)
+
+
+@dataclass(frozen=True)
+class Parser:
+    """A parser by name, with what it reads out of a reply; a prompt file's stage must declare the same product."""
+
+    read: Callable[[str], Parsed]
+    produces: Product
+
+    def __call__(self, text: str) -> Parsed:
+        return self.read(text)
+
+
+PARSERS: dict[str, Parser] = {
+    "checklist": Parser(parse_checklist, "checklist"),
+    "verdict": Parser(parse_verdict, "verdict"),
+    "msrl": Parser(parse_msrl, "verdict"),
+    "vlrb": Parser(parse_vlrb, "verdict"),
+    "genai_vote": Parser(parse_genai_vote, "verdict"),
+    "mmrb": Parser(parse_mmrb, "verdict"),
 }

@@ -440,12 +440,14 @@ def test_msrl_answer_position_in_original_text():
 
 
 def test_parsers_table():
-    assert {k: PARSERS[k] for k in ("checklist", "verdict", "msrl")} == {
+    assert {k: PARSERS[k].read for k in ("checklist", "verdict", "msrl")} == {
         "checklist": parse_checklist,
         "verdict": parse_verdict,
         "msrl": parse_msrl,
     }
     assert set(PARSERS) == {"checklist", "verdict", "msrl", "vlrb", "genai_vote", "mmrb"}
+    assert {k for k, p in PARSERS.items() if p.produces == "checklist"} == {"checklist"}
+    assert PARSERS["verdict"]("Winner: [[B]]") == parse_verdict("Winner: [[B]]")  # a parser is called as a function
 
 
 FRAGMENTS = [

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from deltarubric.rubrics.prompts import available_methods, load_method, media_marker, render, split_media
+from deltarubric.rubrics.prompts import (
+    available_methods,
+    check_method,
+    load_method,
+    media_marker,
+    render,
+    split_media,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -78,16 +85,63 @@ def test_verifier_without_checklist_says_so():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(
-        ValueError, match="available: deltarubric, direct, genai_bench_official, mmrb_official, msrl, vlrb_official"
-    ):
+    listing = "available: deltarubric, direct, genai_bench_official, mmrb_official, msrl, vlrb_official"
+    with pytest.raises(ValueError, match=listing):
         load_method("best")
+    with pytest.raises(ValueError, match=listing):
+        check_method("best")
+    assert check_method("msrl") == "msrl"
+
+
+def test_every_stage_declares_what_it_produces():
+    products = {m: [s.produces for s in load_method(m).stages] for m in available_methods()}
+    assert products["deltarubric"] == ["checklist", "verdict"]
+    assert all(p[-1] == "verdict" and p.count("verdict") == 1 for p in products.values())
+
+
+def write_method(tmp_path: Path, stages: str, extra: str = "") -> Path:
+    (tmp_path / "_words.yaml").write_text("noun: {}\nmedia_word: {image_understanding: image}\n")
+    (tmp_path / "m.yaml").write_text(f"name: m\nversion: 1\nsystem: s\n{extra}stages:\n{stages}")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "stages, extra, message",
+    [
+        ("  - {name: judge, parser: verdict, user: u}\n", "", r"stage 'judge'\.produces: Field required"),
+        (
+            "  - {name: judge, parser: verdict, produces: verdcit, user: u}\n",
+            "",
+            r"stage 'judge'\.produces: Input should be 'checklist' or 'verdict'",
+        ),
+        (
+            "  - {name: plan, parser: checklist, produces: verdict, user: u}\n",
+            "",
+            "stage 'plan': parser 'checklist' reads a checklist, but the stage declares produces: verdict",
+        ),
+        ("  - {name: judge, parser: vote, produces: verdict, user: u}\n", "", r"unknown parser 'vote'; available: "),
+        (
+            "  - {name: judge, parser: verdict, produces: verdict, user: u}\n"
+            "  - {name: plan, parser: checklist, produces: checklist, user: u}\n",
+            "",
+            "the last stage, and only it, must declare produces: verdict",
+        ),
+        ("  - {name: judge, parser: verdict, produces: verdict, usr: u}\n", "", r"stage 'judge'\.usr: unknown key"),
+        ("  - {name: judge, parser: verdict, produces: verdict, user: u}\n", "stage: 2\n", "stage: unknown key"),
+    ],
+)
+def test_prompt_file_is_checked_when_it_loads(tmp_path, stages, extra, message):
+    folder = write_method(tmp_path, stages, extra)
+    with pytest.raises(ValueError, match=message) as e:
+        load_method("m", folder)
+    assert str(e.value).startswith(f"{folder / 'm.yaml'}: ")
 
 
 def test_misspelt_variable_fails_loudly(tmp_path):
     (tmp_path / "_words.yaml").write_text("noun: {}\nmedia_word: {}\n")
     (tmp_path / "bad.yaml").write_text(
-        "name: bad\nversion: 1\nsystem: s\nstages:\n  - {name: judge, parser: verdict, user: '{{ questoin }}'}\n"
+        "name: bad\nversion: 1\nsystem: s\nstages:\n"
+        "  - {name: judge, parser: verdict, produces: verdict, user: '{{ questoin }}'}\n"
     )
     with pytest.raises(Exception, match="questoin"):
         render(load_method("bad", tmp_path).stages[0].user, {"question": "q"})
