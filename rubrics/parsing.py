@@ -109,7 +109,8 @@ def _numbered(text: str) -> list[str]:
 
 
 def find_winner(text: str) -> tuple[str | None, int | None]:
-    """The verdict from 'Winner: [[X]]' (last one), else a lone [[X]] tag; both letters without a Winner line is ambiguous."""
+    """The verdict from 'Winner: [[X]]' (last one), else a lone [[X]] tag; both letters without a Winner line is
+    ambiguous."""
     hits = list(_WINNER_RE.finditer(text))
     if not hits:
         hits = list(_BRACKET_RE.finditer(text))
@@ -130,7 +131,8 @@ def parse_checklist(text: str) -> Parsed:
 
 
 def parse_verdict(text: str) -> Parsed:
-    """Direct judge and Checklist Verifier: 'Analysis:' (items ending 'Favors: X'), 'Justification:', 'Winner: [[X]]'."""
+    """Direct judge and Checklist Verifier: 'Analysis:' (items ending 'Favors: X'), 'Justification:',
+    'Winner: [[X]]'."""
     thinking, body, offset = split_thinking(text)
     winner, pos = find_winner(body)
     sections = _sections(body)

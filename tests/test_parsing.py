@@ -75,7 +75,7 @@ def test_verdict_after_turkish_thinking_is_kept():
     assert parse_verdict(text).winner == "A"
 
 
-# ============================================================================================ find_winner / parse_verdict
+# ========================================================================================= find_winner / parse_verdict
 
 
 DELTA = """\
@@ -166,7 +166,10 @@ def test_items_run_together_on_one_line():
 
 
 def test_markdown_verdict():
-    text = "**Analysis:**\n1. Two cats. **Favors:** B\n2. Red sofa. **Favors: Neither**\n**Justification:** B is right.\n**Winner:** [[B]]"
+    text = (
+        "**Analysis:**\n1. Two cats. **Favors:** B\n2. Red sofa. **Favors: Neither**\n"
+        "**Justification:** B is right.\n**Winner:** [[B]]"
+    )
     p = parse_verdict(text)
     assert p.winner == "B" and text[p.winner_pos] == "B"
     assert [label for _, label in p.findings] == ["B", "Neither"]  # bold labels are read
@@ -296,7 +299,8 @@ CHECKLISTS = [
     ),
     # leaks are dropped before the cap of four: four good items survive three leaking ones
     pytest.param(
-        "1. Response A is correct.\n2. Is it red?\n3. [[B]]\n4. Is it round?\n5. Winner?\n6. Is it big?\n7. Is it wet?\n8. Is it old?",
+        "1. Response A is correct.\n2. Is it red?\n3. [[B]]\n4. Is it round?\n5. Winner?\n6. Is it big?\n"
+        "7. Is it wet?\n8. Is it old?",
         ["Is it red?", "Is it round?", "Is it big?", "Is it wet?"],
         id="leaks-before-cap",
     ),
@@ -351,7 +355,8 @@ def test_bold_header_with_bullets():
 MSRL = [
     # the full format
     pytest.param(
-        "<type>image_understanding</type><caption>Two cats on a sofa.</caption><think>A counts right.</think><answer>A</answer>",
+        "<type>image_understanding</type><caption>Two cats on a sofa.</caption>"
+        "<think>A counts right.</think><answer>A</answer>",
         "A",
         "image_understanding",
         "A counts right.",
