@@ -14,6 +14,13 @@ Order = Literal["AB", "BA"]
 FLIP = {"A": "B", "B": "A"}  # the other label; shown and caller labels differ by this in the BA order
 
 
+def flip_winner(label: str | None) -> str | None:
+    """The label for the other presentation order: 'A' <-> 'B'; anything else ('tie', 'Neither', None) is kept.
+
+    Labels shown in the 'BA' order and the caller's labels differ by exactly this, in both directions."""
+    return {"A": "B", "B": "A"}.get(label, label) if label is not None else None
+
+
 def presentation_orders(item_id: str, seed: int, swap: bool, order: str) -> list[Order]:
     """Which orders to show. 'random' derives the order from (seed, id) with a stable hash, so reruns agree."""
     if swap:
@@ -52,8 +59,7 @@ def unswap(order: Order, winner: str | None, p_shown_a: float | None) -> tuple[s
     """Map a verdict on the shown order back to the caller's labels."""
     if order == "AB":
         return winner, p_shown_a
-    flipped = FLIP.get(winner, winner) if winner else None  # 'tie' stays a tie
-    return flipped, None if p_shown_a is None else 1.0 - p_shown_a
+    return flip_winner(winner), None if p_shown_a is None else 1.0 - p_shown_a
 
 
 def aggregate(results: Sequence[OrderResult]) -> tuple[str | None, float | None, bool | None, bool]:

@@ -1,25 +1,58 @@
 """The judge: requests in, verdicts out, through one backend and one method from `rubrics/`.
 
 Stages are batched across requests: every request's stage-1 conversation goes to the backend in one call, then every
-stage-2 conversation (which extends stage 1's, so prefix caches reuse the encoded image), and so on.
+stage-2 conversation (which extends stage 1's, so prefix caches reuse the encoded image), and so on. The batch calls
+(`judge`, `ajudge_batch`, ...) and the stream (`astream`) run the same stage loop, `_events`: the stream yields each
+stage's reply as the stage finishes, then the verdict; the batch calls keep only the verdicts.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deltarubric.rm.aggregate import FLIP, Order, aggregate, presentation_orders, unswap, verdict_probability
-from deltarubric.rm.backends import Backend, Conversation, Generation, ImagePart, make_backend
+from deltarubric.rm.aggregate import Order, aggregate, flip_winner, presentation_orders, unswap, verdict_probability
+from deltarubric.rm.backends import Backend, Conversation, Generation, ImagePart, Message, TextPart, make_backend
 from deltarubric.rm.backends.base import run_sync
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.media import load_image
 from deltarubric.rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
 from deltarubric.rm.types import Finding, JudgeRequest, OrderResult, Usage, Verdict
-from deltarubric.rubrics.parsing import PARSERS, Parsed
+from deltarubric.rubrics.parsing import PARSERS, Parsed, Product
 from deltarubric.rubrics.prompts import Method, load_method
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage's reply for one request shown in one order: what `Judge.astream` yields as each stage finishes.
+
+    Every order of every request in a call runs a stage in one batched backend call; `seconds` is that call's wall
+    time, shared by the replies it returned.
+    """
+
+    request_id: str
+    stage: str  # the stage's name in the prompt file: 'planner', 'verifier', 'judge'
+    produces: Product  # 'checklist' (shown to the later stages) or 'verdict' (the method's answer)
+    shown_order: Order  # 'AB', or 'BA': the caller's B shown as A
+    prompt: str  # the stage's user turn as text, each media part written as <image> or <video>
+    text: str  # the model's reply as written ('' after a backend error)
+    parsed: Parsed  # the reply as the stage's parser read it, in the labels shown
+    usage: Usage
+    seconds: float
+    error: str | None = None  # the backend failed on this conversation; later stages of this order do not run
+
+
+JudgeEvent = StageResult | Verdict
+
+
+def prompt_summary(turn: Message) -> str:
+    """A user turn as plain text, media parts written as <image> / <video>."""
+    return "".join(
+        p.text if isinstance(p, TextPart) else "<image>" if isinstance(p, ImagePart) else "<video>"
+        for p in turn.content
+    )
 
 
 @dataclass
@@ -56,44 +89,75 @@ class Judge:
         return (await self.ajudge_batch([request]))[0]
 
     async def ajudge_batch(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
+        verdicts: dict[int, Verdict] = {}
+        async for index, event in self._events(requests):
+            if isinstance(event, Verdict):
+                verdicts[index] = event
+        return [verdicts[i] for i in range(len(requests))]
+
+    async def astream(self, request: JudgeRequest) -> AsyncIterator[JudgeEvent]:
+        """Judge one request, yielding a `StageResult` for each order as each stage finishes (orders in the order
+        judged, 'AB' first), then the `Verdict`, always last. An item whose media cannot be loaded yields only its
+        verdict (with `error`); a backend error ends that order's stages, its StageResult saying why."""
+        async for _, event in self._events([request]):
+            yield event
+
+    async def _events(self, requests: Sequence[JudgeRequest]) -> AsyncIterator[tuple[int, JudgeEvent]]:
+        """(request index, event): each stage's results as the stage finishes, then every request's verdict."""
         t0 = time.perf_counter()
-        verdicts: list[Verdict | None] = [None] * len(requests)
         jobs: list[_Job] = []
         for i, req in enumerate(requests):
             try:
                 prepared = self._prepare(req)
             except Exception as e:  # any failure to load this item's media is its own verdict, never the batch's
                 message = str(e) if isinstance(e, ValueError) else f"cannot load media: {type(e).__name__}: {e}"
-                verdicts[i] = Verdict(id=req.id, judge=self.config.judge, error=message)
+                yield i, Verdict(id=req.id, judge=self.config.judge, error=message)
                 continue
-            for order in presentation_orders(req.id, self.config.sampling.seed, self.config.swap, self.config.order):
+            seed, swap, presentation = self.config.sampling.seed, self.config.swap, self.config.presentation
+            for order in presentation_orders(req.id, seed, swap, presentation):
                 jobs.append(_Job(i, order, prepared, system_messages(self.method)))
 
         for stage in self.method.stages:
             active = [j for j in jobs if j.error is None]
+            if not active:
+                break
             turns = [user_turn(self.method, stage, job.prepared, job.order, job.checklist) for job in active]
+            started = time.perf_counter()
             gens = await self.backend.agenerate(
                 [job.conversation + [turn] for job, turn in zip(active, turns)], self.config.sampling
             )
-            parse = PARSERS[stage.parser]
+            seconds = time.perf_counter() - started
             for job, turn, gen in zip(active, turns, gens):
                 key = f"{job.order}/{stage.name}"
                 job.raw[key], job.usage[key], job.last = gen.text, gen.usage, gen
+                parsed = Parsed()
                 if gen.error:
                     job.error = f"backend error in stage {stage.name!r}: {gen.error}"
-                    continue
-                job.parsed = parse(gen.text)
-                if stage.produces == "checklist":
-                    job.checklist = job.parsed.checklist
-                job.conversation = job.conversation + [turn, assistant_reply(stage, gen.text, job.checklist)]
+                else:
+                    parsed = job.parsed = PARSERS[stage.parser](gen.text)
+                    if stage.produces == "checklist":
+                        job.checklist = parsed.checklist
+                    job.conversation = job.conversation + [turn, assistant_reply(stage, gen.text, job.checklist)]
+                result = StageResult(
+                    request_id=requests[job.index].id,
+                    stage=stage.name,
+                    produces=stage.produces,
+                    shown_order=job.order,
+                    prompt=prompt_summary(turn),
+                    text=gen.text,
+                    parsed=parsed,
+                    usage=gen.usage,
+                    seconds=seconds,
+                    error=job.error if gen.error else None,
+                )
+                yield job.index, result
 
         latency = time.perf_counter() - t0
         by_request: dict[int, list[_Job]] = {}
         for job in jobs:
             by_request.setdefault(job.index, []).append(job)
         for i, group in by_request.items():
-            verdicts[i] = self._verdict(requests[i], group, latency)
-        return [v for v in verdicts if v is not None]
+            yield i, self._verdict(requests[i], group, latency)
 
     def _prepare(self, req: JudgeRequest) -> PreparedRequest:
         return prepare(
@@ -119,10 +183,9 @@ class Judge:
             )
         winner, p_a, consistent, parse_ok = aggregate(results)
         # Explanations come from the AB order when it was judged, so 'A' in their text is the caller's A. With
-        # order='random' and B shown first, the texts quote the shown labels; orders[0].order says so. Findings'
-        # `favors` are always in the caller's labels.
+        # presentation 'random' and B shown first, the texts quote the shown labels; orders[0] says which was shown.
+        # Findings' `favors` are always in the caller's labels.
         lead = next((j for j in jobs if j.order == "AB"), jobs[0])
-        flip = FLIP if lead.order == "BA" else {}
         return Verdict(
             id=req.id,
             judge=self.config.judge,
@@ -131,7 +194,11 @@ class Judge:
             consistent=consistent,
             checklist=lead.checklist,
             findings=[
-                Finding(item=lead.checklist[k] if k < len(lead.checklist) else "", text=text, favors=flip.get(f, f))  # type: ignore[arg-type]
+                Finding(
+                    item=lead.checklist[k] if k < len(lead.checklist) else "",
+                    text=text,
+                    favors=flip_winner(f) if lead.order == "BA" else f,  # type: ignore[arg-type]
+                )
                 for k, (text, f) in enumerate(lead.parsed.findings)
             ],
             rationale=lead.parsed.rationale,

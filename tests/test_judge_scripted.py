@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -9,8 +10,8 @@ import pytest
 
 from deltarubric.rm.backends.base import ImagePart, TextPart
 from deltarubric.rm.config import JudgeConfig
-from deltarubric.rm.judge import Judge
-from deltarubric.rm.types import JudgeRequest
+from deltarubric.rm.judge import Judge, StageResult
+from deltarubric.rm.types import JudgeRequest, Verdict
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend, all_text, user_text
 
@@ -108,7 +109,7 @@ def test_random_order_is_seeded_and_mapped_back(image_file: Path):
         )
         for i in range(16)
     ]
-    judge = judge_with(ScriptedBackend(careful_judge), judge="direct", order="random", sampling={"seed": 7})
+    judge = judge_with(ScriptedBackend(careful_judge), judge="direct", presentation="random", sampling={"seed": 7})
     first = judge.judge_batch(requests)
     again = judge.judge_batch(requests)
     orders = [v.orders[0].order for v in first]
@@ -244,3 +245,100 @@ def test_blocking_engine_failure_is_isolated_per_conversation(request_):
     assert "prompt too long" in v_bad.error and v_bad.winner is None
     assert v_fine.winner == "A" and v_fine.error is None
     assert "prompt too long" in v_ok.error  # request_ itself mentions 'Three cats.'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage-event stream: the batch calls run the same stage loop, so the stream's verdict is theirs.
+
+
+def stream(judge: Judge, request: JudgeRequest) -> list:
+    async def collect() -> list:
+        return [event async for event in judge.astream(request)]
+
+    return asyncio.run(collect())
+
+
+def steps(events: list) -> list[tuple[str, str, str]]:
+    return [(e.stage, e.produces, e.shown_order) for e in events if isinstance(e, StageResult)]
+
+
+def same_verdict(a: Verdict, b: Verdict) -> bool:
+    return a.model_dump(exclude={"latency_s"}) == b.model_dump(exclude={"latency_s"})
+
+
+def test_stream_direct_yields_the_stage_then_the_same_verdict_as_judge(request_):
+    judge = judge_with(ScriptedBackend(careful_judge, confidence=0.9), judge="direct")
+    events = stream(judge, request_)
+    assert [type(e) for e in events] == [StageResult, Verdict]
+    stage, verdict = events
+    assert (stage.request_id, stage.stage, stage.produces, stage.shown_order) == ("cats-1", "judge", "verdict", "AB")
+    assert stage.prompt.startswith("<image>\nQuestion: How many cats?") and "[Response A]\nTwo cats." in stage.prompt
+    assert stage.text == verdict.raw["AB/judge"] and stage.text.endswith("Winner: [[A]]")
+    assert stage.parsed.winner == "A" and stage.error is None
+    assert stage.usage == verdict.usage["AB/judge"] and stage.seconds >= 0
+    assert verdict.winner == "A" and verdict.p_a == pytest.approx(0.9)
+    assert same_verdict(verdict, judge.judge(request_))
+
+
+def test_stream_deltarubric_with_swap_gives_each_stage_in_both_orders_before_the_verdict(request_):
+    judge = judge_with(ScriptedBackend(careful_judge), judge="deltarubric", swap=True)
+    events = stream(judge, request_)
+    assert steps(events) == [
+        ("planner", "checklist", "AB"),
+        ("planner", "checklist", "BA"),
+        ("verifier", "verdict", "AB"),
+        ("verifier", "verdict", "BA"),
+    ]
+    assert isinstance(events[-1], Verdict) and len(events) == 5
+    plan_ab, plan_ba, verify_ab, verify_ba, verdict = events
+    # the planner's reply is parsed and its leaking item dropped before the verifier runs
+    assert (
+        plan_ab.parsed.checklist
+        == verdict.checklist
+        == [
+            "Are there exactly two cats in the image?",
+            "Is the cat on the left orange, not grey?",
+        ]
+    )
+    assert plan_ab.text == PLANNER_REPLY and plan_ab.parsed.winner is None
+    assert "[Response A]\nTwo cats." in plan_ab.prompt and "[Response A]\nThree cats." in plan_ba.prompt
+    assert "Checklist Verifier" in verify_ab.prompt and "<image>" not in verify_ab.prompt  # shown once, in stage 1
+    # replies are read in the labels shown: in BA the model names B, the caller's A
+    assert (verify_ab.parsed.winner, verify_ba.parsed.winner) == ("A", "B")
+    assert [o.winner for o in verdict.orders] == ["A", "A"] and verdict.winner == "A"
+    assert {f"{e.shown_order}/{e.stage}": e.text for e in events[:-1]} == verdict.raw
+    assert same_verdict(verdict, judge.judge(request_))
+
+
+def test_stream_msrl_reads_the_task_type(request_):
+    events = stream(judge_with(ScriptedBackend(careful_judge), judge="msrl"), request_)
+    assert steps(events) == [("judge", "verdict", "AB")]
+    stage, verdict = events
+    assert "<answer>" in stage.prompt and stage.parsed.task_type == "image_understanding" == verdict.task_type_pred
+    assert stage.parsed.winner == verdict.winner == "A"
+
+
+def test_stream_stops_an_order_at_its_backend_error(request_):
+    def reply(conv):
+        if "Disagreement Planner" in user_text(conv) and "[Response A]\nThree cats." in all_text(conv):
+            return RuntimeError("engine fell over")
+        return careful_judge(conv)
+
+    events = stream(judge_with(ScriptedBackend(reply), judge="deltarubric", swap=True), request_)
+    assert steps(events) == [
+        ("planner", "checklist", "AB"),
+        ("planner", "checklist", "BA"),
+        ("verifier", "verdict", "AB"),  # BA stopped at its planner
+    ]
+    failed, verdict = events[1], events[-1]
+    assert failed.error == "backend error in stage 'planner': engine fell over" == verdict.error
+    assert failed.text == "" and failed.parsed.checklist == []
+    assert verdict.winner is None and not verdict.parse_ok
+
+
+def test_stream_of_an_item_whose_media_cannot_load_is_its_verdict(tmp_path):
+    req = JudgeRequest(question="How many?", images=[str(tmp_path / "missing.png")], a="Two.", b="Three.")
+    backend = ScriptedBackend(careful_judge)
+    (verdict,) = stream(judge_with(backend, judge="deltarubric"), req)
+    assert isinstance(verdict, Verdict) and "file not found" in verdict.error
+    assert backend.calls == []  # no stage ran
