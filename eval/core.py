@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from deltarubric.rm.types import JudgeRequest, Verdict
+from deltarubric.rubrics.parsing import PARSERS
+from deltarubric.rubrics.prompts import load_method
 
 
 class EvalItem(BaseModel):
@@ -36,9 +38,11 @@ class Prediction(BaseModel):
     group: str = ""
     winner: str | None = None  # A | B | tie | None, in the item's labels
     samples: list[tuple[str, str | None]] = Field(default_factory=list)  # (order shown, winner) per judged order
-    raw: str | None = None  # the final raw text when one order was judged: official parsers re-read it
-    sample_raw: list[str | None] = Field(default_factory=list)  # the final raw text of each sample, as in `samples`
-    official_format: bool = False  # raw follows the benchmark's official output format (official preset or file)
+    # The vote of each sample exactly as its parser read it (`OrderResult.label`), as in `samples`: what official
+    # metrics score ('[[A=B=Bad]]', 'Answer 3'), which a winner cannot say.
+    labels: list[str | None] = Field(default_factory=list)
+    raw: str | None = None  # the final raw text when one order was judged (exports and diagnostics)
+    official_format: bool = False  # the votes follow the benchmark's official output format (official preset or file)
     parse_ok: bool = False
     error: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -55,8 +59,12 @@ class Prediction(BaseModel):
             group=item.group,
             winner=verdict.winner,
             samples=[(o.order, o.winner) for o in verdict.orders],
+            # A verdict recorded before orders kept their label (an older results.jsonl) is read from its raw text.
+            labels=[
+                o.label if "label" in o.model_fields_set else vote_label(verdict.judge, final.get(o.order))
+                for o in verdict.orders
+            ],
             raw=list(verdict.raw.values())[-1] if single_order else None,
-            sample_raw=[final.get(o.order) for o in verdict.orders],
             official_format=official_format,
             parse_ok=verdict.parse_ok,
             error=verdict.error,
@@ -78,13 +86,22 @@ class Prediction(BaseModel):
             group=item.group,
             winner=next((w for w in ("A", "B", "tie") if winners.count(w) > len(winners) / 2), None),
             samples=samples,
+            labels=[label for p in parts for label in p.labels],
             raw=parts[0].raw if len(parts) == 1 else None,
-            sample_raw=[r for p in parts for r in p.sample_raw],
             official_format=official_format,
             parse_ok=bool(parts) and all(p.parse_ok for p in parts) and error is None,
             error=error,
             meta=item.meta,
         )
+
+
+def vote_label(judge: str, text: str | None) -> str | None:
+    """The vote label that `judge`'s verdict stage reads from `text` (None for no text, or a judge that is gone)."""
+    try:
+        method = load_method(judge)
+    except ValueError:
+        return None
+    return PARSERS[method.stages[-1].parser](text).label if text is not None else None
 
 
 def decided(p: Prediction) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 import datasets
 import evaluate
 
-from deltarubric.eval.core import Prediction, json_scores
+from deltarubric.eval.core import Prediction, json_scores, vote_label
 from deltarubric.eval.registry import get_benchmark
 
 
@@ -55,6 +55,7 @@ class BenchmarkMetric(evaluate.Metric):
                 group=groups[i] if groups else "",
                 winner=predictions[i] or None,
                 samples=[("AB", predictions[i] or None)],
+                labels=[vote_label(b.official_judge, raw_outputs[i])] if raw_outputs else [],
                 raw=raw_outputs[i] if raw_outputs else None,
                 official_format=raw_outputs is not None,
                 parse_ok=bool(predictions[i]),

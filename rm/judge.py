@@ -179,7 +179,13 @@ class Judge:
             winner, p_a = unswap(job.order, job.parsed.winner, p_shown)
             ok = job.parsed.ok and job.error is None
             results.append(
-                OrderResult(order=job.order, winner=winner if ok else None, p_a=p_a if ok else None, parse_ok=ok)
+                OrderResult(
+                    order=job.order,
+                    winner=winner if ok else None,
+                    p_a=p_a if ok else None,
+                    parse_ok=ok,
+                    label=job.parsed.label if job.error is None else None,
+                )
             )
         winner, p_a, consistent, parse_ok = aggregate(results)
         # Explanations come from the AB order when it was judged, so 'A' in their text is the caller's A. With

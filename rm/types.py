@@ -135,6 +135,13 @@ class OrderResult(BaseModel):
     winner: Literal["A", "B", "tie"] | None  # 'tie' only from presets whose format has one (GenAI-Bench)
     p_a: float | None = None
     parse_ok: bool
+    label: str | None = Field(
+        None,
+        description="The vote exactly as the parser read it, in the labels shown: 'A' for our judges, the answer "
+        "number for VL-RewardBench ('1', '3'), the verdict string for GenAI-Bench ('[[A=B=Bad]]'), the tag for "
+        "Multimodal RewardBench ('[[A]]'). Official scorers read it instead of the raw text; it can be set when "
+        "winner is None (an answer number other than 1 or 2).",
+    )
 
 
 class Verdict(BaseModel):

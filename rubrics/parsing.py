@@ -9,7 +9,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 MAX_CHECKLIST_ITEMS = 4
 
@@ -40,10 +40,16 @@ _LEAK_RE = re.compile(
 
 @dataclass
 class Parsed:
-    """One reply, read. `winner_pos` is the character offset of the verdict letter, used to find its logprobs."""
+    """One reply, read. `winner_pos` is the character offset of the verdict letter, used to find its logprobs.
+
+    `label` is the vote exactly as the parser read it, before it became a winner: the letter as written ('A', 'b')
+    for our judges, the answer number for VL-RewardBench ('1', '3'), the verdict string for GenAI-Bench
+    ('[[A=B=Bad]]', or a two-label line that is no verdict), the tag for Multimodal RewardBench ('[[A]]'). It can be
+    set where `winner` is None (an answer number other than 1 or 2): official scorers read it, not the raw text."""
 
     winner: str | None = None
     winner_pos: int | None = None
+    label: str | None = None
     rationale: str = ""
     findings: list[tuple[str, str | None]] = field(default_factory=list)  # (text, "A"|"B"|"Neither"|None)
     checklist: list[str] = field(default_factory=list)
@@ -145,6 +151,7 @@ def parse_verdict(text: str) -> Parsed:
     return Parsed(
         winner=winner,
         winner_pos=None if pos is None else pos + offset,
+        label=None if pos is None else body[pos],
         rationale=_BRACKET_RE.sub("", rationale).strip(),
         findings=findings,
         thinking=thinking,
@@ -160,6 +167,7 @@ def parse_msrl(text: str) -> Parsed:
     return Parsed(
         winner=answers[-1].group(1).upper() if answers else None,
         winner_pos=answers[-1].start(1) + offset if answers else None,
+        label=answers[-1].group(1) if answers else None,
         rationale=(tags["think"][-1] if tags["think"] else lead_thinking).strip(),
         task_type=task or None,
         thinking=lead_thinking,
@@ -170,7 +178,9 @@ _VLRB_RE = re.compile(
     r"(?:Overall Judgment|Therefore)\s*.*\s*-*\s*Answer\s*(\d+)\s*is\s*(?:the\s*)?(?:slightly\s*)?better", re.IGNORECASE
 )
 _GENAI_VOTE_RE = re.compile(r"\[\[.*\]\]")
-_GENAI_VOTES = {
+# GenAI-Bench's verdict strings (its official parser compares them exactly) and the side each one gives. The four the
+# official prompt offers are among them; '[[A>>B]]', '[[B>>A]]' and '[[A=B]]' are the older labels it still accepts.
+GENAI_VOTES = {
     "[[A>>B]]": "A",
     "[[A>B]]": "A",
     "[[B>>A]]": "B",
@@ -200,8 +210,9 @@ def vlrb_answer(text: str) -> str | None:
 def parse_vlrb(text: str) -> Parsed:
     """VL-RewardBench's official rule (`vlrb_answer`): Answer 1 -> A, 2 -> B (by value: '01', '１' too); any other
     number has no side here (the official metric still counts it: see eval/benchmarks/vl_rewardbench.py)."""
-    winner = {"1": "A", "2": "B"}.get(vlrb_answer(text) or "")
-    return Parsed(winner=winner, winner_pos=None, rationale=text.strip() if winner else "")
+    number = vlrb_answer(text)
+    winner = {"1": "A", "2": "B"}.get(number or "")
+    return Parsed(winner=winner, winner_pos=None, label=number, rationale=text.strip() if winner else "")
 
 
 def genai_vote(text: str) -> str | None:
@@ -215,13 +226,14 @@ def genai_vote(text: str) -> str | None:
 
 def parse_genai_vote(text: str) -> Parsed:
     """GenAI-Bench's official rule (`genai_vote`), compared as an exact string. Both kinds of tie ('Good', 'Bad')
-    are 'tie' here; the scorer re-reads the exact string."""
+    are 'tie' as a winner; `label` keeps the exact string, which is what the official metric scores."""
     m = _GENAI_VOTE_RE.search(text)
-    winner = _GENAI_VOTES.get(m.group(0)) if m else None
+    winner = GENAI_VOTES.get(m.group(0)) if m else None
     decisive = winner in ("A", "B")
     return Parsed(
         winner=winner,
         winner_pos=m.start() + 2 if m and decisive else None,
+        label=m.group(0) if m else None,
         rationale=text[: m.start()].strip() if m else "",
     )
 
@@ -232,12 +244,12 @@ def parse_mmrb(text: str) -> Parsed:
     for letter in "AB":
         tag = f"[[{letter}]]"
         if tag in text:
-            return Parsed(winner=letter, winner_pos=text.index(tag) + 2, rationale=text[: text.index(tag)].strip())
+            at = text.index(tag)
+            return Parsed(winner=letter, winner_pos=at + 2, label=tag, rationale=text[:at].strip())
     return Parsed()
 
 
 Product = Literal["checklist", "verdict"]  # what a stage's reply is read for
-PRODUCTS: tuple[str, ...] = get_args(Product)
 
 
 @dataclass(frozen=True)

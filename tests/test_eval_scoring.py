@@ -14,6 +14,7 @@ import pytest
 
 from deltarubric.eval.core import Prediction
 from deltarubric.eval.registry import get_benchmark
+from deltarubric.rubrics.parsing import genai_vote, parse_mmrb
 
 EXTERNAL = Path(os.environ.get("DELTARUBRIC_EXTERNAL", Path(__file__).resolve().parents[2] / "shared" / "external"))
 # Outside CI a clone without ../shared skips these; in CI (shared/ beside the clone) they must run, never skip.
@@ -56,10 +57,10 @@ def test_genai_bench_reproduces_every_leaderboard_cell_we_have_outputs_for():
 def test_genai_bench_parser_agrees_with_the_published_parsed_votes():
     for path in sorted((EXTERNAL / "genai-bench/official_results").glob("*/*/pairwise.jsonl")):
         for row in map(json.loads, path.read_text().splitlines()):
-            from deltarubric.eval.benchmarks.genai_bench import CORRECT_VOTES, official_vote
+            from deltarubric.eval.benchmarks.genai_bench import CORRECT_VOTES
 
-            assert official_vote(row["response"]) == row["model_vote"]
-            assert (official_vote(row["response"]) in CORRECT_VOTES[row["human_vote"]]) == row["correct"]
+            assert genai_vote(row["response"]) == row["model_vote"]
+            assert (genai_vote(row["response"]) in CORRECT_VOTES[row["human_vote"]]) == row["correct"]
 
 
 @needs_external
@@ -79,7 +80,10 @@ def test_genai_bench_hand_computed():
         ("bothbad_vote", "[[A=B=Good]]"),  # wrong
         ("rightvote", "no verdict"),  # wrong
     ]
-    preds = [Prediction(key=str(i), gold=g, raw=r, official_format=True) for i, (g, r) in enumerate(rows)]
+    preds = [
+        Prediction(key=str(i), gold=g, raw=r, labels=[genai_vote(r)], official_format=True)
+        for i, (g, r) in enumerate(rows)
+    ]
     s = GENAI.score(preds, "image_generation")
     assert s["official_4way"] == pytest.approx(40.0)  # 2 of 5
     assert s["no_ties"] == pytest.approx(100 / 3)  # left/right rows: 1 of 3
@@ -158,7 +162,7 @@ def test_multimodal_rewardbench_official_fallback_is_one_seeded_stream():
     golds = ["A", "B", "B", "A", "A", "B"]
     outputs = ["[[A]]", "nothing", "[[B]] and [[A]]", "???", "[[B]]", "..."]
     preds = [
-        Prediction(key=f"vqa_{i}", gold=g, raw=o, official_format=True, group="vqa")
+        Prediction(key=f"vqa_{i}", gold=g, raw=o, labels=[parse_mmrb(o).label], official_format=True, group="vqa")
         for i, (g, o) in enumerate(zip(golds, outputs))
     ]
     rng = random.Random(123)
@@ -238,3 +242,41 @@ def test_a_split_between_orders_is_wrong_under_strict_even_when_p_a_broke_the_ti
     assert MMRLHF.score([split.model_copy(update={"meta": {"id": "x"}})], "default")["accuracy"] == 0.0
     agreed = split.model_copy(update={"samples": [("AB", "A"), ("BA", "A")]})
     assert VLRB.score([agreed], "default")["strict_overall"] == 100.0
+
+
+def test_scorers_read_the_vote_label_the_verdict_kept():
+    """A run's official votes are the labels its verdicts recorded; the raw text is not read again."""
+    from deltarubric.eval.core import EvalItem
+    from deltarubric.rm.types import OrderResult, Verdict
+
+    def pred(label: str, gold: str, group: str = "general", judge: str = "vlrb_official") -> Prediction:
+        verdict = Verdict(
+            judge=judge,
+            orders=[OrderResult(order="AB", winner=None, parse_ok=False, label=label)],
+            raw={"AB/judge": "(text that holds no vote)"},
+        )
+        item = EvalItem.model_construct(key=label, gold=gold, group=group, meta={})
+        return Prediction.from_verdict(item, verdict, official_format=True)
+
+    # VL-RewardBench: 'Answer 3' is agree for cal.py (only the rejected position is reject)
+    scores = VLRB.score([pred("3", "A"), pred("2", "A")], "default")
+    assert scores["official_overall"] == 50.0 and scores["strict_overall"] == 0.0
+    # GenAI-Bench: the exact verdict string, both kinds of tie told apart
+    votes = [pred("[[A=B=Bad]]", "bothbad_vote", judge="genai_bench_official"), pred("[[A=B=Good]]", "bothbad_vote")]
+    assert GENAI.score(votes, "image_generation")["official_4way"] == 50.0
+
+
+def test_a_verdict_recorded_without_labels_is_read_from_its_raw_text():
+    """results.jsonl lines written before orders kept their label: the label is read once from the raw text."""
+    from deltarubric.eval.core import EvalItem
+    from deltarubric.rm.types import Verdict
+
+    old = Verdict.model_validate(
+        {
+            "judge": "vlrb_official",
+            "orders": [{"order": "BA", "winner": None, "parse_ok": False}],
+            "raw": {"BA/judge": "Overall Judgment: Answer 3 is better."},
+        }
+    )
+    item = EvalItem.model_construct(key="k", gold="A", group="general", meta={})
+    assert Prediction.from_verdict(item, old, official_format=True).labels == ["3"]

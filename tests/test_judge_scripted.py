@@ -136,6 +136,29 @@ def test_single_stage_judges(request_, judge_name, reply, winner, task_pred):
         assert v.p_a is None
 
 
+@pytest.mark.parametrize(
+    "judge_name, reply, winner, label",
+    [
+        ("vlrb_official", "Overall Judgment: Answer 2 is better.", "A", "2"),  # BA: the caller's A was shown second
+        ("vlrb_official", "Overall Judgment: Answer 3 is better.", None, "3"),  # no side, but a vote cal.py counts
+        ("mmrb_official", "[[B]] ... [[A]]", "B", "[[A]]"),
+        ("direct", "Winner: [[b]]", "A", "b"),
+    ],
+)
+def test_each_order_keeps_its_vote_label_as_shown(request_, judge_name, reply, winner, label):
+    v = judge_with(ScriptedBackend(lambda conv: reply), judge=judge_name, swap=True).judge(request_)
+    assert [o.label for o in v.orders] == [label, label]  # the same text in both orders: the labels as shown
+    assert v.orders[1].winner == winner
+
+
+def test_genai_vote_label_is_the_exact_verdict_string(tmp_path):
+    a, b = make_image(tmp_path / "a.png", seed=1), make_image(tmp_path / "b.png", seed=2)
+    req = JudgeRequest(task_type="image_generation", question="two apples", a={"image": str(a)}, b={"image": str(b)})
+    judge = judge_with(ScriptedBackend(lambda conv: "Both fail. [[A=B=Bad]]"), judge="genai_bench_official")
+    v = judge.judge(req)
+    assert (v.winner, v.orders[0].label) == ("tie", "[[A=B=Bad]]")
+
+
 def test_thinking_model_output_is_parsed_past_the_think_block(request_):
     reply = "<think>Maybe [[B]]? No, count again.</think>Analysis: two.\nJustification: A counts right.\nWinner: [[A]]"
     v = judge_with(ScriptedBackend(lambda conv: reply, p_letter_a=0.6), judge="direct").judge(request_)

@@ -270,13 +270,16 @@ def test_vlrb_run_predictions_equal_cal_py_on_the_same_samples():
             ]
             verdict = Verdict(
                 winner=winners[0] if len(set(winners)) == 1 else None,
-                orders=[OrderResult(order=o, winner=w, parse_ok=w is not None) for o, w in zip(orders, winners)],
+                orders=[
+                    OrderResult(order=o, winner=w, parse_ok=w is not None, label=parse_vlrb(t).label)
+                    for o, w, t in zip(orders, winners, texts)
+                ],
                 raw={f"{o}/judge": t for o, t in zip(orders, texts)},
             )
             item_obj = EvalItem.model_construct(key=item_key(item), gold=gold, group=group_of(item["id"]), meta={})
             preds.append(Prediction.from_verdict(item_obj, verdict, official_format=True))
             rows += [vlrb_row(item, t, 0 if o == "AB" else 1) for o, t in zip(orders, texts)]
-        assert all(len(p.sample_raw) == n_orders for p in preds)
+        assert all(len(p.labels) == n_orders for p in preds)
         assert_official_equals_oracle(VLRB.score(preds, "default"), cal_every_sample(rows))
 
 
@@ -398,6 +401,8 @@ def test_mmrb_official_format_outputs_equal_the_script(tmp_path):
 def test_mmrb_swap_run_export_and_score_are_one_definition(tmp_path):
     """After --swap: a split between orders is undecided both in official_* and in the export (no tag, so the script
     guesses from the same seeded stream); a decided item is its tag. The script on the export = our figures."""
+    from deltarubric.rubrics.parsing import parse_mmrb
+
     rng = random.Random(5)
     preds = []
     for n in range(400):
@@ -413,7 +418,7 @@ def test_mmrb_swap_run_export_and_score_are_one_definition(tmp_path):
                 group=cat,
                 winner=winner,
                 samples=[("AB", a), ("BA", b)],
-                sample_raw=list(raw.values()),
+                labels=[parse_mmrb(t).label for t in raw.values()],
                 parse_ok=None not in (a, b),
                 meta={"Image": f"img/{n}.png", "Category": cat},
             )

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deltarubric.rubrics.parsing import (
+    GENAI_VOTES,
     MAX_CHECKLIST_ITEMS,
     PARSERS,
     find_winner,
@@ -532,6 +533,17 @@ def check_parsed(name: str, text: str) -> None:
         assert p.winner_pos is None
     else:
         assert_pos(text, p.winner, p.winner_pos)
+    # the label is what the winner was read from, exactly as written
+    if name == "checklist":
+        assert p.label is None
+    elif name == "vlrb":
+        assert p.winner == {"1": "A", "2": "B"}.get(p.label or "") and (p.label is None or p.label.isdigit())
+    elif name == "genai_vote":
+        assert p.winner == GENAI_VOTES.get(p.label or "") and (p.label is None or p.label in text)
+    elif name == "mmrb":
+        assert p.label == (f"[[{p.winner}]]" if p.winner else None)
+    else:
+        assert p.label == (text[p.winner_pos] if p.winner else None)
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
@@ -613,3 +625,20 @@ def test_genai_bench_official_rule(text, winner):
 )
 def test_mmrb_official_rule(text, winner):
     assert parse_mmrb(text).winner == winner
+
+
+@pytest.mark.parametrize(
+    "parse, text, label",
+    [
+        (parse_verdict, "Winner: [[b]]", "b"),
+        (parse_msrl, "<answer> A </answer>", "A"),
+        (parse_vlrb, "Overall Judgment: Answer 03 is better.", "3"),  # no side, but the official metric counts it
+        (parse_vlrb, "Overall Judgment: Answer \uff12 is better.", "2"),
+        (parse_genai_vote, "Final: [[A=B=Bad]].", "[[A=B=Bad]]"),
+        (parse_genai_vote, "[[A>B]] or [[B>A]]", "[[A>B]] or [[B>A]]"),  # one string, no verdict: wrong officially
+        (parse_mmrb, "[[B]] then [[A]]", "[[A]]"),
+        (parse_verdict, "no verdict", None),
+    ],
+)
+def test_label_is_the_vote_as_read(parse, text, label):
+    assert parse(text).label == label

@@ -2,12 +2,13 @@
 
 Official metric (leaderboard, split test_v1; `inference.py:parse_response` and `show_results.py` @ f0b0334, exactly):
 the judge must output only one of four verdicts, `[[A>B]]`, `[[B>A]]`, `[[A=B=Good]]`, `[[A=B=Bad]]`; the verdict
-string is the greedy `[[...]]` match (`deltarubric.rubrics.parsing.genai_vote`: from the first '[[' to the last ']]' of its line,
-so two labels on one line are one string that is no verdict) and must be exactly one the human vote allows; no match
-is wrong; accuracy over all rows, ties included. Left image = A always, no swap.
+string is the greedy `[[...]]` match (`deltarubric.rubrics.parsing.genai_vote`: from the first '[[' to the last ']]' of
+its line, so two labels on one line are one string that is no verdict) and must be exactly one the human vote allows;
+no match is wrong; accuracy over all rows, ties included. Left image = A always, no swap. The verdict string is the
+vote label the judge recorded (`OrderResult.label`), or read once from a published file's response.
 "No ties" (ours) is the variant most papers quote: only left/right-vote rows, a decisive A/B verdict must match. It
-reads the same verdict strings (official-format text) or the parsed winners (other runs), so a two-label line is
-wrong there too. UnifiedReward's "w/o ties" differs: see docs/eval.md.
+reads the same verdict strings (official-format runs and files) or the parsed winners (other runs), so a two-label
+line is wrong there too. UnifiedReward's "w/o ties" differs: see docs/eval.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pc
 from deltarubric.eval.io import media_path, read_records
 from deltarubric.eval.registry import Benchmark, Scores, register
 from deltarubric.rm.types import JudgeRequest
-from deltarubric.rubrics.parsing import genai_vote
+from deltarubric.rubrics.parsing import GENAI_VOTES, parse_genai_vote
 
 TASKS = ("image_generation", "image_edition", "video_generation")
 _TASK_TYPE = {
@@ -31,29 +32,30 @@ _TASK_TYPE = {
     "image_edition": "image_editing",
     "video_generation": "video_generation",
 }
-# Which verdict strings count as correct for each human vote (official table; [[A=B]] fits both kinds of tie).
+# Which verdict strings (rubrics.parsing.GENAI_VOTES) count as correct for each human vote: the official scoring
+# table; [[A=B]] fits both kinds of tie.
 CORRECT_VOTES = {
     "leftvote": {"[[A>>B]]", "[[A>B]]"},
     "rightvote": {"[[B>>A]]", "[[B>A]]"},
     "tievote": {"[[A=B]]", "[[A=B=Good]]"},
     "bothbad_vote": {"[[A=B]]", "[[A=B=Bad]]"},
 }
-_DECISIVE = {"[[A>>B]]": "A", "[[A>B]]": "A", "[[B>>A]]": "B", "[[B>A]]": "B"}
-_TIES = {"[[A=B]]", "[[A=B=Good]]", "[[A=B=Bad]]"}
 _GOLD_SIDE = {"leftvote": "A", "rightvote": "B"}
 
 
-def official_vote(text: str | None) -> str | None:
-    return genai_vote(text or "")
+def verdict_string(p: Prediction) -> str | None:
+    """The verdict string of an item judged once, as its parser read it; None without one."""
+    return p.labels[0] if len(p.labels) == 1 else None
 
 
 def score(preds: list[Prediction], task: str) -> Scores:
-    """official_4way: % correct over all rows (needs official-format raw text). no_ties: % of left/right rows won."""
+    """official_4way: % correct over all rows (needs official-format votes). no_ties: % of left/right rows won."""
     official = all(p.official_format for p in preds) and bool(preds)
-    decisions = [_DECISIVE.get(official_vote(p.raw) or "") if official else decided(p) for p in preds]
+    votes = [verdict_string(p) for p in preds]
+    decisions = [GENAI_VOTES.get(v or "") if official else decided(p) for v, p in zip(votes, preds)]
     pairs = [(d, _GOLD_SIDE[p.gold]) for d, p in zip(decisions, preds) if p.gold in _GOLD_SIDE]
     return {
-        "official_4way": pct(sum(official_vote(p.raw) in CORRECT_VOTES[p.gold] for p in preds), len(preds))
+        "official_4way": pct(sum(v in CORRECT_VOTES[p.gold] for v, p in zip(votes, preds)), len(preds))
         if official
         else float("nan"),
         "no_ties": pct(sum(d == g for d, g in pairs), len(pairs)),
@@ -65,17 +67,17 @@ def read_official(path: Path) -> list[Prediction]:
     """The official per-sample file (results/<task>/<model>/pairwise.jsonl): idx, response, human_vote."""
     preds = []
     for row in read_records(path):
-        vote = official_vote(row["response"]) or ""
-        winner = _DECISIVE.get(vote) or ("tie" if vote in _TIES else None)
+        parsed = parse_genai_vote(row["response"])
         preds.append(
             Prediction(
                 key=str(row["idx"]),
                 gold=row["human_vote"],
                 raw=row["response"],
                 official_format=True,
-                winner=winner,
-                samples=[("AB", winner)],
-                parse_ok=winner is not None,
+                winner=parsed.winner,
+                samples=[("AB", parsed.winner)],
+                labels=[parsed.label],
+                parse_ok=parsed.winner is not None,
             )
         )
     return preds

@@ -36,11 +36,15 @@ def category(item_id: str, raw_category: str) -> str:
     return raw_category
 
 
+_TAG_SIDE = {"[[A]]": "A", "[[B]]": "B"}
+
+
 def verdict(p: Prediction) -> str | None:
-    """The one verdict the official rule sees: the raw text re-read when it is in the official format, else the
-    winner all judged orders gave; None (undecided: a split, a tie, unparsable) gets the official random guess."""
+    """The one verdict the official rule sees: the tag the official parser read ('[[A]]' first) when the item was
+    judged once in the official format, else the winner all judged orders gave; None (undecided: a split, a tie,
+    unparsable) gets the official random guess."""
     if p.official_format:
-        return parse_mmrb(p.raw or "").winner
+        return _TAG_SIDE.get(p.labels[0] or "") if len(p.labels) == 1 else None
     d = decided(p)
     return d if d in ("A", "B") else None
 
@@ -64,7 +68,7 @@ def read_official(path: Path) -> list[Prediction]:
     """The official prediction schema: {ID, Image, Label: "A"|"B", output, Meta: {Category}}."""
     preds = []
     for row in read_records(path):
-        choice = parse_mmrb(row["output"]).winner
+        parsed = parse_mmrb(row["output"])
         preds.append(
             Prediction(
                 key=row["ID"],
@@ -72,9 +76,10 @@ def read_official(path: Path) -> list[Prediction]:
                 group=category(row["ID"], row["Meta"]["Category"]),
                 raw=row["output"],
                 official_format=True,
-                winner=choice,
-                samples=[("AB", choice)],
-                parse_ok=choice is not None,
+                winner=parsed.winner,
+                samples=[("AB", parsed.winner)],
+                labels=[parsed.label],
+                parse_ok=parsed.winner is not None,
                 meta={"Image": row.get("Image", ""), "Category": row["Meta"]["Category"]},
             )
         )

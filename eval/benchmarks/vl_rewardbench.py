@@ -4,9 +4,11 @@ reasoning 318 by the corrected official mapping.
 Strict metrics (the headline, ours): correct / all items; an unparsable verdict, a number other than 1 or 2, or a
 split between samples counts wrong.
 Official metrics (`cal.py` @ 9b10abd, exactly): each sample (here: each judged order of each of the run's
-`--samples k` judgments; in a published file, each row) is *agree*, *reject* or *doesntMatch*. With the official output format the number N of 'Answer N is better' is read
-as `int()` reads it (`deltarubric.rubrics.parsing.vlrb_answer`): reject iff N is the position the rejected answer was shown at,
-agree for any other number ('Answer 3', 'Answer ０', 'Answer 01' when 2 was rejected), doesntMatch without a match.
+`--samples k` judgments; in a published file, each row) is *agree*, *reject* or *doesntMatch*. With the official
+output format the number N of 'Answer N is better' is read as `int()` reads it (`deltarubric.rubrics.parsing.
+vlrb_answer`; a run records it as each order's vote label, a published file's text is read once): reject iff N is the
+position the rejected answer was shown at, agree for any other number ('Answer 3', 'Answer ０', 'Answer 01' when 2
+was rejected), doesntMatch without a match.
 Without the official format (our judges) the sample's winner is agree / reject, anything else doesntMatch. An item
 is agree, reject or doesntMatch when more than half of its samples are, else split; only agree and reject items are
 kept. Overall is micro over the kept items, macro the mean of the three group accuracies; an empty group is n/a
@@ -31,7 +33,7 @@ from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pc
 from deltarubric.eval.io import find_file, json_lines, media_path, read_records
 from deltarubric.eval.registry import Benchmark, HubSource, Scores, register
 from deltarubric.rm.types import JudgeRequest
-from deltarubric.rubrics.parsing import vlrb_answer
+from deltarubric.rubrics.parsing import parse_vlrb
 
 GROUPS = ("general", "hallucination", "reasoning")
 _SUBSET_GROUP = {
@@ -71,8 +73,7 @@ def official_votes(p: Prediction) -> list[str]:
     """cal.py's status of each sample: 'agree', 'reject' or 'doesntMatch'."""
     samples = p.samples or [("AB", p.winner)]
     if p.official_format:
-        raws = p.sample_raw if len(p.sample_raw) == len(samples) else [p.raw] * len(samples)
-        numbers = [vlrb_answer(r or "") for r in raws]
+        numbers = p.labels if len(p.labels) == len(samples) else [None] * len(samples)
         return [
             "doesntMatch" if n is None else "reject" if n == str(rejected_position(p.gold, o)) else "agree"
             for (o, _), n in zip(samples, numbers)
@@ -204,13 +205,15 @@ def read_official(path: Path) -> list[Prediction]:
             raise ValueError(f"{path}: row {pos + 1}: ranking {ranking} is neither [0, 1] nor [1, 0]")
         gold, order = ("A" if ranking == [0, 1] else "B"), ("AB" if drawn == 0 else "BA")
         item = items.setdefault(
-            official_key, {"key": item_key(row), "id": row["id"], "gold": gold, "samples": [], "raw": [], "rows": []}
+            official_key,
+            {"key": item_key(row), "id": row["id"], "gold": gold, "samples": [], "labels": [], "rows": []},
         )
         if item["gold"] != gold:
             raise ValueError(f"{path}: row {pos + 1}: item {row['id']!r} has two different rankings")
-        shown = {"1": 0, "2": 1}.get(vlrb_answer(text or "") or "")
+        parsed = parse_vlrb(text or "")
+        shown = {"A": 0, "B": 1}.get(parsed.winner or "")
         item["samples"].append((order, None if shown is None else order[shown]))
-        item["raw"].append(text)
+        item["labels"].append(parsed.label)
         item["rows"].append(pos)
     preds = []
     for it in items.values():
@@ -223,7 +226,7 @@ def read_official(path: Path) -> list[Prediction]:
                 group=group_of(it["id"]),
                 winner=winner,
                 samples=it["samples"],
-                sample_raw=it["raw"],
+                labels=it["labels"],
                 official_format=True,
                 parse_ok=None not in winners,
                 meta={"id": it["id"], "file_rows": it["rows"], "file_n": len(records)},
