@@ -241,7 +241,7 @@ def _judge_events(
 
     stages = [(s.name, s.produces) for s in judge.method.stages]
     cfg = judge.config
-    orders = presentation_orders(request.id, cfg.sampling.seed, cfg.swap, cfg.order)
+    orders = presentation_orders(request.id, cfg.sampling.seed, cfg.swap, cfg.presentation)
     events: queue.Queue[StageReport | tuple[str, Any]] = queue.Queue()
     tapped = Judge(cfg, backend=_StageTap(judge.backend, stages, events.put))
 
@@ -615,11 +615,11 @@ def build_demo(
     methods = [(label, m) for label, m in METHOD_CHOICES if m in available_methods()]
     method0 = cfg.judge if cfg and cfg.judge in [m for _, m in methods] else methods[0][1]
     examples_path = Path(examples_dir) if examples_dir else None
-    concurrency = cfg.concurrency if cfg and cfg.backend == "openai" else 1
+    concurrency = cfg.compute.concurrency if cfg and cfg.compute.backend == "openai" else 1
     model_line = ""
     if cfg:
         shown = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model  # a local checkpoint: its folder name
-        model_line = f'Model <code title="{_esc(cfg.model)}">{_esc(shown)}</code> on the <code>{_esc(cfg.backend)}</code> backend.'
+        model_line = f'Model <code title="{_esc(cfg.model)}">{_esc(shown)}</code> on the <code>{_esc(cfg.compute.backend)}</code> backend.'
 
     with gr.Blocks(title="DeltaRubric judge", analytics_enabled=False) as demo:
         gr.HTML(

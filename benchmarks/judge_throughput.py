@@ -44,8 +44,7 @@ def main() -> None:
     config = JudgeConfig(
         model=args.model,
         judge=args.judge,
-        device=args.device,
-        batch_size=args.batch_size,
+        compute={"device": args.device, "batch_size": args.batch_size},
         sampling={"max_tokens": args.max_tokens},
     )
     judge = Judge(config)

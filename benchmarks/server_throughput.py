@@ -94,8 +94,7 @@ def main() -> None:
     config = JudgeConfig(
         model=args.model,
         judge=args.judge,
-        device=args.device,
-        batch_size=args.max_batch,
+        compute={"device": args.device, "batch_size": args.max_batch},
         sampling={"max_tokens": args.max_tokens},
     )
     judge = Judge(config)

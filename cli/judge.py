@@ -60,7 +60,7 @@ def judge(
     task: Annotated[
         Optional[str], typer.Option(help="Task type; inferred from the candidates and --image when omitted.")
     ] = None,
-    id: Annotated[str, typer.Option(help="Item id (seeds --order random).")] = "0",
+    id: Annotated[str, typer.Option(help="Item id (seeds --presentation random).")] = "0",
     input: Annotated[
         Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")
     ] = None,

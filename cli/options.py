@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from deltarubric.rm.config import JudgeConfig, SamplingConfig, build_config
+from deltarubric.rm.config import ComputeConfig, JudgeConfig, SamplingConfig, build_config
 from deltarubric.rm.media import DEFAULT_MAX_PIXELS
 
 _P = "Judge options"
@@ -29,6 +29,7 @@ def _default(value: object) -> str:
 
 
 _JUDGE = {n: f.default for n, f in JudgeConfig.model_fields.items()}  # one source for the defaults shown
+_COMPUTE = {n: f.default for n, f in ComputeConfig.model_fields.items()}
 _SAMPLE = {n: f.default for n, f in SamplingConfig.model_fields.items()}
 
 # typer needs Optional[...] spelled out for flags whose default is None (None = "not given on the command line"), so
@@ -48,7 +49,7 @@ JUDGE_OPTIONS: dict[str, Any] = {
     ],
     "backend": Annotated[
         Optional[str],
-        typer.Option(help="openai | vllm | transformers" + _default(_JUDGE["backend"]), rich_help_panel=_P),
+        typer.Option(help="openai | vllm | transformers" + _default(_COMPUTE["backend"]), rich_help_panel=_P),
     ],
     "judge": Annotated[
         Optional[str],
@@ -64,10 +65,11 @@ JUDGE_OPTIONS: dict[str, Any] = {
             rich_help_panel=_P,
         ),
     ],
-    "order": Annotated[
+    "presentation": Annotated[
         Optional[str],
         typer.Option(
-            help="Without --swap: 'given' or 'random' (seeded by --seed and item id)." + _default(_JUDGE["order"]),
+            help="Without --swap: 'given' or 'random' (seeded by --seed and item id)."
+            + _default(_JUDGE["presentation"]),
             rich_help_panel=_P,
         ),
     ],
@@ -75,7 +77,7 @@ JUDGE_OPTIONS: dict[str, Any] = {
         Optional[list[str]],
         typer.Option(
             help="OpenAI-compatible base URL; repeat for replicas."
-            + _default(", ".join(JudgeConfig.model_fields["base_urls"].default_factory())),
+            + _default(", ".join(ComputeConfig.model_fields["base_urls"].default_factory())),
             rich_help_panel=_P,
         ),
     ],  # type: ignore[misc,call-arg]
@@ -89,21 +91,22 @@ JUDGE_OPTIONS: dict[str, Any] = {
     ],
     "concurrency": Annotated[
         Optional[int],
-        typer.Option(help="Requests in flight (openai)." + _default(_JUDGE["concurrency"]), rich_help_panel=_P),
+        typer.Option(help="Requests in flight (openai)." + _default(_COMPUTE["concurrency"]), rich_help_panel=_P),
     ],
     "timeout": Annotated[
         Optional[float],
-        typer.Option(help="Seconds per HTTP request (openai)." + _default(_JUDGE["timeout_s"]), rich_help_panel=_P),
+        typer.Option(help="Seconds per HTTP request (openai)." + _default(_COMPUTE["timeout_s"]), rich_help_panel=_P),
     ],
     "max_retries": Annotated[
         Optional[int],
         typer.Option(
-            help="Retries on 5xx/429/connection errors (openai)." + _default(_JUDGE["max_retries"]), rich_help_panel=_P
+            help="Retries on 5xx/429/connection errors (openai)." + _default(_COMPUTE["max_retries"]),
+            rich_help_panel=_P,
         ),
     ],
     "device": Annotated[
         Optional[str],
-        typer.Option(help="auto | cpu | cuda[:N] (transformers)." + _default(_JUDGE["device"]), rich_help_panel=_P),
+        typer.Option(help="auto | cpu | cuda[:N] (transformers)." + _default(_COMPUTE["device"]), rich_help_panel=_P),
     ],
     "dtype": Annotated[
         Optional[str],
@@ -114,7 +117,8 @@ JUDGE_OPTIONS: dict[str, Any] = {
     "batch_size": Annotated[
         Optional[int],
         typer.Option(
-            help="Conversations per generate call (transformers)." + _default(_JUDGE["batch_size"]), rich_help_panel=_P
+            help="Conversations per generate call (transformers)." + _default(_COMPUTE["batch_size"]),
+            rich_help_panel=_P,
         ),
     ],
     "min_pixels": Annotated[
@@ -162,6 +166,7 @@ JUDGE_OPTIONS: dict[str, Any] = {
 }
 
 _SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "top_logprobs")
+_COMPUTE_FLAGS = ("backend", "base_url", "api_key", "concurrency", "timeout", "max_retries", "device", "batch_size")
 _RENAMED = {"base_url": "base_urls", "timeout": "timeout_s"}
 
 
@@ -169,8 +174,8 @@ def config_from_flags(values: dict[str, Any]) -> JudgeConfig:
     values = dict(values)
     file = values.pop("config")
     sampling = {k: values.pop(k) for k in _SAMPLING}
-    overrides = {_RENAMED.get(k, k): v for k, v in values.items()}
-    return build_config(file, sampling=sampling, **overrides)
+    compute = {_RENAMED.get(k, k): values.pop(k) for k in _COMPUTE_FLAGS}
+    return build_config(file, sampling=sampling, compute=compute, **values)
 
 
 def judge_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -56,7 +56,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     lines += ["| run | task | judge | model | order | items | data |", "|---|---|---|---|---|---|---|"]
     for name, record, scores, _ in runs:
         j = record["judge"]
-        order = "both (swap)" if j["swap"] else j["order"]
+        order = "both (swap)" if j["swap"] else j.get("presentation", j.get("order"))
         if record.get("samples", 1) > 1:  # --samples k: k judgments per item, each with its own seed and order
             order += f", {record['samples']} samples (T={j['sampling']['temperature']:g})"
         lines.append(

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from deltarubric.eval.core import EvalItem, Prediction, error_counts, json_scores
 from deltarubric.eval.registry import Benchmark, Scores, benchmark_names, get_benchmark
 from deltarubric.rm.backends.base import Backend, Conversation, Generation
-from deltarubric.rm.config import OPERATIONAL_FIELDS, JudgeConfig, SamplingConfig, verdict_identity
+from deltarubric.rm.config import COMPUTE, ComputeConfig, JudgeConfig, SamplingConfig, verdict_identity
 from deltarubric.rm.judge import Judge
 from deltarubric.rm.types import Verdict
 
@@ -94,21 +94,21 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
         return config.model_copy(
             update={
                 "judge": benchmark.official_judge,
-                "order": benchmark.official_order,
+                "presentation": benchmark.official_order,
                 "swap": False,
                 "sampling": sampling,
             }
         )
-    return config if config.swap else config.model_copy(update={"order": "random"})
+    return config if config.swap else config.model_copy(update={"presentation": "random"})
 
 
-def official_format(benchmark: Benchmark, judge: str, swap: bool, order: str) -> bool:
+def official_format(benchmark: Benchmark, judge: str, swap: bool, presentation: str) -> bool:
     """Whether a run's raw text is read with the benchmark's official rule: the official preset, in the official
     order with one order per item; or, where the official parser reads each sample with the order it was shown in
     (VL-RewardBench, whose cal.py draws the order per sample), the preset under any order, --swap or k samples."""
     if not benchmark.official_judge or judge != benchmark.official_judge:
         return False
-    return benchmark.official_any_order or (not swap and order == benchmark.official_order)
+    return benchmark.official_any_order or (not swap and presentation == benchmark.official_order)
 
 
 def sample_config(config: JudgeConfig, s: int) -> JudgeConfig:
@@ -183,9 +183,9 @@ def run_record(
         "limit": limit,
         # Raw text is read with the official rule only for the preset run as the protocol runs it (`official_format`);
         # otherwise scorers read the un-swapped winners.
-        "official_preset": official_format(benchmark, config.judge, config.swap, config.order),
+        "official_preset": official_format(benchmark, config.judge, config.swap, config.presentation),
         "samples": samples,  # judgments per item, each with seed + s (sampling: judge.sampling)
-        "judge": config.model_dump(exclude={"api_key"}),
+        "judge": config.model_dump(exclude={COMPUTE: {"api_key"}}),
         "prompt": {"name": judge.method.name, "version": judge.method.version, "sha256": judge.method.sha256},
         "config_hash": hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16],
         "versions": versions | {"python": platform.python_version()},
@@ -202,8 +202,10 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def setting_differences(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
     """The verdict-determining settings in which two run records differ, as 'name: <there> there, <now> now'."""
     missing = "(unset)"
+    # Compute settings, in their section or at the top level where records of the flat layout hold them.
+    compute = {COMPUTE, *ComputeConfig.model_fields}
     there, now = (
-        {k: v for k, v in _flat(r.get("judge") or {}).items() if k.split(".")[0] not in OPERATIONAL_FIELDS}
+        {k: v for k, v in _flat(r.get("judge") or {}).items() if k.split(".")[0] not in compute}
         for r in (previous, record)
     )
     out = [
@@ -530,7 +532,8 @@ def run_official_format(record: dict[str, Any]) -> bool:
         benchmark = get_benchmark(record["benchmark"])
     except (KeyError, ValueError):
         return False
-    return official_format(benchmark, j.get("judge", ""), bool(j.get("swap")), j.get("order", "given"))
+    presentation = j.get("presentation", j.get("order", "given"))  # records of the flat layout call it order
+    return official_format(benchmark, j.get("judge", ""), bool(j.get("swap")), presentation)
 
 
 def read_predictions(out_dir: Path) -> list[Prediction]:

@@ -42,7 +42,7 @@ def tiny_backend(tiny_model_dir: Path):
 
 @pytest.fixture
 def tiny_config(tiny_model_dir: Path) -> JudgeConfig:
-    return JudgeConfig(model=str(tiny_model_dir), backend="transformers", sampling={"max_tokens": 12})
+    return JudgeConfig(model=str(tiny_model_dir), sampling={"max_tokens": 12})
 
 
 def make_image(path: Path, size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:

@@ -94,7 +94,7 @@ def test_flag_precedence_unit():
     }
     config = config_from_flags(flags)
     assert config.sampling.seed == 9 and config.sampling.max_tokens == 1024
-    assert config.base_urls == ["http://a/v1", "http://b/v1"] and config.timeout_s == 5.0
+    assert config.compute.base_urls == ["http://a/v1", "http://b/v1"] and config.compute.timeout_s == 5.0
 
 
 def test_jsonl_input_gives_jsonl_verdicts(tmp_path, tiny_model_dir):
@@ -150,7 +150,10 @@ def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
     with served("-m", str(tiny_model_dir), "--served-model-name", "judge") as base:
         assert httpx.get(base + "/v1/models").json()["data"][0]["id"] == "judge"
         config = JudgeConfig(
-            model="judge", backend="openai", base_urls=[base + "/v1"], judge="msrl", sampling={"max_tokens": 6}
+            model="judge",
+            compute={"backend": "openai", "base_urls": [base + "/v1"]},
+            judge="msrl",
+            sampling={"max_tokens": 6},
         )
         v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
         assert v.error is None and set(v.raw) == {"AB/judge"} and v.usage["AB/judge"].prompt_tokens > 0

@@ -70,7 +70,7 @@ VERDICT = (
 
 def scripted_judges(**config) -> SharedBackendJudges:
     backend = ScriptedBackend(lambda conv: PLAN if "Planner" in user_text(conv) else VERDICT, confidence=0.8)
-    return SharedBackendJudges(JudgeConfig(model="scripted", backend="openai", **config), backend=backend)
+    return SharedBackendJudges(JudgeConfig(model="scripted", compute={"backend": "openai"}, **config), backend=backend)
 
 
 def run(factory, task="image_understanding", question="How many cats?", images=None, a="Two.", b="Three.", **choices):
@@ -208,7 +208,8 @@ def test_settings_and_backend_failures_are_messages():
     assert bad.error.startswith("Invalid judge settings") and "max_tokens" in bad.error
 
     failing = SharedBackendJudges(
-        JudgeConfig(model="x", backend="openai"), backend=ScriptedBackend(lambda conv: RuntimeError("engine fell over"))
+        JudgeConfig(model="x", compute={"backend": "openai"}),
+        backend=ScriptedBackend(lambda conv: RuntimeError("engine fell over")),
     )
     final = run(failing, method="direct")[-1]
     assert final.error == "backend error in stage 'judge': engine fell over"
@@ -294,7 +295,7 @@ def test_cli_demo_command(monkeypatch, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def demo_url(tiny_model_dir, tiny_backend):
-    config = JudgeConfig(model=str(tiny_model_dir), backend="transformers", sampling={"max_tokens": 8})
+    config = JudgeConfig(model=str(tiny_model_dir), sampling={"max_tokens": 8})
     demo = build_demo(SharedBackendJudges(config, backend=tiny_backend), examples_dir=EXAMPLES)
     url = serve_demo(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     assert url.startswith("http://127.0.0.1:")

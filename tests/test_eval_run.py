@@ -102,7 +102,7 @@ def test_rerun_is_a_no_op_and_other_config_is_refused(tiny_config, tiny_backend,
     from deltarubric.rm.judge import Judge
 
     config = eval_config(VLRB, tiny_config.model_copy(update={"judge": "direct"}), official=False)
-    assert config.order == "random"  # the released order would reward position bias
+    assert config.presentation == "random"  # the released order would reward position bias
     judge = Judge(config, backend=tiny_backend)
     first = run_benchmark(VLRB, "default", config, vlrb_dir, tmp_path / "r", limit=6, judge=judge)
     lines = (tmp_path / "r" / RESULTS_FILE).read_text()
@@ -174,7 +174,7 @@ def test_official_preset_run_keeps_the_official_format(tiny_config, tiny_backend
     (data / "image_generation.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     bench = get_benchmark("genai-bench")
     config = eval_config(bench, tiny_config.model_copy(update={"swap": True}), official=True)
-    assert (config.judge, config.order, config.swap) == ("genai_bench_official", "given", False)
+    assert (config.judge, config.presentation, config.swap) == ("genai_bench_official", "given", False)
     scores = run_benchmark(
         bench, "image_generation", config, data, tmp_path / "run", judge=Judge(config, backend=tiny_backend)
     )

@@ -148,9 +148,8 @@ def test_round_robin_over_replicas_and_failover(tiny_backend):
 
 
 def test_unreachable_server_is_an_error_verdict_not_an_exception(image_file):
-    config = JudgeConfig(
-        model="tiny", backend="openai", judge="direct", base_urls=[f"http://127.0.0.1:{free_port()}/v1"], max_retries=0
-    )
+    compute = {"backend": "openai", "base_urls": [f"http://127.0.0.1:{free_port()}/v1"], "max_retries": 0}
+    config = JudgeConfig(model="tiny", judge="direct", compute=compute)
     v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
     assert v.winner is None and "ConnectError" in v.error
 

@@ -272,7 +272,7 @@ def test_verdict_rejects_bad_values(field, value):
 
 def test_config_defaults():
     c = JudgeConfig(model="m")
-    assert (c.backend, c.judge, c.swap, c.order) == ("transformers", "deltarubric", False, "given")
+    assert (c.compute.backend, c.judge, c.swap, c.presentation) == ("transformers", "deltarubric", False, "given")
     assert c.sampling == SamplingConfig()
     assert (
         c.sampling.temperature,
@@ -288,9 +288,9 @@ def test_config_defaults():
         5,
     )
     assert (c.min_pixels, c.max_pixels, c.max_input_pixels) == (None, None, 64_000_000)
-    assert c.base_urls == ["http://127.0.0.1:8000/v1"] and c.api_key is None
-    assert (c.concurrency, c.timeout_s, c.max_retries) == (16, 600.0, 3)
-    assert (c.device, c.dtype, c.batch_size, c.vllm_kwargs) == ("auto", "auto", 8, {})
+    assert c.compute.base_urls == ["http://127.0.0.1:8000/v1"] and c.compute.api_key is None
+    assert (c.compute.concurrency, c.compute.timeout_s, c.compute.max_retries) == (16, 600.0, 3)
+    assert (c.compute.device, c.dtype, c.compute.batch_size, c.compute.vllm_kwargs) == ("auto", "auto", 8, {})
     assert build_config(model="m") == c  # no file, no other overrides: the defaults
 
 
@@ -308,10 +308,10 @@ def test_model_is_required():
         (dict(max_pixels=0), "max_pixels"),
         (dict(max_input_pixels=0), "max_input_pixels"),
         # an openai backend with nowhere to send requests
-        (dict(backend="openai", base_urls=[]), "needs at least one base URL"),
+        (dict(compute={"backend": "openai", "base_urls": []}), "needs at least one base URL"),
         # unknown judge / backend names
         (dict(judge="pairwise"), "judge"),
-        (dict(backend="tgi"), "backend"),
+        (dict(compute={"backend": "tgi"}), "backend"),
         # sampling bounds
         (dict(sampling={"temperature": 3.0}), "temperature"),
         (dict(sampling={"top_p": 0.0}), "top_p"),
@@ -333,8 +333,8 @@ def test_config_validation(fields, message):
         dict(min_pixels=1000, max_pixels=1000),  # equal is fine
         dict(min_pixels=5000),  # only one of them set: nothing to compare
         dict(max_pixels=10),
-        dict(backend="openai", base_urls=["http://a/v1", "http://b/v1"]),
-        dict(backend="transformers", base_urls=[]),  # base_urls only matter for openai
+        dict(compute={"backend": "openai", "base_urls": ["http://a/v1", "http://b/v1"]}),
+        dict(compute={"backend": "transformers", "base_urls": []}),  # base_urls only matter for openai
     ],
 )
 def test_config_valid_combinations(fields):
@@ -344,7 +344,8 @@ def test_config_valid_combinations(fields):
 YAML_TEXT = """\
 # a comment
 model: Qwen/Qwen3-VL-8B-Instruct
-backend: vllm
+compute:
+  backend: vllm
 swap: true
 max_pixels: 1000000
 sampling:
@@ -355,7 +356,7 @@ sampling:
 JSON_TEXT = json.dumps(
     {
         "model": "Qwen/Qwen3-VL-8B-Instruct",
-        "backend": "vllm",
+        "compute": {"backend": "vllm"},
         "swap": True,
         "max_pixels": 1000000,
         "sampling": {"temperature": 0.7, "max_tokens": 512},
@@ -371,7 +372,12 @@ def test_config_files(tmp_path, name, text):
     assert raw["sampling"] == {"temperature": 0.7, "max_tokens": 512}
     for file in (path, str(path)):
         c = build_config(file)
-        assert (c.model, c.backend, c.swap, c.max_pixels) == ("Qwen/Qwen3-VL-8B-Instruct", "vllm", True, 1_000_000)
+        assert (c.model, c.compute.backend, c.swap, c.max_pixels) == (
+            "Qwen/Qwen3-VL-8B-Instruct",
+            "vllm",
+            True,
+            1_000_000,
+        )
         assert (c.sampling.temperature, c.sampling.max_tokens, c.sampling.top_p) == (0.7, 512, 1.0)  # top_p: default
 
 
@@ -380,12 +386,12 @@ def test_precedence_defaults_then_file_then_overrides(tmp_path):
     path.write_text(YAML_TEXT)
     c = build_config(
         path,
-        backend="openai",  # file says vllm: the override wins
+        compute={"backend": "openai"},  # file says vllm: the override wins
         swap=None,  # None means "not given": the file's true stays
         judge=None,  # neither file nor override: the default stays
         sampling={"max_tokens": 64, "temperature": None, "seed": 3},  # merged key by key into the file's sampling
     )
-    assert c.backend == "openai"
+    assert c.compute.backend == "openai"
     assert c.swap is True
     assert c.judge == "deltarubric"
     assert c.max_pixels == 1_000_000  # from the file
@@ -471,7 +477,9 @@ def test_invalid_json_file(tmp_path):
 
 
 def test_config_round_trips_through_its_own_json(tmp_path):
-    c = build_config(model="m", backend="openai", swap=True, sampling={"seed": 11}, vllm_kwargs={"tp": 2})
+    c = build_config(
+        model="m", swap=True, sampling={"seed": 11}, compute={"backend": "openai", "vllm_kwargs": {"tp": 2}}
+    )
     path = tmp_path / "saved.json"
     path.write_text(c.model_dump_json())
     assert build_config(path) == c

@@ -134,7 +134,7 @@ def sample_chains(
             model="<cmkd>",
             judge="msrl",
             swap=swap,
-            order="given",
+            presentation="given",
             sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed + k, "top_logprobs": 5},
         )
         for verdict in Judge(config, backend=backend).judge_batch(requests):

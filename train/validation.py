@@ -46,7 +46,7 @@ def judge_pairs(
         config = JudgeConfig(
             model="<training>",
             judge=judge,
-            order="random",
+            presentation="random",
             max_pixels=max_pixels,
             sampling={"temperature": 0.0, "max_tokens": max_tokens, "seed": seed, "top_logprobs": 0},
         )

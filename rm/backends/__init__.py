@@ -29,20 +29,21 @@ __all__ = [
 
 def make_backend(config: JudgeConfig) -> Backend:
     """Build the configured backend. Engines are imported only here, so `import rm` stays light."""
-    if config.backend == "openai":
+    compute = config.compute
+    if compute.backend == "openai":
         from deltarubric.rm.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(
             config.model,
-            config.base_urls,
-            api_key=config.api_key,
-            concurrency=config.concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
+            compute.base_urls,
+            api_key=compute.api_key,
+            concurrency=compute.concurrency,
+            timeout_s=compute.timeout_s,
+            max_retries=compute.max_retries,
             min_pixels=config.min_pixels,
             max_pixels=config.max_pixels,
         )
-    if config.backend == "vllm":
+    if compute.backend == "vllm":
         from deltarubric.rm.backends.vllm_engine import VLLMBackend
 
         return VLLMBackend(
@@ -50,15 +51,15 @@ def make_backend(config: JudgeConfig) -> Backend:
             seed=config.sampling.seed,
             min_pixels=config.min_pixels,
             max_pixels=config.max_pixels,
-            **config.vllm_kwargs,
+            **compute.vllm_kwargs,
         )
     from deltarubric.rm.backends.hf import TransformersBackend
 
     return TransformersBackend(
         config.model,
-        device=config.device,
+        device=compute.device,
         dtype=config.dtype,
-        batch_size=config.batch_size,
+        batch_size=compute.batch_size,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
     )
