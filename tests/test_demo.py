@@ -1,4 +1,5 @@
-"""The Gradio demo (app/demo.py): its handler flow without a browser, then the page in headless Chromium.
+"""The Gradio demo: its rendering (app/demo_render.py) and flow (app/demo_flow.py) without a browser, then the page
+(app/demo.py) over HTTP and in headless Chromium.
 
 Browser set-up (README, "Tests"): `pip install "gradio>=5,<7" playwright -c constraints-cpu.txt` and Debian's
 `apt-get install -y chromium`. Playwright drives /usr/bin/chromium; never run `playwright install` (it downloads a
@@ -8,6 +9,7 @@ Set DEMO_SCREENSHOT=path.png to also keep the end-to-end screenshot there (docs/
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -19,8 +21,9 @@ from tests.conftest import free_port, make_image
 from tests.scripted import ScriptedBackend, user_text
 
 INSTALL = (
-    "install the demo test tools: pip install 'gradio>=5,<7' playwright -c constraints-cpu.txt, and Debian's Chromium: "
-    "apt-get install -y chromium (as root). Do not run 'playwright install': it downloads a browser and cannot work offline."
+    "install the demo test tools: pip install 'gradio>=5,<7' playwright -c constraints-cpu.txt, and Debian's "
+    "Chromium: apt-get install -y chromium (as root). Do not run 'playwright install': it downloads a browser and "
+    "cannot work offline."
 )
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates; not ours to fix.
@@ -51,14 +54,13 @@ try:
 except ImportError:
     missing("gradio", module_level=True)
 
-from deltarubric.app.demo import (  # noqa: E402
-    JudgeImage,
-    SharedBackendJudges,
-    build_demo,
-    idle_state,
-    judge_events,
-    serve_demo,
-)
+from deltarubric.app import demo_render as render  # noqa: E402
+from deltarubric.app.demo import JudgeImage, build_demo, serve_demo  # noqa: E402
+from deltarubric.app.demo_flow import SharedBackendJudges, judge_events  # noqa: E402
+from deltarubric.rm.judge import StageResult  # noqa: E402
+from deltarubric.rm.types import OrderResult, Usage, Verdict  # noqa: E402
+from deltarubric.rubrics.parsing import parse_checklist  # noqa: E402
+from deltarubric.rubrics.prompts import load_method  # noqa: E402
 
 PLAN = "Generated Checklist:\n1. How many cats are in the image?\n2. Is there a grey cat?"
 VERDICT = (
@@ -75,11 +77,71 @@ def scripted_judges(**config) -> SharedBackendJudges:
 
 def run(factory, task="image_understanding", question="How many cats?", images=None, a="Two.", b="Three.", **choices):
     images = images if images is not None else {"Image": str(EXAMPLES / "cats.png")}
-    return list(judge_events(factory, task, question, images, a, b, **choices))
+
+    async def collect() -> list:
+        return [state async for state in judge_events(factory, task, question, images, a, b, **choices)]
+
+    return asyncio.run(collect())
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The handler flow, no browser
+# Rendering: pure functions of hand-made data
+
+DELTARUBRIC = load_method("deltarubric").stages
+
+
+def stage_result(stage: str, produces: str, text: str, order: str = "AB", seconds: float = 1.25) -> StageResult:
+    parsed = parse_checklist(text)
+    return StageResult("x", stage, produces, order, "prompt", text, parsed, Usage(prompt_tokens=7), seconds)
+
+
+def test_stepper_marks_done_running_waiting_and_skipped():
+    planned = [stage_result("planner", "checklist", PLAN)]
+    steps = render.stepper(DELTARUBRIC, planned)
+    assert 'data-stage="planner" data-state="done"' in steps and "1.25 s" in steps
+    assert 'data-stage="verifier" data-state="running"' in steps
+    assert 'data-stage="verifier" data-state="waiting"' in render.stepper(DELTARUBRIC, planned, finished=True)
+    assert 'data-stage="verifier" data-state="skipped"' in render.stepper(DELTARUBRIC, planned, failed=True)
+
+
+def test_running_page_shows_the_checklist_its_stage_produced():
+    page = render.running_page("deltarubric", DELTARUBRIC, [stage_result("planner", "checklist", PLAN)], run="r1")
+    assert page.checklist["checklist item"].tolist() == ["How many cats are in the image?", "Is there a grey cat?"]
+    assert 'data-run="r1"' in page.status_html and page.progress == 0.5 and not page.done
+    assert page.usage.values.tolist() == [["planner", "AB", 7, 0, 1.25]]
+    empty = render.running_page("deltarubric", DELTARUBRIC, [stage_result("planner", "checklist", "nothing")])
+    assert "no readable checklist" in empty.checklist["checklist item"][0]
+    direct = render.running_page("direct", load_method("direct").stages, [])
+    assert direct.checklist["checklist item"].tolist() == ["(judging…)"]
+
+
+def test_verdict_card_for_each_outcome():
+    order = OrderResult(order="AB", winner="A", parse_ok=True)
+    won = render.verdict_card(Verdict(winner="A", p_a=0.75, orders=[order], parse_ok=True))
+    assert "A is better" in won and 'data-pa="0.7500"' in won and "A 75%" in won
+    split = Verdict(winner="tie", consistent=False, orders=[order, OrderResult(order="BA", winner="B", parse_ok=True)])
+    assert "the two orders disagree" in render.verdict_card(split) and "p(A better): n/a" in render.verdict_card(split)
+    unreadable = render.verdict_card(Verdict(orders=[OrderResult(order="AB", winner=None, parse_ok=False)]))
+    assert "No verdict: unparsable" in unreadable and "AB: unparsable" in unreadable
+
+
+def test_model_text_is_escaped():
+    html = render.raw_html({"AB/judge": "<script>alert(1)</script> & [[A]]"})
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&amp; [[A]]" in html
+    page = render.error_page("bad <b>input</b>")
+    assert "<b>input</b>" not in page.status_html and page.error == "bad <b>input</b>" and page.done
+
+
+def test_checklist_table_names_what_the_judge_writes():
+    assert (
+        "direct judge writes no checklist"
+        in render.checklist_table(Verdict(judge="direct"), writes_checklist=False)["checklist item"].tolist()[0]
+    )
+    assert "no readable checklist" in render.checklist_table(Verdict(), writes_checklist=True)["checklist item"][0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The flow: judge_events over Judge.astream, no browser
 
 
 def test_deltarubric_streams_the_checklist_before_the_verdict():
@@ -112,6 +174,11 @@ def test_each_method_and_swap_reach_the_judge():
         assert sorted(final.verdict_json["raw"]) == sorted(f"{o}/{s}" for o in ("AB", "BA") for s in stages)
         assert final.usage["order"].tolist() == ["AB", "BA"] * len(stages) + [""]
         assert final.usage["stage"].tolist() == [s for s in stages for _ in "AB"] + ["total"]
+
+
+def test_unknown_judge_is_a_message_listing_the_judges():
+    final = run(scripted_judges(), method="best")[-1]
+    assert final.error.startswith("Cannot build the judge: ValueError: unknown judge 'best'; available: deltarubric")
 
 
 def test_judges_share_one_backend_and_take_the_page_settings(tiny_config, tiny_backend):
@@ -237,14 +304,15 @@ def test_page_has_named_api_endpoints(tiny_config, tiny_backend):
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"judge_understanding", "judge_generation", "judge_editing"} <= names
     assert demo.analytics_enabled is False
-    assert "No judgment yet" in idle_state().verdict_html
+    assert "No judgment yet" in render.idle_page().verdict_html
 
 
 def test_launch_demo_loads_one_backend_and_serves_on_the_given_address(monkeypatch, tiny_config, tiny_backend):
     import deltarubric.app.demo as demo_module
+    import deltarubric.app.demo_flow as flow_module
 
     built, served = [], []
-    monkeypatch.setattr(demo_module, "make_backend", lambda config: built.append(config) or tiny_backend)
+    monkeypatch.setattr(flow_module, "make_backend", lambda config: built.append(config) or tiny_backend)
     monkeypatch.setattr(demo_module, "serve_demo", lambda demo, host, port: served.append((demo, host, port)))
     demo_module.launch_demo(tiny_config, "127.0.0.1", 7999)
     assert built == [tiny_config]
@@ -301,6 +369,17 @@ def demo_url(tiny_model_dir, tiny_backend):
     assert url.startswith("http://127.0.0.1:")
     yield url
     demo.close()
+
+
+def test_serving_prints_the_address_and_no_share_hint(capfd):
+    demo = build_demo(scripted_judges(), examples_dir=None)
+    url = serve_demo(demo, "127.0.0.1", free_port(), block=False)
+    try:
+        out, err = capfd.readouterr()
+        assert f"Demo running on {url}" in err and "no public link" in err
+        assert "share=True" not in out + err and "public link, set" not in out + err
+    finally:
+        demo.close()
 
 
 def test_api_endpoint_answers_a_client(demo_url, tmp_path):
