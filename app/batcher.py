@@ -88,7 +88,7 @@ def mirrored(v: Verdict, request_id: str) -> Verdict:
         return None if p is None else 1.0 - p
 
     orders = [
-        OrderResult(order=order[o.order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+        OrderResult(shown_order=order[o.shown_order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
         for o in reversed(v.orders)
     ]
     return v.model_copy(

@@ -224,7 +224,7 @@ def final_page(v: Verdict, stages: Sequence[Stage], results: Sequence[StageResul
 
 def verdict_card(v: Verdict) -> str:
     """The winner and p(A better) as an A/B bar, with the per-order results; an unparsable verdict says so."""
-    orders = ", ".join(f"{o.order}: {o.winner or 'unparsable'}" for o in v.orders)
+    orders = ", ".join(f"{o.shown_order}: {o.winner or 'unparsable'}" for o in v.orders)
     meta = [f"judge: {esc(v.judge)}", f"orders: {esc(orders)}"]
     if v.consistent is not None:
         meta.append(f"consistent across orders: {'yes' if v.consistent else 'no'}")

@@ -17,7 +17,7 @@ _SPECIAL_TAIL = re.compile(r"(?:<\|im_end\|>|<\|endoftext\|>|</s>|<eos>|\s)+$")
 _VISION = re.compile(r"<\|vision_start\|>.*?<\|vision_end\|>|<\|image_pad\|>+|<\|video_pad\|>+", re.DOTALL)
 
 
-def p_first_wins(v: Verdict) -> float | None:
+def p_a_wins(v: Verdict) -> float | None:
     """P(candidate A is better): the verdict token's probability when there is one, else the vote (tie = 0.5)."""
     if v.winner is None:
         return None

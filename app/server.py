@@ -44,7 +44,7 @@ from deltarubric.app.rewards import (
     IMAGE_ONLY_QUESTION,
     NEUTRAL,
     bradley_terry,
-    p_first_wins,
+    p_a_wins,
     question_from_prompt,
     response_from_query,
     win_rates,
@@ -578,7 +578,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             probs: list[float | None] = [None] * len(body.query)
         else:
             verdicts = [next(found, None) if r is not None else None for r in requests]
-            probs = [0.0 if r is None else (p_first_wins(v) if v else None) for r, v in zip(requests, verdicts)]
+            probs = [0.0 if r is None else (p_a_wins(v) if v else None) for r, v in zip(requests, verdicts)]
         rewards = [NEUTRAL if p is None else p for p in probs]
         return {
             "rewards": rewards,
@@ -604,7 +604,7 @@ def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             plan, judged = await state.cpu(state.light(request, 2 * len(body.items)), build, body)
             request.state.pairs = len(judged)
             verdicts = iter(await state.judge_all(judged, lease, rewards=True) if judged else [])
-        probs = [f if r is None else p_first_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
+        probs = [f if r is None else p_a_wins(next(verdicts)) for r, f in zip(plan.requests, plan.fixed)]
         return await state.cpu(len(plan.pairs) <= 32, rewards_answer, plan, body, probs)
 
     @app.get("/v1/models")

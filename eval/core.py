@@ -58,10 +58,10 @@ class Prediction(BaseModel):
             gold=item.gold,
             group=item.group,
             winner=verdict.winner,
-            samples=[(o.order, o.winner) for o in verdict.orders],
+            samples=[(o.shown_order, o.winner) for o in verdict.orders],
             # A verdict recorded before orders kept their label (an older results.jsonl) is read from its raw text.
             labels=[
-                o.label if "label" in o.model_fields_set else vote_label(verdict.judge, final.get(o.order))
+                o.label if "label" in o.model_fields_set else vote_label(verdict.judge, final.get(o.shown_order))
                 for o in verdict.orders
             ],
             raw=list(verdict.raw.values())[-1] if single_order else None,

@@ -503,7 +503,7 @@ def length_limited(out_dir: Path, keys: set[str] | None = None) -> dict[str, int
         for verdict, cuts in _row_samples(row):
             for order in verdict.get("orders") or []:
                 total += 1
-                if any(c.split("/", 1)[0] == order["order"] for c in cuts):
+                if any(c.split("/", 1)[0] == order.get("shown_order", order.get("order")) for c in cuts):
                     cut += 1
                     unreadable += not order.get("parse_ok")
     return {"samples": cut, "unreadable": unreadable, "of": total}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, overload
 
 from deltarubric.rm.backends.base import TokenLogprob
 from deltarubric.rm.types import OrderResult
@@ -14,18 +14,22 @@ Order = Literal["AB", "BA"]
 FLIP = {"A": "B", "B": "A"}  # the other label; shown and caller labels differ by this in the BA order
 
 
+@overload
+def flip_winner(label: str) -> str: ...
+@overload
+def flip_winner(label: None) -> None: ...
 def flip_winner(label: str | None) -> str | None:
-    """The label for the other presentation order: 'A' <-> 'B'; anything else ('tie', 'Neither', None) is kept.
+    """The same winner seen from the other presentation order: 'A' <-> 'B'; anything else ('tie', 'Neither', None)
+    is kept. The labels shown in the 'BA' order and the caller's labels differ by exactly this, both ways."""
+    return FLIP.get(label, label) if label is not None else None
 
-    Labels shown in the 'BA' order and the caller's labels differ by exactly this, in both directions."""
-    return {"A": "B", "B": "A"}.get(label, label) if label is not None else None
 
-
-def presentation_orders(item_id: str, seed: int, swap: bool, order: str) -> list[Order]:
-    """Which orders to show. 'random' derives the order from (seed, id) with a stable hash, so reruns agree."""
+def presentation_orders(item_id: str, seed: int, swap: bool, presentation: str) -> list[Order]:
+    """Which orders to show: both with swap, else as `presentation` says ('given': A first; 'random': drawn from
+    (seed, id) with a stable hash, so reruns agree)."""
     if swap:
         return ["AB", "BA"]
-    if order == "random":
+    if presentation == "random":
         return ["BA" if hashlib.sha256(f"{seed}:{item_id}".encode()).digest()[0] & 1 else "AB"]
     return ["AB"]
 

@@ -60,7 +60,7 @@ class _Job:
     """One request in one presentation order, carried through the stages."""
 
     index: int
-    order: Order
+    shown_order: Order
     prepared: PreparedRequest
     conversation: Conversation
     raw: dict[str, str] = field(default_factory=dict)
@@ -121,14 +121,14 @@ class Judge:
             active = [j for j in jobs if j.error is None]
             if not active:
                 break
-            turns = [user_turn(self.method, stage, job.prepared, job.order, job.checklist) for job in active]
+            turns = [user_turn(self.method, stage, job.prepared, job.shown_order, job.checklist) for job in active]
             started = time.perf_counter()
             gens = await self.backend.agenerate(
                 [job.conversation + [turn] for job, turn in zip(active, turns)], self.config.sampling
             )
             seconds = time.perf_counter() - started
             for job, turn, gen in zip(active, turns, gens):
-                key = f"{job.order}/{stage.name}"
+                key = f"{job.shown_order}/{stage.name}"
                 job.raw[key], job.usage[key], job.last = gen.text, gen.usage, gen
                 parsed = Parsed()
                 if gen.error:
@@ -142,7 +142,7 @@ class Judge:
                     request_id=requests[job.index].id,
                     stage=stage.name,
                     produces=stage.produces,
-                    shown_order=job.order,
+                    shown_order=job.shown_order,
                     prompt=prompt_summary(turn),
                     text=gen.text,
                     parsed=parsed,
@@ -176,11 +176,11 @@ class Judge:
                 joined = "".join(t.token for t in job.last.tokens)
                 pos = PARSERS[self.method.stages[-1].parser](joined).winner_pos
                 p_shown = None if pos is None else verdict_probability(job.last.tokens, pos)
-            winner, p_a = unswap(job.order, job.parsed.winner, p_shown)
+            winner, p_a = unswap(job.shown_order, job.parsed.winner, p_shown)
             ok = job.parsed.ok and job.error is None
             results.append(
                 OrderResult(
-                    order=job.order,
+                    shown_order=job.shown_order,
                     winner=winner if ok else None,
                     p_a=p_a if ok else None,
                     parse_ok=ok,
@@ -191,7 +191,7 @@ class Judge:
         # Explanations come from the AB order when it was judged, so 'A' in their text is the caller's A. With
         # presentation 'random' and B shown first, the texts quote the shown labels; orders[0] says which was shown.
         # Findings' `favors` are always in the caller's labels.
-        lead = next((j for j in jobs if j.order == "AB"), jobs[0])
+        lead = next((j for j in jobs if j.shown_order == "AB"), jobs[0])
         return Verdict(
             id=req.id,
             judge=self.config.judge,
@@ -203,7 +203,7 @@ class Judge:
                 Finding(
                     item=lead.checklist[k] if k < len(lead.checklist) else "",
                     text=text,
-                    favors=flip_winner(f) if lead.order == "BA" else f,  # type: ignore[arg-type]
+                    favors=flip_winner(f) if lead.shown_order == "BA" else f,  # type: ignore[arg-type]
                 )
                 for k, (text, f) in enumerate(lead.parsed.findings)
             ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TaskType = Literal[
     "image_understanding",
@@ -131,7 +131,12 @@ class Finding(BaseModel):
 class OrderResult(BaseModel):
     """What the judge said for one presentation order, mapped back to the caller's labels."""
 
-    order: Literal["AB", "BA"]
+    shown_order: Literal["AB", "BA"] = Field(
+        ...,
+        # 'order' in verdicts recorded before the rename (results.jsonl of older runs)
+        validation_alias=AliasChoices("shown_order", "order"),
+        description="The presentation judged: 'AB' showed the caller's A first, 'BA' showed B first.",
+    )
     winner: Literal["A", "B", "tie"] | None  # 'tie' only from presets whose format has one (GenAI-Bench)
     p_a: float | None = None
     parse_ok: bool

@@ -116,12 +116,14 @@ def test_running_page_shows_the_checklist_its_stage_produced():
 
 
 def test_verdict_card_for_each_outcome():
-    order = OrderResult(order="AB", winner="A", parse_ok=True)
+    order = OrderResult(shown_order="AB", winner="A", parse_ok=True)
     won = render.verdict_card(Verdict(winner="A", p_a=0.75, orders=[order], parse_ok=True))
     assert "A is better" in won and 'data-pa="0.7500"' in won and "A 75%" in won
-    split = Verdict(winner="tie", consistent=False, orders=[order, OrderResult(order="BA", winner="B", parse_ok=True)])
+    split = Verdict(
+        winner="tie", consistent=False, orders=[order, OrderResult(shown_order="BA", winner="B", parse_ok=True)]
+    )
     assert "the two orders disagree" in render.verdict_card(split) and "p(A better): n/a" in render.verdict_card(split)
-    unreadable = render.verdict_card(Verdict(orders=[OrderResult(order="AB", winner=None, parse_ok=False)]))
+    unreadable = render.verdict_card(Verdict(orders=[OrderResult(shown_order="AB", winner=None, parse_ok=False)]))
     assert "No verdict: unparsable" in unreadable and "AB: unparsable" in unreadable
 
 

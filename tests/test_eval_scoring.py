@@ -252,7 +252,7 @@ def test_scorers_read_the_vote_label_the_verdict_kept():
     def pred(label: str, gold: str, group: str = "general", judge: str = "vlrb_official") -> Prediction:
         verdict = Verdict(
             judge=judge,
-            orders=[OrderResult(order="AB", winner=None, parse_ok=False, label=label)],
+            orders=[OrderResult(shown_order="AB", winner=None, parse_ok=False, label=label)],
             raw={"AB/judge": "(text that holds no vote)"},
         )
         item = EvalItem.model_construct(key=label, gold=gold, group=group, meta={})

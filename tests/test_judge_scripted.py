@@ -83,7 +83,7 @@ def test_verifier_conversation_extends_the_planner_conversation(request_):
 def test_swap_unswaps_and_reports_consistency(request_):
     backend = ScriptedBackend(careful_judge, p_letter_a=0.9)
     v = judge_with(backend, judge="deltarubric", swap=True).judge(request_)
-    assert [o.order for o in v.orders] == ["AB", "BA"]
+    assert [o.shown_order for o in v.orders] == ["AB", "BA"]
     assert [o.winner for o in v.orders] == ["A", "A"]  # both in the caller's labels
     assert v.winner == "A" and v.consistent is True
     # AB: model said A with P(A)=0.9. BA: model said B (= caller's A), and P(shown A)=0.9 -> caller's p_a = 0.1.
@@ -112,8 +112,8 @@ def test_random_order_is_seeded_and_mapped_back(image_file: Path):
     judge = judge_with(ScriptedBackend(careful_judge), judge="direct", presentation="random", sampling={"seed": 7})
     first = judge.judge_batch(requests)
     again = judge.judge_batch(requests)
-    orders = [v.orders[0].order for v in first]
-    assert orders == [v.orders[0].order for v in again]
+    orders = [v.orders[0].shown_order for v in first]
+    assert orders == [v.orders[0].shown_order for v in again]
     assert {"AB", "BA"} == set(orders)  # 16 ids: both orders occur
     assert all(v.winner == "A" for v in first)  # whatever was shown first, the caller's A wins
 

@@ -51,7 +51,7 @@ def test_each_judge_runs_end_to_end(judge_name, tiny_config, tiny_backend, tmp_p
         keys = [f"{o}/{s}" for o in ("AB", "BA") for s in STAGES[judge_name]]
         assert sorted(v.raw) == sorted(keys) and sorted(v.usage) == sorted(keys)
         assert all(u.prompt_tokens > 0 and 0 < u.completion_tokens <= 12 for u in v.usage.values())
-        assert [o.order for o in v.orders] == ["AB", "BA"]
+        assert [o.shown_order for o in v.orders] == ["AB", "BA"]
         assert v.parse_ok is all(o.parse_ok for o in v.orders)
         if not v.parse_ok:  # random weights: almost surely unparsable, and then nothing is guessed
             assert v.winner is None and v.consistent is None
@@ -74,9 +74,10 @@ def test_planner_conversation_is_a_token_prefix_of_the_verifier(tiny_backend, im
     img = ImagePart(Image.open(image_file).convert("RGB"))
     planner = [Message.text("system", "sys"), Message("user", (img, TextPart("Plan.")))]
     verifier = planner + [Message.text("assistant", "Generated Checklist:\n1. Q?"), Message.text("user", "Verify.")]
-    render = lambda conv: tiny_backend.processor.apply_chat_template(
-        _to_hf(conv), add_generation_prompt=True, tokenize=False
-    )  # noqa: E731
+
+    def render(conv):
+        return tiny_backend.processor.apply_chat_template(_to_hf(conv), add_generation_prompt=True, tokenize=False)
+
     assert render(verifier).startswith(render(planner))
 
 

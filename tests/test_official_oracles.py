@@ -271,7 +271,7 @@ def test_vlrb_run_predictions_equal_cal_py_on_the_same_samples():
             verdict = Verdict(
                 winner=winners[0] if len(set(winners)) == 1 else None,
                 orders=[
-                    OrderResult(order=o, winner=w, parse_ok=w is not None, label=parse_vlrb(t).label)
+                    OrderResult(shown_order=o, winner=w, parse_ok=w is not None, label=parse_vlrb(t).label)
                     for o, w, t in zip(orders, winners, texts)
                 ],
                 raw={f"{o}/judge": t for o, t in zip(orders, texts)},

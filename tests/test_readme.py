@@ -29,6 +29,6 @@ def test_readme_first_command_judges_a_pair(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     verdict = json.loads(out.stdout[out.stdout.index("{") :])  # make-tiny-model prints the folder it wrote first
     # What the README says it prints: a DeltaRubric verdict in both orders; random weights, so no parsable winner.
-    assert verdict["judge"] == "deltarubric" and [o["order"] for o in verdict["orders"]] == ["AB", "BA"]
+    assert verdict["judge"] == "deltarubric" and [o["shown_order"] for o in verdict["orders"]] == ["AB", "BA"]
     assert verdict["winner"] is None and verdict["parse_ok"] is False and verdict["error"] is None
     assert all(u["completion_tokens"] <= 64 for u in verdict["usage"].values())

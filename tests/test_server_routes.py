@@ -274,7 +274,7 @@ def test_cache_and_mirrored_pairs_share_work():
     assert len(backend.calls) == calls  # neither the repeat nor the mirror reached the backend
     assert again | {"id": "1"} == first and again["id"] == "2"
     assert (flipped["winner"], flipped["p_a"], flipped["id"]) == ("B", pytest.approx(1 - first["p_a"]), "3")
-    assert [o["order"] for o in flipped["orders"]] == ["AB", "BA"] and [o["winner"] for o in flipped["orders"]] == [
+    assert [o["shown_order"] for o in flipped["orders"]] == ["AB", "BA"] and [o["winner"] for o in flipped["orders"]] == [
         "B",
         "B",
     ]

@@ -237,8 +237,8 @@ def test_verdict_json_round_trip():
         rationale='Ünïcödé rationale with "quotes" and\nnewlines',
         task_type_pred="image_understanding",
         orders=[
-            OrderResult(order="AB", winner="A", p_a=0.9, parse_ok=True),
-            OrderResult(order="BA", winner=None, parse_ok=False),
+            OrderResult(shown_order="AB", winner="A", p_a=0.9, parse_ok=True),
+            OrderResult(shown_order="BA", winner=None, parse_ok=False),
         ],
         raw={"AB/planner": "Generated Checklist: ...", "BA/verifier": "Winner: [[B]]"},
         parse_ok=True,
@@ -247,10 +247,14 @@ def test_verdict_json_round_trip():
         error=None,
     )
     text = v.model_dump_json()
-    assert json.loads(text)["orders"][1]["order"] == "BA"
+    assert json.loads(text)["orders"][1]["shown_order"] == "BA"
     back = Verdict.model_validate_json(text)
     assert back == v
     assert back.model_dump() == v.model_dump()
+    # verdicts recorded before the field was named shown_order (results.jsonl of older runs) still read
+    old = json.loads(text)
+    old["orders"] = [{"order" if k == "shown_order" else k: x for k, x in o.items()} for o in old["orders"]]
+    assert Verdict.model_validate(old) == v
 
 
 @pytest.mark.parametrize(
@@ -258,7 +262,8 @@ def test_verdict_json_round_trip():
     [
         ("winner", "C"),  # only A, B, tie or None
         ("winner", "a"),  # case matters
-        ("orders", [{"order": "AA", "winner": "A", "parse_ok": True}]),  # order is AB or BA
+        ("orders", [{"shown_order": "AA", "winner": "A", "parse_ok": True}]),  # AB or BA
+        ("orders", [{"winner": "A", "parse_ok": True}]),  # which order was judged is required
         ("findings", [{"item": "i", "text": "t", "favors": "Both"}]),  # favors is A, B or Neither
     ],
 )

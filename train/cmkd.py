@@ -140,12 +140,12 @@ def sample_chains(
         for verdict in Judge(config, backend=backend).judge_batch(requests):
             base = sft_order[verdict.id]
             for result in verdict.orders:
-                text = verdict.raw.get(f"{result.order}/{stage}")
+                text = verdict.raw.get(f"{result.shown_order}/{stage}")
                 if text is None:
                     continue
                 # result.p_a is P(the handed-over A): the shown A in the AB job, the shown B in the BA job.
-                p_shown_a = None if result.p_a is None else result.p_a if result.order == "AB" else 1.0 - result.p_a
-                chains.append(Chain(verdict.id, base if result.order == "AB" else OTHER[base], text, p_shown_a))
+                p_shown_a = None if result.p_a is None else result.p_a if result.shown_order == "AB" else 1.0 - result.p_a
+                chains.append(Chain(verdict.id, base if result.shown_order == "AB" else OTHER[base], text, p_shown_a))
     return chains
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from deltarubric.rm.aggregate import FLIP, Order
+from deltarubric.rm.aggregate import Order, flip_winner
 from deltarubric.rm.backends.base import Conversation, ImagePart, to_chat_dicts
 from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS, load_image
 from deltarubric.rm.pairs import LabelledPair
@@ -27,14 +27,14 @@ def order_for(seed: int, pair_id: str, step: int, chain: int) -> Order:
 
 def shown(label: str, order: Order) -> str:
     """The caller's label as the model sees it in `order`."""
-    return label if order == "AB" else FLIP[label]
+    return label if order == "AB" else flip_winner(label)
 
 
 def swap_labels(text: str) -> str:
     """'Response A' <-> 'Response B' (and 'Image', '[[A]]', 'Favors: A') in gold text written in the caller's labels."""
     return re.sub(
         r"(\b(?:Response|Image|Video|Candidate|Answer)\s+|\[\[|Favors:\s*)([AB])\b",
-        lambda m: m.group(1) + FLIP[m.group(2)],
+        lambda m: m.group(1) + flip_winner(m.group(2)),
         text,
     )
 
