@@ -37,12 +37,13 @@ def convert(
     ],
     out: Annotated[Path, typer.Option(help="The pair file to write (JSONL); embedded images go to images/ beside it.")],
     seed: Annotated[int, typer.Option(help="Seeds each pair's A/B order (drawn from the seed and the pair's id).")] = 0,
-    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many pairs.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many pairs.", show_default="all")] = None,
     id_prefix: Annotated[
         str | None,
         typer.Option(
-            help="Ids are PREFIX-<row index>; default: the converter's name. Give each split its own "
-            "(e.g. helpsteer3-val) when converting them separately, or their ids collide."
+            help="Ids are PREFIX-<row index>. Give each split its own (e.g. helpsteer3-val) when converting them "
+            "separately, or their ids collide.",
+            show_default="the converter's name",
         ),
     ] = None,
 ) -> None:
@@ -79,6 +80,7 @@ def dedup(
             "--against",
             help="A benchmark to check against: NAME (its pinned hub copy, from the cache or downloaded) or "
             "NAME=DIR (the folder `eval run --data-dir` reads). Repeat it, or list names after it.",
+            show_default="none",
         ),
     ] = None,
     out: Annotated[
@@ -116,8 +118,12 @@ def dedup(
 def caption(
     config: JudgeConfig,
     file: Annotated[Path, typer.Argument(help="The pair file to caption.")],
-    out: Annotated[Path | None, typer.Option(help="Write here instead of rewriting FILE in place.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace captions the file already has.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write here instead of rewriting FILE in place.", show_default="FILE")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace captions the file already has.", show_default="off")
+    ] = False,
     chunk_size: Annotated[int, typer.Option(min=1, help="Captions requested per backend call.")] = 16,
 ) -> None:
     """Add a `caption` (a description of the pair's context image or video) to every pair, with any judge backend."""

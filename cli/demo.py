@@ -22,10 +22,10 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.", rich_help_panel=_D)] = 7860,
     examples_dir: Annotated[
         Optional[Path],
-        typer.Option(help="Folder of the example images; default: data/examples of the checkout.", rich_help_panel=_D),
+        typer.Option(help="Folder of the example images.", rich_help_panel=_D, show_default="the shipped examples"),
     ] = None,
 ) -> None:
-    """Open the Gradio demo: judge one pair in the browser, stage by stage. Needs gradio (pip install -e ".[demo]").
+    r"""Open the Gradio demo: judge one pair in the browser, stage by stage. Needs gradio: pip install -e ".\[demo]".
 
     Example: deltarubric demo -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
     --host 127.0.0.1 --port 7860. See docs/demo.md.

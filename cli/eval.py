@@ -64,17 +64,23 @@ def run(
     data_dir: Annotated[
         Optional[Path],
         typer.Option(
-            help="Local benchmark folder (metadata and media); default: download the pinned hub revision. "
-            "See docs/eval.md."
+            help="Local benchmark folder (metadata and media); see docs/eval.md.",
+            show_default="the pinned hub revision, downloaded",
         ),
     ] = None,
     data: Annotated[
         Optional[Path],
-        typer.Option("--data", help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md)."),
+        typer.Option(
+            "--data",
+            help="Your labelled-pair JSONL file, for the benchmark 'pairs' (format: docs/eval.md).",
+            show_default="none",
+        ),
     ] = None,
     task: Annotated[
         Optional[str],
-        typer.Option(help="Sub-task (GenAI-Bench); default: every task whose data is present, each in OUT/<task>."),
+        typer.Option(
+            help="Sub-task (GenAI-Bench).", show_default="every task whose data is present, each in OUT/<task>"
+        ),
     ] = None,
     official: Annotated[
         bool,
@@ -82,6 +88,7 @@ def run(
             "--official",
             help="Use the benchmark's official prompt, parser, order and sampling (VL-RewardBench: temperature 0.2, "
             "top_p 0.2, 2048 tokens, unless you set them).",
+            show_default="off",
         ),
     ] = False,
     samples: Annotated[
@@ -93,7 +100,10 @@ def run(
         ),
     ] = 1,
     limit: Annotated[
-        Optional[int], typer.Option(help="Only the first N items (smoke runs); a larger N later extends the same run.")
+        Optional[int],
+        typer.Option(
+            help="Only the first N items (smoke runs); a larger N later extends the same run.", show_default="all"
+        ),
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="Items judged per batch, and written after each batch.")] = 16,
     max_error_rate: Annotated[
@@ -105,7 +115,7 @@ def run(
             "backend down).",
         ),
     ] = 0.05,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.", show_default="off")] = False,
 ) -> None:
     """Judge every item of a benchmark, writing each result as it comes, then print the scores."""
     from deltarubric.eval.benchmarks import pairs
@@ -200,7 +210,8 @@ def prepare(
         Path, typer.Option(help="The folder to write the local layout into: pass it to `eval run --data-dir`.")
     ],
     split: Annotated[
-        str | None, typer.Option(help="Which split to export (genai-bench: test_v1, the leaderboard's, by default).")
+        str | None,
+        typer.Option(help="Which split to export.", show_default="the benchmark's own (genai-bench: test_v1)"),
     ] = None,
 ) -> None:
     """Turn a benchmark's downloaded release into the layout `eval run --data-dir` reads."""
@@ -230,11 +241,17 @@ def score(
     predictions: Annotated[
         Path, typer.Option(help="A run directory, or a prediction file in the benchmark's official format.")
     ],
-    task: Annotated[Optional[str], typer.Option(help="Sub-task the predictions belong to (GenAI-Bench).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="Sub-task the predictions belong to (GenAI-Bench).", show_default="the run's own"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.", show_default="off")] = False,
     export: Annotated[
         Optional[Path],
-        typer.Option(help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench)."),
+        typer.Option(
+            help="Also write the predictions in the benchmark's official schema (multimodal-rewardbench).",
+            show_default="none",
+        ),
     ] = None,
 ) -> None:
     """Compute the official and strict metrics from predictions, without running a model."""
@@ -304,7 +321,7 @@ def report(
     runs: Annotated[list[Path], typer.Argument(help="Run directories of one benchmark, shown side by side.")],
     out: Annotated[
         Optional[Path],
-        typer.Option(help="Where to write report.md and the PNGs; default: <parent of the first run>/report."),
+        typer.Option(help="Where to write report.md and the PNGs.", show_default="<parent of the first run>/report"),
     ] = None,
 ) -> None:
     """Render a Markdown table and PNG plots for one or several runs."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from deltarubric.cli.errors import CLIError
 from deltarubric.cli.options import judge_options
 from deltarubric.rm.config import JudgeConfig
-from deltarubric.rm.types import JudgeRequest, Verdict
+from deltarubric.rm.types import TASK_TYPES, JudgeRequest, Verdict
+
+_PAIR, _IO = "Pair", "Input and output"
+_NONE: dict[str, Any] = {"rich_help_panel": _PAIR, "show_default": "none"}
 
 
 def _candidate(side: str, text: str | None, image: str | None, video: str | None) -> dict[str, str]:
@@ -46,25 +49,48 @@ def _print_human(v: Verdict) -> None:
 def judge(
     config: JudgeConfig,
     question: Annotated[
-        Optional[str], typer.Option("--question", "-q", help="Question, generation prompt or edit instruction.")
+        Optional[str],
+        typer.Option(
+            "--question",
+            "-q",
+            help="Question, generation prompt or edit instruction.",
+            rich_help_panel=_PAIR,
+            show_default="none: give it, or --input",
+        ),
     ] = None,
-    response_a: Annotated[Optional[str], typer.Option(help="Text of candidate A.")] = None,
-    response_b: Annotated[Optional[str], typer.Option(help="Text of candidate B.")] = None,
-    image: Annotated[Optional[list[str]], typer.Option(help="Context image (path, URL, data URL); repeatable.")] = None,
-    video: Annotated[Optional[list[str]], typer.Option(help="Context video; repeatable.")] = None,
-    image_a: Annotated[Optional[str], typer.Option(help="Candidate A as an image (generation/editing).")] = None,
-    image_b: Annotated[Optional[str], typer.Option(help="Candidate B as an image.")] = None,
-    video_a: Annotated[Optional[str], typer.Option(help="Candidate A as a video.")] = None,
-    video_b: Annotated[Optional[str], typer.Option(help="Candidate B as a video.")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="Reference answer shown to the judge.")] = None,
+    response_a: Annotated[Optional[str], typer.Option(help="Text of candidate A.", **_NONE)] = None,
+    response_b: Annotated[Optional[str], typer.Option(help="Text of candidate B.", **_NONE)] = None,
+    image: Annotated[
+        Optional[list[str]], typer.Option(help="Context image (path, URL, data URL); repeatable.", **_NONE)
+    ] = None,
+    video: Annotated[Optional[list[str]], typer.Option(help="Context video; repeatable.", **_NONE)] = None,
+    image_a: Annotated[
+        Optional[str], typer.Option(help="Candidate A as an image (generation/editing).", **_NONE)
+    ] = None,
+    image_b: Annotated[Optional[str], typer.Option(help="Candidate B as an image.", **_NONE)] = None,
+    video_a: Annotated[Optional[str], typer.Option(help="Candidate A as a video.", **_NONE)] = None,
+    video_b: Annotated[Optional[str], typer.Option(help="Candidate B as a video.", **_NONE)] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference answer shown to the judge.", **_NONE)] = None,
     task: Annotated[
-        Optional[str], typer.Option(help="Task type; inferred from the candidates and --image when omitted.")
+        Optional[str],
+        typer.Option(
+            help="Task type: " + " | ".join(TASK_TYPES) + ".",
+            rich_help_panel=_PAIR,
+            show_default="inferred from the candidates and --image",
+        ),
     ] = None,
-    id: Annotated[str, typer.Option(help="Item id (seeds --presentation random).")] = "0",
+    id: Annotated[str, typer.Option(help="Item id (seeds --presentation random).", rich_help_panel=_PAIR)] = "0",
     input: Annotated[
-        Optional[Path], typer.Option(help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.")
+        Optional[Path],
+        typer.Option(
+            help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.",
+            rich_help_panel=_IO,
+            show_default="none: judge the pair given by flags",
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdict as JSON.", rich_help_panel=_IO, show_default="off")
+    ] = False,
 ) -> None:
     """Judge one preference pair (or a JSONL file of them) and print the verdict.
 

@@ -1,197 +1,219 @@
-"""Judge options declared once and attached to every command (judge, serve, and later eval and demo).
+"""Command-line options generated from the config models, as TRL's parser makes flags of its config dataclasses.
 
-`@judge_options` adds these flags to a command and hands it a validated `JudgeConfig` built as
-defaults < `--config` file < flags given on the command line.
+Each field of a model (and of its sections, such as JudgeConfig's `sampling` and `compute`) is one flag: the field's
+description is its help, its default is shown, and each section has its own help panel. `@model_options(config=JUDGE)`
+gives a command those flags and hands it one validated model. Only flags given on the command line (or through their
+environment variable) override; the rest come from the `--config` file, where the group has one, then the model's
+defaults. A value that does not validate is an error naming its flag, or its file and line.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from deltarubric.rm.config import ComputeConfig, JudgeConfig, SamplingConfig, build_config
-from deltarubric.rm.media import DEFAULT_MAX_PIXELS
+from deltarubric.cli.errors import CLIError
+from deltarubric.rm.config import ConfigError, ConfigProblem, JudgeConfig, build_config
+from deltarubric.rm.validation import Loc, field_problems
 
-_P = "Judge options"
-_S = "Sampling"
-
-
-def _default(value: object) -> str:
-    """A help suffix naming a default. The bracket is escaped: typer renders help with rich, which would take an
-    unescaped `[default: 0]` for a markup tag and silently drop it."""
-    return f"  \\[default: {value}]"
+Path_ = tuple[str, ...]
+GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # click's parameter sources that count as set by the user
 
 
-_JUDGE = {n: f.default for n, f in JudgeConfig.model_fields.items()}  # one source for the defaults shown
-_COMPUTE = {n: f.default for n, f in ComputeConfig.model_fields.items()}
-_SAMPLE = {n: f.default for n, f in SamplingConfig.model_fields.items()}
+@dataclass(frozen=True)
+class ModelOptions:
+    """How one model becomes flags. `panels`: help panel per section ('' for the model's own fields); `exclude`:
+    dotted paths without a flag; `default_text`: what a default means where the model's value is not what the
+    command does (dotted path -> text); `config_file`: a `--config` file of the model's fields, read by `build`."""
 
-# typer needs Optional[...] spelled out for flags whose default is None (None = "not given on the command line"), so
-# typer cannot show the defaults itself: each help text names its default from JudgeConfig.
-JUDGE_OPTIONS: dict[str, Any] = {
-    "config": Annotated[
-        Optional[Path], typer.Option(help="YAML/JSON file of judge options; flags override it.", rich_help_panel=_P)
-    ],
-    "model": Annotated[
-        Optional[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="Checkpoint path or HF id; served model name for --backend openai.",
-            rich_help_panel=_P,
-        ),
-    ],
-    "backend": Annotated[
-        Optional[str],
-        typer.Option(help="openai | vllm | transformers" + _default(_COMPUTE["backend"]), rich_help_panel=_P),
-    ],
-    "judge": Annotated[
-        Optional[str],
-        typer.Option(
-            "--judge", "-j", help="direct | deltarubric | msrl" + _default(_JUDGE["judge"]), rich_help_panel=_P
-        ),
-    ],
-    "swap": Annotated[
-        Optional[bool],
-        typer.Option(
-            "--swap/--no-swap",
-            help="Judge both orders and aggregate." + _default("swap" if _JUDGE["swap"] else "no-swap"),
-            rich_help_panel=_P,
-        ),
-    ],
-    "presentation": Annotated[
-        Optional[str],
-        typer.Option(
-            help="Without --swap: 'given' or 'random' (seeded by --seed and item id)."
-            + _default(_JUDGE["presentation"]),
-            rich_help_panel=_P,
-        ),
-    ],
-    "base_url": Annotated[
-        Optional[list[str]],
-        typer.Option(
-            help="OpenAI-compatible base URL; repeat for replicas."
-            + _default(", ".join(ComputeConfig.model_fields["base_urls"].default_factory())),
-            rich_help_panel=_P,
-        ),
-    ],  # type: ignore[misc,call-arg]
-    "api_key": Annotated[
-        Optional[str],
-        typer.Option(
-            envvar="DELTARUBRIC_API_KEY",
-            help="Bearer token for --backend openai." + _default("none"),
-            rich_help_panel=_P,
-        ),
-    ],
-    "concurrency": Annotated[
-        Optional[int],
-        typer.Option(help="Requests in flight (openai)." + _default(_COMPUTE["concurrency"]), rich_help_panel=_P),
-    ],
-    "timeout": Annotated[
-        Optional[float],
-        typer.Option(help="Seconds per HTTP request (openai)." + _default(_COMPUTE["timeout_s"]), rich_help_panel=_P),
-    ],
-    "max_retries": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Retries on 5xx/429/connection errors (openai)." + _default(_COMPUTE["max_retries"]),
-            rich_help_panel=_P,
-        ),
-    ],
-    "device": Annotated[
-        Optional[str],
-        typer.Option(help="auto | cpu | cuda[:N] (transformers)." + _default(_COMPUTE["device"]), rich_help_panel=_P),
-    ],
-    "dtype": Annotated[
-        Optional[str],
-        typer.Option(
-            help="auto | float32 | bfloat16 | float16 (transformers)." + _default(_JUDGE["dtype"]), rich_help_panel=_P
-        ),
-    ],
-    "batch_size": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Conversations per generate call (transformers)." + _default(_COMPUTE["batch_size"]),
-            rich_help_panel=_P,
-        ),
-    ],
-    "min_pixels": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Minimum pixels per image after resizing." + _default("the model processor's own"), rich_help_panel=_P
-        ),
-    ],
-    # serve decodes to DEFAULT_MAX_PIXELS when this is not given; other commands leave it to the processor, whose own
-    # maximum for Qwen3-VL is the same number.
-    "max_pixels": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Maximum pixels per image; larger ones are downscaled."
-            + _default(f"{DEFAULT_MAX_PIXELS}, Qwen3-VL's own maximum"),
-            rich_help_panel=_P,
-        ),
-    ],
-    "max_input_pixels": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Images above this are refused before decoding (bombs)." + _default(_JUDGE["max_input_pixels"]),
-            rich_help_panel=_P,
-        ),
-    ],
-    "temperature": Annotated[
-        Optional[float], typer.Option(help="0 = greedy." + _default(_SAMPLE["temperature"]), rich_help_panel=_S)
-    ],
-    "top_p": Annotated[
-        Optional[float], typer.Option(help="Nucleus sampling mass." + _default(_SAMPLE["top_p"]), rich_help_panel=_S)
-    ],
-    "max_tokens": Annotated[
-        Optional[int], typer.Option(help="Per stage." + _default(_SAMPLE["max_tokens"]), rich_help_panel=_S)
-    ],
-    "seed": Annotated[
-        Optional[int],
-        typer.Option(help="Sampling seed and order seed." + _default(_SAMPLE["seed"]), rich_help_panel=_S),
-    ],
-    "top_logprobs": Annotated[
-        Optional[int],
-        typer.Option(
-            help="Alternatives per token for p_a; 0 = off." + _default(_SAMPLE["top_logprobs"]), rich_help_panel=_S
-        ),
-    ],
-}
-
-_SAMPLING = ("temperature", "top_p", "max_tokens", "seed", "top_logprobs")
-_COMPUTE_FLAGS = ("backend", "base_url", "api_key", "concurrency", "timeout", "max_retries", "device", "batch_size")
-_RENAMED = {"base_url": "base_urls", "timeout": "timeout_s"}
+    model: type[BaseModel]
+    panels: Mapping[str, str]
+    exclude: frozenset[str] = frozenset()
+    default_text: Mapping[str, str] = field(default_factory=dict)
+    config_file: bool = False
+    build: Callable[..., BaseModel] | None = None  # build(file, **given): with config_file
 
 
-def config_from_flags(values: dict[str, Any]) -> JudgeConfig:
-    values = dict(values)
-    file = values.pop("config")
-    sampling = {k: values.pop(k) for k in _SAMPLING}
-    compute = {_RENAMED.get(k, k): values.pop(k) for k in _COMPUTE_FLAGS}
-    return build_config(file, sampling=sampling, compute=compute, **values)
+@dataclass(frozen=True)
+class Flag:
+    path: Path_
+    param: str  # the Python parameter name typer sees: unique across the groups of a command
+    decls: tuple[str, ...]
+    annotation: Any
+    default: Any
+    required: bool
+
+    @property
+    def name(self) -> str:
+        return self.decls[0].split("/")[0]
 
 
-def judge_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the shared judge flags to `command`, which receives them as one `config: JudgeConfig` argument."""
-    sig = inspect.signature(command)
-    hints = typing.get_type_hints(command, include_extras=True)  # postponed annotations are strings until resolved
-    own = [p.replace(annotation=hints[name]) for name, p in sig.parameters.items() if name != "config"]
-    shared = [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
-        for n, a in JUDGE_OPTIONS.items()
-    ]
+def _help(text: str) -> str:
+    """Help text as typer renders it, with rich markup: a literal '[' must be escaped or '[demo]' vanishes."""
+    return text.replace("[", "\\[")
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        config = config_from_flags({n: kwargs.pop(n) for n in JUDGE_OPTIONS})
-        return command(config=config, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
-    return wrapper
+def _section(f: FieldInfo) -> type[BaseModel] | None:
+    a = f.annotation
+    return a if isinstance(a, type) and issubclass(a, BaseModel) else None
+
+
+def _value_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None was allowed)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (args[0] if len(args) == 1 else annotation), len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _flag(opts: ModelOptions, group: str, path: Path_, f: FieldInfo, panel: str) -> Flag | None:
+    value_type, optional = _value_type(f.annotation)
+    if typing.get_origin(value_type) is dict or value_type is dict:
+        return None  # a mapping (vllm_kwargs) is set in a config file
+    extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+    dotted = ".".join(path)
+    long = "--" + path[-1].replace("_", "-")
+    decls = tuple(extra.get("flags") or [long])
+    if value_type is bool:
+        decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
+    required = f.is_required()
+    default = None if required else f.get_default(call_default_factory=True)
+    help_text = f.description or ""
+    shown: str | bool = opts.default_text.get(dotted) or extra.get("default_text") or True
+    if required:
+        help_text += " Required, here or in the --config file." if opts.config_file else ""
+        shown = False
+    elif default is None or default == []:
+        shown = shown if isinstance(shown, str) else "none"
+    option = typer.Option(
+        *decls,
+        help=_help(help_text),
+        rich_help_panel=panel,
+        show_default=shown,
+        envvar=extra.get("envvar"),
+    )
+    annotation = Optional[value_type] if optional or (required and opts.config_file) else value_type
+    typer_default = None if required and opts.config_file else ... if required else default
+    return Flag(path, f"{group}__{'__'.join(path)}", decls, Annotated[annotation, option], typer_default, required)
+
+
+def model_flags(opts: ModelOptions, group: str) -> list[Flag]:
+    """One flag per field of `opts.model`, its sections flattened into their own panels."""
+    out: list[Flag] = []
+
+    def walk(model: type[BaseModel], path: Path_, panel: str) -> None:
+        for name, f in model.model_fields.items():
+            p = (*path, name)
+            if ".".join(p) in opts.exclude:
+                continue
+            section = _section(f)
+            if section is not None:
+                walk(section, p, opts.panels.get(name, panel))
+            elif (flag := _flag(opts, group, p, f, panel)) is not None:
+                out.append(flag)
+
+    walk(opts.model, (), opts.panels[""])
+    return out
+
+
+def _set(tree: dict[str, Any], path: Path_, value: Any) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def _explain(problems: list[ConfigProblem], flags: dict[Loc, Flag], config_file: bool) -> str:
+    """The problems in one line, each naming the flag it came from (or the file and line)."""
+    parts = []
+    for p in problems:
+        flag = flags.get(p.loc)
+        if p.file is not None or flag is None:
+            parts.append(str(p))
+        elif p.message == "missing":
+            parts.append(
+                f"give {flag.name}" + (f" (or {'.'.join(p.loc)}: in the --config file)" if config_file else "")
+            )
+        else:
+            parts.append(f"{flag.name}: {p.message}")
+    return "; ".join(parts)
+
+
+def _validate(opts: ModelOptions, given: dict[str, Any], file: Path | None, flags: list[Flag]) -> BaseModel:
+    by_loc: dict[Loc, Flag] = {f.path: f for f in flags}
+    try:
+        if opts.config_file and opts.build is not None:
+            return opts.build(file, **given)
+        return opts.model.model_validate(given)
+    except ConfigError as e:
+        raise CLIError(_explain(e.problems, by_loc, opts.config_file)) from None
+    except ValidationError as e:
+        problems = [ConfigProblem(loc, message) for _, loc, message in field_problems(e, opts.model)]
+        raise CLIError(_explain(problems, by_loc, opts.config_file)) from None
+
+
+def model_options(**groups: ModelOptions) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the flags of each model in `groups` (parameter name -> how): the command takes each group as one
+    validated model under that parameter name."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)  # postponed annotations are strings until resolved
+        own = [p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items() if n not in groups]
+        flags = {group: model_flags(opts, group) for group, opts in groups.items()}
+        kw = inspect.Parameter.KEYWORD_ONLY
+        added = [inspect.Parameter("ctx", kw, annotation=typer.Context)]
+        for group, opts in groups.items():
+            if opts.config_file:
+                config = typer.Option(
+                    "--config",
+                    help=f"YAML or JSON file of {opts.model.__name__} fields (docs/cli.md); flags override it.",
+                    rich_help_panel=opts.panels[""],
+                    show_default="none",
+                    exists=True,
+                    dir_okay=False,
+                )
+                added.append(
+                    inspect.Parameter(
+                        f"{group}__config", kw, default=None, annotation=Annotated[Optional[Path], config]
+                    )
+                )
+            added += [inspect.Parameter(f.param, kw, default=f.default, annotation=f.annotation) for f in flags[group]]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            ctx: typer.Context = kwargs.pop("ctx")
+            models = {}
+            for group, opts in groups.items():
+                given: dict[str, Any] = {}
+                for f in flags[group]:
+                    value = kwargs.pop(f.param)
+                    source = ctx.get_parameter_source(f.param)
+                    if source is not None and source.name in GIVEN:
+                        _set(given, f.path, value)
+                file = kwargs.pop(f"{group}__config") if opts.config_file else None
+                models[group] = _validate(opts, given, file, flags[group])
+            return command(**models, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+JUDGE = ModelOptions(
+    JudgeConfig,
+    panels={"": "Judge", "sampling": "Sampling", "compute": "Compute (how verdicts are computed)"},
+    config_file=True,
+    build=build_config,
+)
+judge_options = model_options(config=JUDGE)

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.eval.core import Prediction
 from deltarubric.eval.registry import get_benchmark
 from deltarubric.eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
-from deltarubric.cli.main import app
 from deltarubric.rm.config import JudgeConfig
 from tests.scripted import ScriptedBackend, user_text
 

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.eval.core import decided, pct
 from deltarubric.eval.runner import RESULTS_FILE, read_predictions
 from deltarubric.rm.backends.base import ImagePart
-from deltarubric.cli.main import app
 from tests.conftest import make_image
 from tests.scripted import ScriptedBackend, user_text
 
@@ -126,7 +126,7 @@ def test_run_score_report_and_resume_on_the_tiny_model(tiny_model_dir, tmp_path)
     assert set(printed) == expected and printed["n"] == len(PAIRS)
     record = json.loads((run / "run.json").read_text())
     assert record["benchmark"] == "pairs" and str(data.resolve()) in record["data_revision"]
-    assert record["items_sha256"] and record["official_preset"] is False and record["judge"]["order"] == "random"
+    assert record["items_sha256"] and record["official_preset"] is False and record["judge"]["presentation"] == "random"
 
     scored = runner.invoke(app, ["eval", "score", "pairs", "--predictions", str(run), "--json"])
     assert scored.exit_code == 0, scored.output

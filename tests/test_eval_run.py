@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.eval.core import json_scores
 from deltarubric.eval.registry import get_benchmark
 from deltarubric.eval.runner import RESULTS_FILE, completed_keys, eval_config, read_predictions, run_benchmark
-from deltarubric.cli.main import app
 
 VLRB = get_benchmark("vl-rewardbench")
 runner = CliRunner()

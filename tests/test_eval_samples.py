@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.eval.core import Prediction, judge_stats
 from deltarubric.eval.registry import get_benchmark
 from deltarubric.eval.runner import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, eval_config, read_predictions, run_benchmark
 from deltarubric.rm.backends.base import Backend, Conversation, Generation, ImagePart
-from deltarubric.cli.main import app
 from deltarubric.rm.config import SamplingConfig, build_config
 from tests.scripted import user_text
 from tests.test_official_oracles import VLRB_OUTPUTS, assert_official_equals_oracle, cal_every_sample, vlrb_row

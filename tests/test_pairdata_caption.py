@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.pairdata.caption import caption_file
 from deltarubric.rm.backends import ImagePart
-from deltarubric.cli.main import app
 from deltarubric.rm.config import SamplingConfig
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene

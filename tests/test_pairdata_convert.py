@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.pairdata import sources
 from deltarubric.pairdata.converters import convert, converter_names
 from deltarubric.pairdata.sources import SchemaError
-from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import scene_png
 

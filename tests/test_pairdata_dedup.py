@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.pairdata.dedup import REPORT_NAME, dedup, normalise
 from deltarubric.pairdata.imagehash import DHASH_MAX, PHASH_MAX, HashIndex, hash_image
-from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 from tests.pairdata_images import encoded, scene
 

@@ -29,10 +29,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deltarubric.cli.main import app
 from deltarubric.pairdata.converters import convert
 from deltarubric.pairdata.dedup import dedup
 from deltarubric.pairdata.sources import SchemaError
-from deltarubric.cli.main import app
 from deltarubric.rm.pairs import read_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
