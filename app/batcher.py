@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 
 from deltarubric.app.metrics import Metrics
-from deltarubric.rm.aggregate import FLIP
+from deltarubric.rm.aggregate import flip_winner
 from deltarubric.rm.config import verdict_identity
 from deltarubric.rm.judge import Judge
 from deltarubric.rm.types import Finding, JudgeRequest, OrderResult, Verdict
@@ -88,16 +88,16 @@ def mirrored(v: Verdict, request_id: str) -> Verdict:
         return None if p is None else 1.0 - p
 
     orders = [
-        OrderResult(shown_order=order[o.shown_order], winner=FLIP.get(o.winner, o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+        OrderResult(shown_order=order[o.shown_order], winner=flip_winner(o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
         for o in reversed(v.orders)
     ]
     return v.model_copy(
         update={
             "id": request_id,
-            "winner": FLIP.get(v.winner, v.winner),  # type: ignore[arg-type]
+            "winner": flip_winner(v.winner),  # type: ignore[arg-type]
             "p_a": flip_p(v.p_a),
             "orders": orders,
-            "findings": [Finding(item=f.item, text=f.text, favors=FLIP.get(f.favors, f.favors)) for f in v.findings],  # type: ignore[arg-type]
+            "findings": [Finding(item=f.item, text=f.text, favors=flip_winner(f.favors)) for f in v.findings],  # type: ignore[arg-type]
             "raw": rekey(v.raw),
             "usage": rekey(v.usage),
         }

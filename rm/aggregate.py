@@ -11,7 +11,7 @@ from deltarubric.rm.backends.base import TokenLogprob
 from deltarubric.rm.types import OrderResult
 
 Order = Literal["AB", "BA"]
-FLIP = {"A": "B", "B": "A"}  # the other label; shown and caller labels differ by this in the BA order
+_OTHER = {"A": "B", "B": "A"}
 
 
 @overload
@@ -21,7 +21,7 @@ def flip_winner(label: None) -> None: ...
 def flip_winner(label: str | None) -> str | None:
     """The same winner seen from the other presentation order: 'A' <-> 'B'; anything else ('tie', 'Neither', None)
     is kept. The labels shown in the 'BA' order and the caller's labels differ by exactly this, both ways."""
-    return FLIP.get(label, label) if label is not None else None
+    return _OTHER.get(label, label) if label is not None else None
 
 
 def presentation_orders(item_id: str, seed: int, swap: bool, presentation: str) -> list[Order]:
