@@ -59,9 +59,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         order = "both (swap)" if j["swap"] else j.get("presentation", j.get("order"))
         if record.get("samples", 1) > 1:  # --samples k: k judgments per item, each with its own seed and order
             order += f", {record['samples']} samples (T={j['sampling']['temperature']:g})"
-        lines.append(
-            f"| {name} | {record['task']} | {j['judge']} | {j['model']} | {order} | {int(scores['n'])} | {record['data_revision']} |"
-        )
+        cells = [name, record["task"], j["judge"], j["model"], order, int(scores["n"]), record["data_revision"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "| metric (%) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m in ordered:
         lines.append(f"| {m} | " + " | ".join(fmt(scores.get(m, float("nan"))) for _, _, scores, _ in runs) + " |")

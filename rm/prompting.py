@@ -44,8 +44,8 @@ def prepare(
     if request.videos or request.a.kind == "video":
         if no_video_backend:
             raise MediaError(
-                f"video input is not supported by the {no_video_backend!r} backend here: it needs torchvision for decoding (install it on a "
-                "GPU machine), or use --backend openai/vllm"
+                f"video input is not supported by the {no_video_backend!r} backend here: it needs torchvision for "
+                "decoding (install it on a GPU machine), or use --backend openai/vllm"
             )
         for v in list(request.videos) + [c.video for c in (request.a, request.b) if c.video]:
             if not v.startswith(("http://", "https://", "data:")) and not local_file(v).is_file():

@@ -1,8 +1,10 @@
-"""vl-rewardbench metrics as a local `evaluate` module: `evaluate.load("<path to this folder>")`. See eval/metric_module.py."""
+"""vl-rewardbench metrics as a local `evaluate` module: `evaluate.load("<path to this folder>")`.
 
-from deltarubric.eval import (
-    metric_module,
-)  # the module, not the class: evaluate takes the first Metric class it finds here
+See eval/metric_module.py.
+"""
+
+# The module, not the class: evaluate takes the first Metric class it finds here.
+from deltarubric.eval import metric_module
 
 
 class VLRewardBench(metric_module.BenchmarkMetric):
