@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from deltarubric.rm.aggregate import flip_winner
 from deltarubric.rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob
 from deltarubric.rm.config import SamplingConfig
 from deltarubric.rm.types import Usage
@@ -66,6 +67,6 @@ class ScriptedBackend(Backend):
         for ch in text:
             top = {"A": la, "B": lb} if ch in "AB" else {ch: 0.0}
             if self.confidence is not None and ch in "AB":
-                top = {ch: math.log(self.confidence), {"A": "B", "B": "A"}[ch]: math.log(1 - self.confidence)}
+                top = {ch: math.log(self.confidence), flip_winner(ch): math.log(1 - self.confidence)}
             tokens.append(TokenLogprob(ch, top.get(ch, 0.0), top))
         return tokens
