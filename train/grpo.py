@@ -122,7 +122,7 @@ class JudgeGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ) -> None:
         self.method = load_method(args.judge)
-        if args.judge == "deltarubric" and [s.parser for s in self.method.stages] != ["checklist", "verdict"]:
+        if args.judge == "deltarubric" and [s.produces for s in self.method.stages] != ["checklist", "verdict"]:
             raise ValueError("the deltarubric judge must have a checklist stage then a verdict stage")
         if args.judge != "deltarubric" and len(self.method.stages) != 1:
             raise ValueError(f"judge {args.judge!r} has {len(self.method.stages)} stages; one-step training needs one")

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from deltarubric.rubrics.parsing import parse_checklist, parse_msrl, parse_verdict
+from deltarubric.rubrics.parsing import PARSERS, parse_checklist, parse_msrl, parse_verdict
 
 Reward = list[float | None]
 MIN_CHECKLIST_ITEMS = 1
@@ -47,7 +47,7 @@ def _roles(n: int, role: Sequence[str] | None) -> list[str]:
 
 
 def _winner(text: str, parser: str) -> str | None:
-    return (parse_msrl if parser == "msrl" else parse_verdict)(text).winner
+    return PARSERS[parser](text).winner
 
 
 def verdict_correct(
