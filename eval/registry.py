@@ -1,73 +1,31 @@
-"""The benchmark registry: each benchmark is one module in eval/benchmarks/ that declares a `Benchmark`."""
+"""The benchmark registry: every module in eval/benchmarks/ declares one `Benchmark` (eval/spec.py); looking a name up
+imports them all, found by listing the package, so a new benchmark is a new module and nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+import functools
+import importlib
+import pkgutil
 
-from deltarubric.eval.core import EvalItem, Prediction
+import deltarubric.eval.benchmarks as benchmark_modules
+from deltarubric.eval.spec import REGISTERED, Benchmark, HubSource, Scores
 
-Scores = dict[str, float]
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """Where `eval run` gets the data when no --data-dir is given: a dataset repo at a pinned commit."""
-
-    repo: str
-    revision: str
-    patterns: tuple[str, ...]  # the files the loader needs, so a download skips the rest
+__all__ = ["Benchmark", "HubSource", "Scores", "benchmark_names", "get_benchmark"]
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    description: str
-    tasks: tuple[str, ...]  # sub-sets scored separately (GenAI-Bench's three); others have one
-    load: Callable[[Path, str], list[EvalItem]]  # (local data folder, task) -> items, in file order
-    score: Callable[[list[Prediction], str], Scores]  # official and strict metrics, in percent
-    official_judge: str  # the preset in rubrics/prompts that reproduces the official prompt and parser; "" for none
-    official_order: str  # 'given' (official keeps the released order) or 'random' (official shuffles per call)
-    headline: tuple[str, ...] = field(default=())  # metric names shown first in tables
-    data_revision: str = ""  # which release the loader and tests were checked against
-    hub: HubSource | None = None  # None: the data is not on the hub in a usable form; a local folder is needed
-    read_official: Callable[[Path], list[Prediction]] | None = None  # the benchmark's published prediction format
-    write_official: Callable[[list[Prediction], Path], None] | None = None  # predictions in the official schema
-    # `eval prepare`: (downloaded release, output folder, split) -> rows written per task, turning the benchmark's own
-    # release into the layout `load` reads; None where the release needs no conversion.
-    prepare: Callable[[Path, Path, str], dict[str, int]] | None = None
-    default_split: str = ""  # the split `prepare` exports unless told otherwise
-    # Sampling the official inference used (temperature, top_p, max_tokens): `--official` runs with it unless the user
-    # sets those values (a flag or --config); empty: our defaults (greedy, 1024 tokens).
-    official_sampling: dict[str, float | int] = field(default_factory=dict)
-    # The official metric votes over k sampled judgments per item (`eval run --samples k`, VL-RewardBench's cal.py).
-    votes_over_samples: bool = False
-    # The official parser reads each sample with the order it was shown in (VL-RewardBench: cal.py draws the order per
-    # sample), so the preset's text stays in the official format under --swap, any order and k samples. Otherwise only
-    # the preset run in the official order, one order per item, is read with the official rule.
-    official_any_order: bool = False
-
-
-_REGISTRY: dict[str, Benchmark] = {}
-
-
-def register(benchmark: Benchmark) -> Benchmark:
-    if benchmark.name in _REGISTRY:
-        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
-    _REGISTRY[benchmark.name] = benchmark
-    return benchmark
+@functools.cache
+def _import_benchmark_modules() -> None:
+    for module in pkgutil.iter_modules(benchmark_modules.__path__):
+        importlib.import_module(f"{benchmark_modules.__name__}.{module.name}")
 
 
 def get_benchmark(name: str) -> Benchmark:
-    import deltarubric.eval.benchmarks  # noqa: F401  (registers every benchmark module)
-
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    _import_benchmark_modules()
+    if name not in REGISTERED:
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(sorted(REGISTERED))}")
+    return REGISTERED[name]
 
 
 def benchmark_names() -> list[str]:
-    import deltarubric.eval.benchmarks  # noqa: F401
-
-    return sorted(_REGISTRY)
+    _import_benchmark_modules()
+    return sorted(REGISTERED)

@@ -22,7 +22,7 @@ from typing import Any
 
 from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from deltarubric.eval.io import media_path, read_records
-from deltarubric.eval.registry import Benchmark, Scores, register
+from deltarubric.eval.spec import Benchmark, Scores, register
 from deltarubric.rm.types import JudgeRequest
 from deltarubric.rubrics.parsing import GENAI_VOTES, parse_genai_vote
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
 from deltarubric.eval.io import find_file, media_path, read_records
-from deltarubric.eval.registry import Benchmark, HubSource, Scores, register
+from deltarubric.eval.spec import Benchmark, HubSource, Scores, register
 from deltarubric.rm.types import JudgeRequest
 
 CATEGORIES = ("mcq", "long", "short", "safety", "video")

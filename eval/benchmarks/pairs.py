@@ -18,7 +18,7 @@ import hashlib
 from pathlib import Path
 
 from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct
-from deltarubric.eval.registry import Benchmark, Scores, register
+from deltarubric.eval.spec import Benchmark, Scores, register
 from deltarubric.rm.pairs import read_pairs
 
 NAME = "pairs"

@@ -31,7 +31,7 @@ from PIL import Image
 
 from deltarubric.eval.core import EvalItem, Prediction, decided, judge_stats, pct, short_hash
 from deltarubric.eval.io import find_file, json_lines, media_path, read_records
-from deltarubric.eval.registry import Benchmark, HubSource, Scores, register
+from deltarubric.eval.spec import Benchmark, HubSource, Scores, register
 from deltarubric.rm.types import JudgeRequest
 from deltarubric.rubrics.parsing import parse_vlrb
 
