@@ -1,8 +1,22 @@
-"""The server's one error shape, `{"error": {"message", "type", "param", "code"}}`, and the input error that maps to it."""
+"""The server's one error shape, `{"error": {"message", "type", "param", "code"}}`, and the errors that map to it."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+
+class ErrorInfo(BaseModel):
+    message: str = Field(..., description="What is wrong, naming the field and, for limits, the numbers.")
+    type: str = Field(..., description="invalid_request_error, authentication_error, overloaded, timeout, ...")
+    param: str | None = Field(None, description="The offending field, e.g. 'items[3].images[0]'.")
+    code: int = Field(..., description="The HTTP status.")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer of every route."""
+
+    error: ErrorInfo
 
 
 class InputError(ValueError):
@@ -11,6 +25,10 @@ class InputError(ValueError):
     def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.param, self.status = param, status
+
+
+class EngineError(RuntimeError):
+    """The backend failed to generate (an engine crash, an error from the engine behind): a 500 server_error."""
 
 
 def _printable(text: str | None) -> str | None:
@@ -26,5 +44,5 @@ def error_response(
     param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": _printable(message), "type": type_, "param": _printable(param), "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    info = ErrorInfo(message=_printable(message) or "", type=type_, param=_printable(param), code=status)
+    return JSONResponse(ErrorResponse(error=info).model_dump(mode="json"), status_code=status, headers=headers)

@@ -157,8 +157,8 @@ class MediaPolicy:
         s = self.settings
         if total > s.max_request_pixels:
             raise InputError(
-                f"the request's {len(probes)} images decode to {total} pixels (each downscaled to at most {s.max_pixels}); "
-                f"the limit is {s.max_request_pixels}",
+                f"the request's {len(probes)} images decode to {total} pixels (each downscaled to at most "
+                f"{s.max_pixels}); the limit is {s.max_request_pixels}",
                 "images",
                 413,
             )

@@ -1,4 +1,5 @@
-"""Wire schemas of the reward routes: /get_reward (OpenRLHF), /v1/judge and /v1/rewards (native).
+"""Wire schemas of the reward routes, requests and responses: /get_reward (OpenRLHF) and /v1/judge. /v1/rewards
+has its schema in `deltarubric.rm.reward_protocol`, below this layer, because the trainer adapters share it.
 
 Native routes forbid unknown fields, so a typo fails loudly with a 400 naming it. /get_reward follows OpenRLHF's
 remote reward-model protocol exactly and ignores fields it does not know.
@@ -6,11 +7,11 @@ remote reward-model protocol exactly and ignores fields it does not know.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deltarubric.rm.types import JudgeRequest, TaskType
+from deltarubric.rm.types import JudgeRequest, Verdict
 
 
 class GetRewardRequest(BaseModel):
@@ -33,40 +34,27 @@ class GetRewardRequest(BaseModel):
         return self
 
 
+class GetRewardLogs(BaseModel):
+    """Per-sample values OpenRLHF logs next to the rewards."""
+
+    judge_valid: list[float] = Field(..., description="1.0 where a verdict parsed, else 0.0 (the reward is neutral).")
+    p_win: list[float] = Field(..., description="P(response beats reference), as the reward.")
+    judge_latency_s: list[float]
+    judge_timeout: list[float] = Field(..., description="1.0 when the request ran out of time (neutral rewards).")
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float] = Field(..., description="The rewards again: OpenRLHF reads either name.")
+    extra_logs: GetRewardLogs
+
+
 class JudgeAPIRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests: list[JudgeRequest] = Field(..., min_length=1)
 
 
-class RewardItem(BaseModel):
-    """One rollout: its prompt (and media), its response, and either a reference (mode 'reference') or a
-    `group_id` shared with its siblings (mode 'group'). An empty response loses every comparison without a judge
-    call. The answer, `{"rewards", "valid", "details"}`, is described in docs/server.md."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = None
-    group_id: str | None = None
-    task_type: TaskType | None = Field(None, description="Default: image_understanding with images, else text.")
-    question: str
-    images: list[str] = Field(default_factory=list)
-    response: str
-    reference: str | None = None
-
-
-class RewardsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["reference", "group"] = "reference"
-    group_scoring: Literal["win_rate", "bradley_terry"] = "win_rate"
-    items: list[RewardItem] = Field(..., min_length=1)
-
-    @model_validator(mode="after")
-    def _mode_fields(self) -> RewardsRequest:
-        for i, item in enumerate(self.items):
-            if self.mode == "reference" and not (item.reference or "").strip():
-                raise ValueError(f"items[{i}]: mode 'reference' needs a non-empty 'reference'")
-            if self.mode == "group" and item.group_id is None:
-                raise ValueError(f"items[{i}]: mode 'group' needs a 'group_id'")
-        return self
+class JudgeAPIResponse(BaseModel):
+    results: list[Verdict] = Field(..., description="One verdict per request, in order.")
+    model: str = Field(..., description="The served model name.")

@@ -1,7 +1,7 @@
 """Independent review of the reward server's hardening (issue 11), against real `deltarubric serve` processes.
 
-Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m deltarubric.cli serve ...`), stderr to a file so
-the access log can be read:
+Two shared servers, on 127.0.0.1 and started as a user starts them (`python -m deltarubric.cli serve ...`), stderr to
+a file so the access log can be read:
 
 - `tiny`: the tiny random-weight Qwen3-VL on the transformers backend (the local engine: token counting with its own
   tokenizer, generations that run past the request timeout, cancellation, shutdown).
@@ -614,8 +614,9 @@ def test_every_error_is_json_and_counted(remote):
         for path, method, body, headers, status, note in cases:
             if note == "declared":  # a Content-Length over the limit is refused before the body is read
                 head = (
-                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {REMOTE_MAX_BODY + 1}\r\nConnection: close\r\n\r\n"
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {REMOTE_MAX_BODY + 1}\r\n"
+                    "Connection: close\r\n\r\n"
                 ).encode()
                 got, raw = raw_exchange(remote.url, head, [], 0)
                 assert got == 413 and json.loads(raw)["error"]["code"] == 413, raw[:300]

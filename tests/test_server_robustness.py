@@ -645,10 +645,13 @@ def test_graceful_shutdown_answers_every_request_in_flight():
     results: list[Any] = []
     with server:
         bodies = [reward_body([i]) for i in range(n)]
-        burst = lambda: post_all(server.url, "/get_reward", bodies, connections=n, timeout_s=20)
+
+        def burst() -> Any:
+            return post_all(server.url, "/get_reward", bodies, connections=n, timeout_s=20)
+
         sender = threading.Thread(target=lambda: results.append(asyncio.run(burst())))
         sender.start()
-        batcher = app.state.server.reward_batcher
+        batcher = app.state.rewards.reward_batcher
         # Every pair accepted (waiting in the queue or being judged) and the first judge call under way.
         wait_until(lambda: len(batcher._inflight) == n and backend.active == 1, 10, "all requests to be in flight")
         server.server.should_exit = True
@@ -1039,15 +1042,15 @@ def test_streamed_body_over_the_limit_is_413():
 
 
 def test_group_mode_pair_limit_is_checked_before_building_pairs(monkeypatch):
-    import deltarubric.app.server as server_module
+    import deltarubric.app.rewards as rewards_module
 
-    real, built = server_module.JudgeRequest, []
+    real, built = rewards_module.JudgeRequest, []
 
     def counting(*args: Any, **kwargs: Any):
         built.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(server_module, "JudgeRequest", counting)
+    monkeypatch.setattr(rewards_module, "JudgeRequest", counting)
     items = [{"group_id": "g", "task_type": "text", "question": "q", "response": f"r{i}"} for i in range(250)]
     with TestClient(scripted_app(Referee()), raise_server_exceptions=False) as client:
         r = client.post("/v1/rewards", json={"mode": "group", "items": items})
@@ -1131,12 +1134,12 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
 
 def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
     """The scoring step on its own: one pass over the pairs (the old `details` scanned every pair for every item)."""
-    from deltarubric.app.reward_protocol import RewardsRequest
-    from deltarubric.app.server import rewards_answer, rewards_plan
+    from deltarubric.app.rewards import rewards_answer, rewards_plan
+    from deltarubric.rm.reward_protocol import RewardDetail, RewardsRequest
 
     items = [{"group_id": f"g{i // 3}", "question": "q", "response": f"r{i}"} for i in range(192)]  # 64 groups of 3
     body = RewardsRequest.model_validate({"mode": "group", "items": items})
-    plan = rewards_plan(body, ServerSettings())
+    plan = rewards_plan(body, ServerSettings().max_pairs_per_request)
     seen = []
 
     class CountingPairs(list):
@@ -1147,8 +1150,8 @@ def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
     plan.pairs = CountingPairs(plan.pairs)
     answer = rewards_answer(plan, body, [0.75] * len(plan.pairs))
     assert len(seen) <= 2  # a constant number of passes, not one per item
-    assert answer["details"] == [{"comparisons": 2, "parsed": 2}] * 192
-    assert answer["rewards"][:3] == pytest.approx([0.75, 0.5, 0.25])  # P(first wins) = 0.75 in every pair
+    assert answer.details == [RewardDetail(comparisons=2, parsed=2)] * 192
+    assert answer.rewards[:3] == pytest.approx([0.75, 0.5, 0.25])  # P(first wins) = 0.75 in every pair
 
 
 def test_issue11_2_prompts_over_the_token_limit_are_refused_with_the_numbers(tiny_backend):
@@ -1535,7 +1538,7 @@ def test_issue11_5_an_unexpected_error_is_a_json_500_and_counted():
         raise RuntimeError("a bug")
 
     with LoopbackServer(app) as server:
-        app.state.server.batcher.submit = broken
+        app.state.rewards.batcher.submit = broken
         r = httpx.post(server.url + "/v1/judge", json=judge_body([("x", "y")]), timeout=30)
         samples = metric_samples(server.url)
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")

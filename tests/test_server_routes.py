@@ -21,6 +21,7 @@ from deltarubric.app.server import build_app
 from deltarubric.app.settings import ServerSettings
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.judge import Judge
+from deltarubric.rm.tasks import infer_task_type
 from tests.conftest import LoopbackServer
 from tests.scripted import ScriptedBackend, all_text
 
@@ -274,10 +275,11 @@ def test_cache_and_mirrored_pairs_share_work():
     assert len(backend.calls) == calls  # neither the repeat nor the mirror reached the backend
     assert again | {"id": "1"} == first and again["id"] == "2"
     assert (flipped["winner"], flipped["p_a"], flipped["id"]) == ("B", pytest.approx(1 - first["p_a"]), "3")
-    assert [o["shown_order"] for o in flipped["orders"]] == ["AB", "BA"] and [o["winner"] for o in flipped["orders"]] == [
-        "B",
-        "B",
-    ]
+    assert [o["shown_order"] for o in flipped["orders"]] == ["AB", "BA"]
+    assert [o["winner"] for o in flipped["orders"]] == ["B", "B"]
+    # The vote as read stays in the labels shown: the mirror's BA showed what the original's AB showed.
+    assert [o["label"] for o in flipped["orders"]] == [o["label"] for o in reversed(first["orders"])]
+    assert [o["label"] for o in first["orders"]] == ["A", "B"]
     assert "deltarubric_cache_hits_total 2.0" in metrics
 
 
@@ -608,13 +610,13 @@ def test_pixel_budget_is_first_come_first_served_and_gives_back_what_waiters_lea
 
 def test_a_request_that_waits_past_its_timeout_for_pixel_budget_is_503_with_retry_after():
     from deltarubric.app.batcher import Saturated
-    from deltarubric.app.server import ServerState
+    from deltarubric.app.context import ServerContext
 
     backend = ScriptedBackend(cat_lover)
     judge = Judge(JudgeConfig(model="scripted", judge="direct"), backend=backend)
 
     async def scenario() -> None:
-        state = ServerState(judge, ServerSettings(request_timeout_s=0.2, max_held_pixels=1000))
+        state = ServerContext(judge.backend, ServerSettings(request_timeout_s=0.2, max_held_pixels=1000))
         async with state.policy.lease() as other:  # another request's decoded images fill the budget
             await other.take(1000)
             with pytest.raises(Saturated, match="--max-held-pixels"):
@@ -804,3 +806,19 @@ def test_prompts_within_the_limit_in_bytes_are_not_tokenized(tiny_model_dir):
     assert counter.excess(conv, size + 1) is None and calls == []
     assert counter.excess(conv, exact) is None and counter.excess(conv, exact - 1) == f"{exact} tokens"
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("candidate", "images", "videos", "require_media", "task"),
+    [
+        ("text", ["x.png"], [], False, "image_understanding"),  # a rollout with its prompt's image
+        ("text", [], [], False, "text"),  # the reward routes: no media, a text task
+        ("text", [], [], True, "image_understanding"),  # the CLI: a forgotten --image fails validation, named
+        ("text", ["x.png"], ["v.mp4"], False, "video_understanding"),
+        ("image", ["src.png"], [], False, "image_editing"),
+        ("image", [], [], False, "image_generation"),
+        ("video", [], [], False, "video_generation"),
+    ],
+)
+def test_task_type_is_inferred_from_what_the_pair_holds(candidate, images, videos, require_media, task):
+    assert infer_task_type(candidate, images, videos, require_media=require_media) == task
