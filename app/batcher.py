@@ -37,7 +37,7 @@ from deltarubric.app.metrics import Metrics
 from deltarubric.rm.aggregate import flip_winner
 from deltarubric.rm.config import verdict_identity
 from deltarubric.rm.judge import Judge
-from deltarubric.rm.types import Finding, JudgeRequest, OrderResult, Verdict
+from deltarubric.rm.types import JudgeRequest, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -77,27 +77,30 @@ def pixels(request: JudgeRequest) -> int:
 
 
 def mirrored(v: Verdict, request_id: str) -> Verdict:
-    """The verdict for the A/B-swapped pair. Winner, p_a, orders and findings' `favors` are relabelled; the free
-    texts (rationale, findings' text) quote the labels of the orientation that was judged."""
-    order = {"AB": "BA", "BA": "AB"}
+    """The verdict for the A/B-swapped pair. Winner, p_a, orders and findings' `favors` are relabelled; each order's
+    `label` and the free texts (rationale, findings' text) are in the labels shown, which the mirror shows the same."""
+    other = {"AB": "BA", "BA": "AB"}  # the mirror pair's 'BA' shows what this pair's 'AB' showed
 
     def rekey(d: dict[str, Any]) -> dict[str, Any]:
-        return {order[k[:2]] + k[2:]: x for k, x in d.items()}
+        return {other[k[:2]] + k[2:]: x for k, x in d.items()}
 
     def flip_p(p: float | None) -> float | None:
         return None if p is None else 1.0 - p
 
     orders = [
-        OrderResult(shown_order=order[o.shown_order], winner=flip_winner(o.winner), p_a=flip_p(o.p_a), parse_ok=o.parse_ok)  # type: ignore[arg-type]
+        o.model_copy(
+            update={"shown_order": other[o.shown_order], "winner": flip_winner(o.winner), "p_a": flip_p(o.p_a)}
+        )
         for o in reversed(v.orders)
     ]
+    findings = [f.model_copy(update={"favors": flip_winner(f.favors)}) for f in v.findings]
     return v.model_copy(
         update={
             "id": request_id,
-            "winner": flip_winner(v.winner),  # type: ignore[arg-type]
+            "winner": flip_winner(v.winner),
             "p_a": flip_p(v.p_a),
             "orders": orders,
-            "findings": [Finding(item=f.item, text=f.text, favors=flip_winner(f.favors)) for f in v.findings],  # type: ignore[arg-type]
+            "findings": findings,
             "raw": rekey(v.raw),
             "usage": rekey(v.usage),
         }

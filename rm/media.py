@@ -28,6 +28,7 @@ DEFAULT_MAX_PIXELS = 16_777_216
 # "not a readable image".
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 LOSSY_FORMATS = ("JPEG", "MPO")  # MPO: a camera's JPEG with more frames; Pillow opens it as MPO, the first is shown
+_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}  # what PNG stores as is
 SOURCE_FORMAT = "deltarubric.source_format"  # key in a decoded image's `info`: "JPEG" when it was decoded from one
 
 
@@ -174,9 +175,13 @@ def image_to_engine_url(img: Image.Image) -> str:
 
 
 def image_to_data_url(img: Image.Image) -> str:
+    """A base64 PNG data URL: lossless, so whoever decodes it sees exactly these pixels. Modes PNG cannot store
+    (CMYK, YCbCr, ...) are converted to RGB first."""
+    if img.mode not in _PNG_MODES:
+        img = img.convert("RGB")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def video_to_url(ref: str) -> str:

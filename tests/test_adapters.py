@@ -18,20 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from starlette.responses import Response
 
+from deltarubric.app.routes import BODIES
 from deltarubric.app.server import build_app
 from deltarubric.app.settings import ServerSettings
-from deltarubric.rm.adapters import client as client_module
-from deltarubric.rm.adapters.client import RewardClient, RewardServerError, image_to_data_url
+from deltarubric.rm.adapters.client import RewardClient, RewardServerError
 from deltarubric.rm.adapters.swift import JudgeORM
 from deltarubric.rm.adapters.trl import AsyncJudgeReward, JudgeReward, make_judge_reward
 from deltarubric.rm.adapters.verl import compute_score, compute_score_async
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.judge import Judge
+from deltarubric.rm.media import image_to_data_url
+from deltarubric.rm.retry import RetryPolicy
+from deltarubric.rm.reward_protocol import RewardDetail, RewardItem, RewardsRequest, RewardsResponse
 from tests.conftest import LoopbackServer, free_port
 from tests.scripted import ScriptedBackend, all_text
 
@@ -288,16 +292,42 @@ def test_client_retries_503_then_succeeds(reward_server_url: str, recorder: Reco
         client.rewards(items)
 
 
-def test_client_gives_up_on_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "BACKOFF_S", 0.01)
-    with pytest.raises(RewardServerError, match="after 3 tries"):
-        RewardClient(f"http://127.0.0.1:{free_port()}").rewards([{"question": "Q", "response": "A", "reference": "R"}])
+def test_client_gives_up_on_connection_errors() -> None:
+    client = RewardClient(f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(backoff_s=0.01))
+    with pytest.raises(RewardServerError, match="ConnectError.*after 3 tries"):
+        client.rewards([{"question": "Q", "response": "A", "reference": "R"}])
+
+
+def test_client_refuses_what_the_server_would_refuse_before_sending(reward_server_url: str, recorder: Recorder) -> None:
+    client = RewardClient(reward_server_url)
+    with pytest.raises(ValueError, match=r"items\[0\]: mode 'reference' needs a non-empty 'reference'"):
+        client.rewards([{"question": "Q", "response": "A"}])
+    with pytest.raises(ValueError, match="respnse"):  # a misspelt field is named
+        client.rewards([{"question": "Q", "respnse": "A", "reference": "R"}])
+    assert recorder.attempts == 0
 
 
 def test_client_does_not_retry_bad_requests(reward_server_url: str, recorder: Recorder) -> None:
-    with pytest.raises(RewardServerError, match=r"HTTP 400"):
-        RewardClient(reward_server_url).rewards([{"question": "Q", "response": "A"}])  # no reference
+    not_an_image = "data:image/png;base64,bm90IGFuIGltYWdl"  # well-formed for the schema; the server reads it
+    item = RewardItem(question="Q", images=[not_an_image], response="A", reference="R")
+    with pytest.raises(RewardServerError, match=r"HTTP 400.*not a readable image"):
+        RewardClient(reward_server_url).rewards([item])
     assert recorder.attempts == 1
+
+
+def test_one_wire_schema_adapter_payloads_validate_and_server_answers_parse(
+    reward_server_url: str, recorder: Recorder
+) -> None:
+    assert RewardsRequest in BODIES  # the server validates /v1/rewards bodies with the adapters' model
+    run(make_judge_reward(reward_server_url, mode="group"), ["Q", "Q"], ["a cat", "a dog"])
+    compute_score("geo", "a cat", "a dog", {"question": "Which?"}, reward_url=reward_server_url)
+    group, reference = (RewardsRequest.model_validate(body) for body in recorder.bodies)
+    assert group.mode == "group" and [item.response for item in group.items] == ["a cat", "a dog"]
+    assert reference.mode == "reference" and reference.items[0].reference == "a dog"
+    answer = httpx.post(reward_server_url + "/v1/rewards", json=recorder.bodies[0], timeout=30)
+    parsed = RewardsResponse.model_validate_json(answer.content)
+    assert parsed.valid_rewards() == [1.0, 0.0]
+    assert parsed.details == [RewardDetail(comparisons=1, parsed=1)] * 2
 
 
 # ------------------------------------------------------------------------------------------------ TRL GRPOTrainer

@@ -445,7 +445,7 @@ def test_input_limit_is_checked_before_downscaling():
 # ---------------------------------------------------------------------------------------------- data URLs out
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK"])  # CMYK: PNG cannot store it, RGB is sent
 def test_image_to_data_url_round_trips_pixel_exactly(mode):
     src = noise((37, 23), mode=mode, seed=9)
     if mode == "P":

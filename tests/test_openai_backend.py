@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 
+import httpx
 import openai
 import pytest
 from fastapi import Request
@@ -18,6 +19,7 @@ from deltarubric.rm.backends.base import ImagePart, Message, TextPart
 from deltarubric.rm.backends.openai_api import OpenAIBackend
 from deltarubric.rm.config import JudgeConfig, SamplingConfig
 from deltarubric.rm.judge import Judge
+from deltarubric.rm.retry import RetryPolicy
 from deltarubric.rm.types import JudgeRequest
 from tests.conftest import LoopbackServer, free_port, tiny_app
 
@@ -76,9 +78,10 @@ def test_openai_backend_matches_transformers_backend(tiny_server, tiny_backend, 
         update={
             "judge": "deltarubric",
             "swap": True,
-            "backend": "openai",
             "model": "tiny",
-            "base_urls": [tiny_server.url + "/v1"],
+            "compute": tiny_config.compute.model_copy(
+                update={"backend": "openai", "base_urls": [tiny_server.url + "/v1"]}
+            ),
         }
     )
     remote = Judge(remote_config)
@@ -132,6 +135,34 @@ def test_gives_up_after_max_retries_and_does_not_retry_4xx(tiny_backend):
         app.state.hits = 100  # past the failures: the request reaches the handler, which answers 404
         (gen,) = wrong_model.generate([short_conv()], SamplingConfig(max_tokens=4))
         assert "HTTP 404" in gen.error and app.state.hits == 101
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retried"),
+    [
+        (httpx.Response(503), True),  # overloaded: later may work
+        (httpx.Response(429), True),
+        (httpx.Response(408), True),
+        (httpx.Response(400), False),  # a malformed request stays malformed
+        (httpx.Response(404), False),
+        (httpx.Response(501), False),  # not implemented: no retry will implement it
+        (httpx.ConnectError("refused"), True),  # never reached the server: safe to send again
+        (httpx.RemoteProtocolError("dropped"), True),
+        (httpx.ReadTimeout("slow"), False),  # waited the whole timeout already: retrying multiplies the wait
+    ],
+)
+def test_retry_policy_retries_what_later_may_fix(outcome, retried):
+    assert RetryPolicy().retryable(outcome) is retried
+
+
+def test_retry_policy_waits_as_the_server_says_else_backs_off():
+    policy = RetryPolicy(backoff_s=1.0, max_retry_after_s=30.0)
+    assert policy.delay_s(1, httpx.Response(503, headers={"Retry-After": "2"})) == 2.0
+    assert policy.delay_s(1, httpx.Response(503, headers={"Retry-After": "3600"})) == 30.0  # a bad header is capped
+    assert 0.5 <= policy.delay_s(1, httpx.Response(503)) <= 1.5  # jittered around backoff_s
+    assert 2.0 <= policy.delay_s(3, httpx.ConnectError("refused")) <= 6.0  # doubled per retry
+    dated = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert 0.5 <= policy.delay_s(1, dated) <= 1.5  # an HTTP-date falls back to the backoff
 
 
 def test_round_robin_over_replicas_and_failover(tiny_backend):

@@ -1,39 +1,31 @@
 """A small client for the reward server's `POST /v1/rewards` route, shared by the trainer adapters.
 
+Payloads are built and answers read with the server's own wire schema (`deltarubric.rm.reward_protocol`), so a
+payload the server would refuse fails here, naming the field, before anything is sent.
+
 The client keeps no open connection: each call opens and closes its own httpx client. That keeps the adapters
 picklable (trainers copy reward functions into worker processes) and safe to call from any event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from PIL import Image
+from pydantic import ValidationError
 
-__all__ = ["RewardClient", "RewardServerError", "content_text", "image_ref", "image_to_data_url", "last_user_text"]
+from deltarubric.rm.media import image_to_data_url
+from deltarubric.rm.retry import Outcome, RetryPolicy, asend, send
+from deltarubric.rm.reward_protocol import GroupScoring, Mode, RewardItem, RewardsRequest, RewardsResponse
 
-Mode = Literal["reference", "group"]
-GroupScoring = Literal["win_rate", "bradley_terry"]
+__all__ = ["RewardClient", "RewardServerError", "content_text", "image_ref", "last_user_text"]
 
-TRIES = 3
-BACKOFF_S = 1.0  # wait after the first failed try; doubles after each further one
-MAX_RETRY_AFTER_S = 30.0  # a server's Retry-After is honoured up to this, so a bad header cannot stall training
-# Failures where the judge never answered: sending again is safe (judging has no side effects). Read timeouts are
-# not among them: after waiting `timeout_s` for a busy judge, retrying would only multiply the wait.
-_RETRY_EXCEPTIONS = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-)
-_PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"}
+Items = Sequence[RewardItem | Mapping[str, Any]]
+_JSON = {"content-type": "application/json"}
 
 
 class RewardServerError(RuntimeError):
@@ -43,99 +35,65 @@ class RewardServerError(RuntimeError):
 class RewardClient:
     """Posts rollouts to `{url}/v1/rewards`; `url` is the server root, e.g. `http://127.0.0.1:8000`.
 
-    Connection errors, 429 and 5xx answers are retried (`TRIES` tries in all, honouring Retry-After); a 4xx answer
-    means a malformed request and raises at once with the server's message.
+    Connection errors, 429 and 5xx answers are retried as `retry` says (`deltarubric.rm.retry`: three tries in all by
+    default, honouring Retry-After); any other error answer means a malformed request and raises at once with the
+    server's message.
     """
 
-    def __init__(self, url: str, timeout_s: float = 600, api_key: str | None = None) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 600, api_key: str | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.api_key = api_key
+        self.retry = retry or RetryPolicy()
 
     @property
     def endpoint(self) -> str:
         return f"{self.url}/v1/rewards"
 
     def rewards(
-        self, items: list[dict[str, Any]], mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
+        self, items: Items, mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
     ) -> list[float | None]:
-        """`rewards[i]` for `items[i]`, or None where the judge gave no valid verdict for it."""
-        payload = {"mode": mode, "group_scoring": group_scoring, "items": items}
+        """`rewards[i]` for `items[i]`, or None where the judge gave no valid verdict for it. Items are `RewardItem`s
+        or dicts of their fields; a payload the server would refuse raises a pydantic ValidationError (a ValueError)."""
+        payload = _payload(items, mode, group_scoring)
         with httpx.Client(timeout=self.timeout_s, headers=self._headers()) as client:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    outcome: httpx.Response | httpx.TransportError = client.post(self.endpoint, json=payload)
-                except _RETRY_EXCEPTIONS as e:
-                    outcome = e
-                result = self._settle(attempt, outcome, len(items))
-                if isinstance(result, list):
-                    return result
-                time.sleep(result)
+            outcome, tries = send(self.retry, lambda: client.post(self.endpoint, content=payload, headers=_JSON))
+        return self._read(outcome, tries, len(items))
 
     async def arewards(
-        self, items: list[dict[str, Any]], mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
+        self, items: Items, mode: Mode = "reference", group_scoring: GroupScoring = "win_rate"
     ) -> list[float | None]:
         """Async twin of `rewards`."""
-        payload = {"mode": mode, "group_scoring": group_scoring, "items": items}
+        payload = _payload(items, mode, group_scoring)
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers()) as client:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    outcome: httpx.Response | httpx.TransportError = await client.post(self.endpoint, json=payload)
-                except _RETRY_EXCEPTIONS as e:
-                    outcome = e
-                result = self._settle(attempt, outcome, len(items))
-                if isinstance(result, list):
-                    return result
-                await asyncio.sleep(result)
+            outcome, tries = await asend(self.retry, lambda: client.post(self.endpoint, content=payload, headers=_JSON))
+        return self._read(outcome, tries, len(items))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def _settle(
-        self, attempt: int, outcome: httpx.Response | httpx.TransportError, n: int
-    ) -> list[float | None] | float:
-        """The rewards, or the seconds to wait before the next try. Raises when no try can succeed."""
-        if isinstance(outcome, httpx.TransportError):
-            if attempt >= TRIES:
-                raise RewardServerError(f"{self.endpoint}: {outcome!r} (gave up after {TRIES} tries)") from outcome
-            return BACKOFF_S * 2 ** (attempt - 1)
-        if not _retryable(outcome):
-            return _parse(outcome, n)
-        if attempt >= TRIES:
-            raise RewardServerError(
-                f"{self.endpoint}: HTTP {outcome.status_code}: {outcome.text[:500]} (gave up after {TRIES} tries)"
-            )
-        try:  # only the delta-seconds form; an HTTP-date falls back to the backoff
-            return min(max(float(outcome.headers["retry-after"]), 0.0), MAX_RETRY_AFTER_S)
-        except (KeyError, ValueError):
-            return BACKOFF_S * 2 ** (attempt - 1)
+    def _read(self, outcome: Outcome, tries: int, n: int) -> list[float | None]:
+        """The rewards from the last try's outcome, or a RewardServerError saying why there are none."""
+        gave_up = f" (gave up after {tries} {'try' if tries == 1 else 'tries'})"
+        if isinstance(outcome, httpx.HTTPError):
+            raise RewardServerError(f"{self.endpoint}: {outcome!r}{gave_up}") from outcome
+        if outcome.is_error:
+            retried = gave_up if self.retry.retryable(outcome) else ""
+            raise RewardServerError(f"{self.endpoint}: HTTP {outcome.status_code}: {outcome.text[:2000]}{retried}")
+        try:
+            answer = RewardsResponse.model_validate_json(outcome.content)
+        except ValidationError as e:
+            raise RewardServerError(f"{self.endpoint}: not a /v1/rewards answer ({e})") from e
+        if len(answer.rewards) != n or len(answer.valid) != n:
+            raise RewardServerError(f"{self.endpoint}: expected {n} rewards and valid flags, got {outcome.text:.500}")
+        return answer.valid_rewards()
 
 
-def _retryable(response: httpx.Response) -> bool:
-    return response.status_code == 429 or response.status_code >= 500
-
-
-def _parse(response: httpx.Response, n: int) -> list[float | None]:
-    if response.is_error:
-        raise RewardServerError(f"{response.request.url}: HTTP {response.status_code}: {response.text[:2000]}")
-    body = response.json()
-    rewards, valid = body.get("rewards"), body.get("valid")
-    if not isinstance(rewards, list) or not isinstance(valid, list) or len(rewards) != n or len(valid) != n:
-        raise RewardServerError(f"{response.request.url}: expected {n} rewards and valid flags, got {body!r:.500}")
-    return [float(r) if ok else None for r, ok in zip(rewards, valid, strict=True)]
-
-
-def image_to_data_url(image: Image.Image) -> str:
-    """A base64 PNG data URL: lossless, so the judge sees exactly the pixels the policy saw."""
-    if image.mode not in _PNG_MODES:  # e.g. CMYK, YCbCr: PNG cannot store them
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def _payload(items: Items, mode: Mode, group_scoring: GroupScoring) -> bytes:
+    request = RewardsRequest.model_validate({"mode": mode, "group_scoring": group_scoring, "items": list(items)})
+    return request.model_dump_json(exclude_none=True).encode()
 
 
 def image_ref(image: Any) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deltarubric.rm.adapters.client import RewardClient, image_ref, last_user_text
+from deltarubric.rm.reward_protocol import RewardItem
 
 __all__ = ["JudgeORM"]
 
@@ -44,12 +45,12 @@ class JudgeORM:
             raise KeyError(f"JudgeORM needs a 'reference' or 'solution' column; got {sorted(kwargs)}")
         images = kwargs.get("images") or [None] * len(completions)
         items = [
-            {
-                "question": _strip_image_tags(last_user_text(messages)),
-                "images": [image_ref(image) for image in sample_images or []],
-                "response": completion,
-                "reference": str(reference),
-            }
+            RewardItem(
+                question=_strip_image_tags(last_user_text(messages)),
+                images=[image_ref(image) for image in sample_images or []],
+                response=completion,
+                reference=str(reference),
+            )
             for completion, messages, sample_images, reference in zip(
                 completions, kwargs["messages"], images, references, strict=True
             )

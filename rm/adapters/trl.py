@@ -28,7 +28,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deltarubric.rm.adapters.client import GroupScoring, Mode, RewardClient, content_text, image_ref, last_user_text
+from deltarubric.rm.adapters.client import RewardClient, content_text, image_ref, last_user_text
+from deltarubric.rm.reward_protocol import GroupScoring, Mode, RewardItem
 
 __all__ = ["AsyncJudgeReward", "JudgeReward", "make_judge_reward"]
 
@@ -55,7 +56,7 @@ class _JudgeRewardBase:
 
     def _items(
         self, prompts: Sequence[Prompt], completions: Sequence[Prompt], columns: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> list[RewardItem]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         references = columns.get(self.reference_column) if self.mode == "reference" else None
@@ -67,16 +68,15 @@ class _JudgeRewardBase:
         items = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             images = [image_ref(image) for image in _sample_images(columns, i, prompt)]
-            item: dict[str, Any] = {
-                "question": prompt if isinstance(prompt, str) else last_user_text(prompt),
-                "images": images,
-                "response": _completion_text(completion),
-            }
-            if references is not None:
-                item["reference"] = str(references[i])
-            else:
-                item["group_id"] = _group_id(prompt, images)
-            items.append(item)
+            items.append(
+                RewardItem(
+                    question=prompt if isinstance(prompt, str) else last_user_text(prompt),
+                    images=images,
+                    response=_completion_text(completion),
+                    reference=None if references is None else str(references[i]),
+                    group_id=_group_id(prompt, images) if references is None else None,
+                )
+            )
         return items
 
     def _log(self, rewards: list[float | None], columns: Mapping[str, Any]) -> None:

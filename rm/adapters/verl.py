@@ -20,10 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from deltarubric.rm.adapters.client import RewardClient, image_ref
+from deltarubric.rm.reward_protocol import NEUTRAL_REWARD, RewardItem
 
 __all__ = ["compute_score", "compute_score_async"]
-
-NEUTRAL_SCORE = 0.5
 
 
 def compute_score(
@@ -47,21 +46,21 @@ def _client(kwargs: Mapping[str, Any]) -> RewardClient:
     return RewardClient(url, api_key=kwargs.get("reward_api_key") or os.environ.get("DELTARUBRIC_API_KEY"))
 
 
-def _item(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None) -> dict[str, Any]:
+def _item(solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None) -> RewardItem:
     if not extra_info or "question" not in extra_info:
         raise ValueError(
             "extra_info['question'] is missing: store the question (and extra_info['images']) in the "
             "dataset's extra_info column during preprocessing"
         )
     images = extra_info.get("images")
-    return {
-        "question": str(extra_info["question"]),
+    return RewardItem(
+        question=str(extra_info["question"]),
         # list(): parquet hands over numpy arrays, whose truth value is ambiguous
-        "images": [] if images is None else [image_ref(image) for image in list(images)],
-        "response": solution_str,
-        "reference": str(ground_truth),
-    }
+        images=[] if images is None else [image_ref(image) for image in list(images)],
+        response=solution_str,
+        reference=str(ground_truth),
+    )
 
 
 def _result(reward: float | None) -> dict[str, Any]:
-    return {"score": NEUTRAL_SCORE if reward is None else reward, "judge_valid": reward is not None}
+    return {"score": NEUTRAL_REWARD if reward is None else reward, "judge_valid": reward is not None}

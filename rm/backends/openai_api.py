@@ -1,7 +1,8 @@
 """Client backend for any OpenAI-compatible chat endpoint — `vllm serve` on GPU is the production path.
 
-Async with bounded concurrency, retries with exponential backoff on 5xx/429/connection errors, per-request timeouts,
-and round-robin over several base URLs (data-parallel replicas).
+Async with bounded concurrency, retries as `deltarubric.rm.retry` says (5xx, 429 and connection errors, backoff or
+Retry-After), per-request timeouts, and round-robin over several base URLs (data-parallel replicas): a retry goes to
+the next replica.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import logging
-import random
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -21,11 +20,9 @@ from PIL import Image
 from deltarubric.rm.backends.base import Backend, Conversation, Generation, TextPart, TokenLogprob, to_chat_dicts
 from deltarubric.rm.config import SamplingConfig
 from deltarubric.rm.media import image_to_engine_url, pixel_limits, video_to_url
+from deltarubric.rm.retry import RetryPolicy, asend
 from deltarubric.rm.types import Usage
 
-log = logging.getLogger(__name__)
-
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _JSON = {"content-type": "application/json"}
 
 
@@ -51,8 +48,7 @@ class OpenAIBackend(Backend):
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.concurrency = concurrency
         self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.retry = RetryPolicy(retries=max_retries, backoff_s=backoff_s)
         # vLLM's per-request processor override; only sent when set, since other servers may reject unknown fields.
         self.mm_kwargs = pixel_limits(min_pixels, max_pixels)
         self._encoded = _EncodedImages()
@@ -108,31 +104,22 @@ class OpenAIBackend(Backend):
             return list(await asyncio.gather(*(one(p) for p in payloads)))
 
     async def _post(self, client: httpx.AsyncClient, payload: bytes) -> Generation:
-        error = ""
-        for attempt in range(self.max_retries + 1):
+        url = ""
+
+        def attempt() -> Awaitable[httpx.Response]:
+            nonlocal url
             url = next(self._urls)  # a retry goes to the next replica
-            try:
-                r = await client.post(url, content=payload, headers=_JSON)
-            except httpx.HTTPError as e:
-                error = f"{url}: {type(e).__name__}: {e}"
-            else:
-                if r.status_code < 400:
-                    try:
-                        return parse_completion(r.json())
-                    except (
-                        ValueError,
-                        KeyError,
-                        IndexError,
-                        TypeError,
-                    ) as e:  # a proxy's HTML page, an empty choices list
-                        return Generation(error=f"{url}: malformed chat.completion response ({type(e).__name__}: {e})")
-                error = f"{url}: HTTP {r.status_code}: {r.text[:500]}"
-                if r.status_code not in _RETRY_STATUS:
-                    break  # a malformed request stays malformed
-            if attempt < self.max_retries:
-                log.info("retrying after %s", error)
-                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
-        return Generation(error=error)
+            return client.post(url, content=payload, headers=_JSON)
+
+        outcome, _ = await asend(self.retry, attempt)
+        if isinstance(outcome, httpx.HTTPError):
+            return Generation(error=f"{url}: {type(outcome).__name__}: {outcome}")
+        if outcome.status_code >= 400:
+            return Generation(error=f"{url}: HTTP {outcome.status_code}: {outcome.text[:500]}")
+        try:
+            return parse_completion(outcome.json())
+        except (ValueError, KeyError, IndexError, TypeError) as e:  # a proxy's HTML page, an empty choices list
+            return Generation(error=f"{url}: malformed chat.completion response ({type(e).__name__}: {e})")
 
 
 class _EncodedImages:
