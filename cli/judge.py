@@ -1,16 +1,23 @@
-"""`deltarubric judge`: one pair from flags, or a JSONL file of requests."""
+"""`deltarubric judge`: one pair from flags, or a JSONL file of requests (streamed out, resumable)."""
 
 from __future__ import annotations
 
+import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
 
 from deltarubric.cli.errors import CLIError
 from deltarubric.cli.options import judge_options
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.types import TASK_TYPES, JudgeRequest, Verdict
+from deltarubric.rm.validation import field_problems
+
+if TYPE_CHECKING:
+    from deltarubric.rm.judge import Judge
 
 _PAIR, _IO = "Pair", "Input and output"
 _NONE: dict[str, Any] = {"rich_help_panel": _PAIR, "show_default": "none"}
@@ -83,11 +90,27 @@ def judge(
     input: Annotated[
         Optional[Path],
         typer.Option(
-            help="JSONL file of requests (the JudgeRequest schema); prints JSONL verdicts.",
+            help="JSONL file of requests (the JudgeRequest schema): prints one verdict per line as each chunk is "
+            "judged, with a progress bar on stderr.",
             rich_help_panel=_IO,
             show_default="none: judge the pair given by flags",
         ),
     ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --input: append the verdicts here as each chunk is judged; rerunning the same command skips "
+            "the ids already there (resume).",
+            rich_help_panel=_IO,
+            show_default="stdout",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            min=1, help="With --input: pairs per batched judge call, written after each.", rich_help_panel=_IO
+        ),
+    ] = 16,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the verdict as JSON.", rich_help_panel=_IO, show_default="off")
     ] = False,
@@ -97,31 +120,74 @@ def judge(
     Example: deltarubric judge -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
     --image cat.jpg -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
     """
+    if input is not None:
+        from deltarubric.eval.judge_file import judge_file, read_requests
+
+        requests = read_requests(input)  # every line checked before the model loads
+        judge_file(_load(config), requests, output, chunk_size=chunk_size)
+        return
+    if output is not None:
+        raise CLIError("--output goes with --input FILE.jsonl; for one pair, redirect stdout")
+    if question is None:
+        raise CLIError("give --question (and the two candidates), or --input FILE.jsonl")
+    a = _candidate("a", response_a, image_a, video_a)
+    b = _candidate("b", response_b, image_b, video_b)
+    fields = {
+        "id": id,
+        "task_type": task or _infer_task(a, image or [], video or []),
+        "question": question,
+        "images": image or [],
+        "videos": video or [],
+        "a": a,
+        "b": b,
+        "reference": reference,
+    }
+    try:
+        request = JudgeRequest.model_validate(fields)
+    except ValidationError as e:
+        raise CLIError(_flag_problems(e, a, b)) from None
+    judge = _load(config)
+    with _status("judging"):
+        verdict = judge.judge(request)
+    if as_json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        _print_human(verdict)
+    if verdict.error:
+        raise typer.Exit(code=1)
+
+
+def _status(message: str) -> AbstractContextManager[object]:
+    """A spinner on stderr while the model loads or judges, when stderr is a terminal (nothing in pipes and logs)."""
+    if not sys.stderr.isatty():
+        return nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message + "...")
+
+
+def _load(config: JudgeConfig) -> Judge:
     from deltarubric.rm.judge import Judge
 
-    if input is not None:
-        requests = [JudgeRequest.model_validate_json(line) for line in input.read_text().splitlines() if line.strip()]
-    elif question is None:
-        raise CLIError("give --question (and the two candidates), or --input FILE.jsonl")
-    else:
-        a = _candidate("a", response_a, image_a, video_a)
-        b = _candidate("b", response_b, image_b, video_b)
-        request = JudgeRequest(
-            id=id,
-            task_type=task or _infer_task(a, image or [], video or []),
-            question=question,
-            images=image or [],
-            videos=video or [],
-            a=a,
-            b=b,
-            reference=reference,
-        )
-        requests = [request]
-    verdicts = Judge(config).judge_batch(requests)
-    for v in verdicts:
-        if input is not None or as_json:
-            print(v.model_dump_json(indent=None if input is not None else 2))
-        else:
-            _print_human(v)
-    if input is None and verdicts[0].error:
-        raise typer.Exit(code=1)
+    with _status(f"loading {config.model} ({config.compute.backend})"):
+        return Judge(config)
+
+
+def _flag_problems(error: ValidationError, a: dict[str, str], b: dict[str, str]) -> str:
+    """A request built from flags that does not validate, in the words of the flags."""
+    candidate = {"text": "--response", "image": "--image", "video": "--video"}
+    flags = {
+        "id": "--id",
+        "task_type": "--task",
+        "question": "--question",
+        "images": "--image",
+        "videos": "--video",
+        "reference": "--reference",
+        "a": candidate[next(iter(a))] + "-a",
+        "b": candidate[next(iter(b))] + "-b",
+    }
+    parts = []
+    for _, loc, message in field_problems(error, JudgeRequest):
+        flag = flags.get(str(loc[0])) if loc else None
+        parts.append(f"{flag}: {message}" if flag else message)
+    return "; ".join(parts)

@@ -40,7 +40,10 @@ def main() -> None:
             raise
         msg = str(e)
         if isinstance(e, ValidationError):
-            msg = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors())
+            msg = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or e.title}: {err['msg'].removeprefix('Value error, ')}"
+                for err in e.errors()
+            )
         print(f"Error: {msg}", file=sys.stderr)
         sys.exit(2)
 

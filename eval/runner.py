@@ -21,6 +21,7 @@ import os
 import platform
 import secrets
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -273,26 +274,51 @@ def read_run_file(run_file: Path, results: Path) -> dict[str, Any] | None:
     return None
 
 
-def completed_keys(results: Path) -> set[str]:
-    """Keys judged without an error (items that failed, e.g. while the backend was down, are judged again on resume).
-    A torn last line (the process died mid-write) is cut off so appends stay valid JSONL."""
+def resume_rows(
+    results: Path, key_of: Callable[[dict[str, Any]], str], failed: Callable[[dict[str, Any]], Any], *, compact: bool
+) -> set[str]:
+    """The keys of an append-only JSONL results file whose rows ended without an error: a resume skips them and
+    judges the rest again. A torn last line (the process died mid-write) is cut off so appends stay valid JSONL.
+    `compact`: the failed rows are also dropped from the file (rewritten atomically), so judging them again leaves
+    one row per key; otherwise a later row for a key replaces the earlier one for its readers."""
     if not results.exists():
         return set()
-    keys, good_bytes = set(), 0
-    with results.open("rb") as f:
-        for line in f:
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("torn")
-                row = json.loads(line)
-                (keys.discard if row["verdict"].get("error") else keys.add)(row["key"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                break
+    keys: set[str] = set()
+    kept: list[bytes] = []
+    good_bytes = 0
+    lines = results.read_bytes().splitlines(keepends=True)
+    for n, line in enumerate(lines, 1):
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("torn")
+            row = json.loads(line)
+            key, bad = key_of(row), failed(row)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            if n < len(lines):  # not a line torn by a crash, which can only be the last: not a results file
+                raise ValueError(
+                    f"{results} line {n} is not a result row, so the file is not one this writes; pass another"
+                ) from None
+            break
+        else:
             good_bytes += len(line)
-    if good_bytes < results.stat().st_size:
+            (keys.discard if bad else keys.add)(key)
+            if not bad:
+                kept.append(line)
+    size = results.stat().st_size
+    if compact and sum(map(len, kept)) < size:
+        tmp = results.with_name(f".{results.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, results)
+    elif good_bytes < size:
         with results.open("r+b") as f:
             f.truncate(good_bytes)
     return keys
+
+
+def completed_keys(results: Path) -> set[str]:
+    """Keys of a run's results.jsonl judged without an error (items that failed, e.g. while the backend was down, are
+    judged again on resume, their new row replacing the old)."""
+    return resume_rows(results, lambda row: row["key"], lambda row: row["verdict"].get("error"), compact=False)
 
 
 def missing_media(item: EvalItem) -> str | None:

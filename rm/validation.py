@@ -31,14 +31,19 @@ def model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     return model
 
 
+def closest_key(model: type[BaseModel] | None, key: str) -> str | None:
+    """The known key of `model` that `key` is most likely a typo of."""
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6) if model else []
+    return close[0] if close else None
+
+
 def unknown_key(model: type[BaseModel] | None, key: str) -> str:
     """'unknown key K', with the closest known key, or the section that has K, when there is one."""
     if model is None:
         return f"unknown key {key!r}"
     known = list(model.model_fields)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
+    if close := closest_key(model, key):
+        return f"unknown key {key!r} (did you mean {close!r}?)"
     for name, field in model.model_fields.items():
         for section in _models_in(field.annotation):
             if key in section.model_fields:
@@ -50,8 +55,14 @@ def field_problems(error: ValidationError, model: type[BaseModel]) -> list[tuple
     """One (location of the value, location to report, message) per problem: an unknown key is reported at the mapping
     that holds it; a value that fits no member of a union is reported once, at the field."""
     out: list[tuple[Loc, Loc, str]] = []
-    seen: set[Loc] = set()
-    for err in error.errors(include_url=False):
+    errors = error.errors(include_url=False)
+    # A required key reported missing next to its misspelling says the same thing twice: keep the misspelling.
+    seen: set[Loc] = {
+        (*e["loc"][:-1], close)
+        for e in errors
+        if e["type"] == "extra_forbidden" and (close := closest_key(model_at(model, e["loc"][:-1]), str(e["loc"][-1])))
+    }
+    for err in errors:
         loc: Loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
             out.append((loc, loc[:-1], unknown_key(model_at(model, loc[:-1]), str(loc[-1]))))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,114 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
 
     no_image = run_cli("judge", "-m", "x", "-q", "Q?", "--response-a", "a", "--response-b", "b")
     assert no_image.returncode == 2 and "needs at least one image" in no_image.stderr
+
+
+def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """cli.main.main in this process, as the console script runs it: (exit code, stderr)."""
+    from deltarubric.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["deltarubric", *argv])
+    monkeypatch.delenv("DELTARUBRIC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+PAIR = ["-q", "Q?", "--response-a", "a", "--response-b", "b", "--task", "text"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # a missing required field: the flag to give, not 'model: Field required'
+        (["judge", *PAIR], "Error: give --model (or model: in the --config file)\n"),
+        # a bound broken by a flag names the flag
+        (["judge", "-m", "x", *PAIR, "--max-tokens", "0"], "--max-tokens: Input should be greater than or equal to 1"),
+        # a request built from flags names the flag of the bad field
+        (["judge", "-m", "x", *PAIR[:-1], "banana"], "--task: Input should be 'image_understanding'"),
+        (["judge", "-m", "x", *PAIR, "--image", "cat.png"], "text takes no context images"),
+        (["judge", "-m", "x", "--output", "o.jsonl", *PAIR], "--output goes with --input"),
+        (["serve", "-m", "x", "--max-batch", "0"], "Error: --max-batch: Input should be greater than or equal to 1"),
+    ],
+)
+def test_usage_errors_name_the_flag_in_one_line(argv, message, monkeypatch, capsys):
+    code, err = run_main(argv, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err and "Field required" not in err and "Value error" not in err
+
+
+def test_config_file_errors_name_the_file_line_and_nearest_key(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: m\nsampling:\n  max_tokenz: 8\nbackend: openai\n")
+    code, err = run_main(["judge", "--config", str(cfg), *PAIR], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"{cfg} line 3: sampling: unknown key 'max_tokenz' (did you mean 'max_tokens'?)" in err
+    assert f"{cfg} line 4: unknown key 'backend' (it belongs under 'compute')" in err
+
+    cfg.write_text("model: m\nswap: [true\n")
+    code, err = run_main(["judge", "--config", str(cfg), *PAIR], monkeypatch, capsys)
+    assert code == 2 and f"{cfg} line 3: not valid YAML" in err
+
+    cfg.write_text("model: m\nsampling: {temperature: 9}\n")  # the file's value: named by its file and line
+    code, err = run_main(["judge", "--config", str(cfg), *PAIR, "--top-p", "2"], monkeypatch, capsys)
+    assert f"{cfg} line 2: sampling.temperature: Input should be less than or equal to 2" in err
+    assert "--top-p: Input should be less than or equal to 1" in err  # the flag's value: named by its flag
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"question": "Q", "a": "x", "b": "y"', "line 2: not valid JSON: Expecting ',' delimiter"),
+        ('["Q", "x", "y"]', "line 2: a line must hold a JSON object"),
+        ('{"question": "Q", "a": {"txt": "x"}, "b": "y", "task_type": "text"}', "line 2: a: unknown key 'txt' (did "),
+        ('{"questoin": "Q", "a": "x", "b": "y", "task_type": "text"}', "line 2: unknown key 'questoin' (did you mean"),
+        ('{"question": "Q", "a": "x", "b": "y", "task_type": "txt"}', "line 2: task_type: Input should be"),
+        ('{"id": "one", "question": "Q", "a": "x", "b": "y", "task_type": "text"}', "line 2: id 'one' again"),
+    ],
+)
+def test_input_file_errors_name_the_file_line_and_field(line, message, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "in.jsonl"
+    first = {"id": "one", "task_type": "text", "question": "Q", "a": "x", "b": "y"}
+    path.write_text(json.dumps(first) + "\n" + line + "\n")
+    code, err = run_main(["judge", "-m", str(tmp_path / "no-model"), "--input", str(path)], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{path} {message}" in err and "missing" not in err  # before loading a model: the model path does not exist
+
+
+def test_input_streams_to_output_and_a_killed_run_resumes(tmp_path, tiny_model_dir):
+    """`judge --input --output`: killed with SIGKILL after some verdicts (and with a line torn by the kill), the same
+    command judges only the rest; every id ends in the file exactly once, and errored verdicts are judged again."""
+    n = 40
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "task_type": "text", "question": f"Q{i}?", "a": "x", "b": "y"}) + "\n"
+            for i in range(n)
+        )
+    )
+    out = tmp_path / "out.jsonl"
+    argv = [sys.executable, "-m", "deltarubric.cli", "judge", "-m", str(tiny_model_dir), "--input", str(path)]
+    argv += ["--output", str(out), "--chunk-size", "1", "--judge", "deltarubric", "--swap", "--max-tokens", "24"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(x) for x in out.read_text().splitlines() if x.endswith("}")]
+    assert 3 <= len(before) < n, "the run finished before it could be killed: give it more to do"
+    with out.open("a") as f:
+        failed = before[-1] | {"id": f"p{n - 1}", "error": "backend error: connection refused"}  # judged again
+        f.write(json.dumps(failed) + "\n")
+        f.write('{"id": "p3')  # torn mid-write
+
+    resumed = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(before)}/{n}" in resumed.stderr and "pair" in resumed.stderr  # the progress bar starts where it was
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"p{i}" for i in range(n))  # each once: the errored row dropped, judged again
+    assert ids[: len(before)] == [v["id"] for v in before]  # what was written stays as written
 
 
 def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
