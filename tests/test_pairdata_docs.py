@@ -17,7 +17,9 @@ def test_data_walkthrough_runs_as_pasted(tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "data.md").read_text()
     section = doc.split("## Try it in a few seconds", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)  # (language, body), in order
-    (script,), (shown_pair,), (shown_output,) = ([b for lang, b in blocks if lang == k] for k in ("bash", "json", "text"))
+    (script,), (shown_pair,), (shown_output,) = (
+        [b for lang, b in blocks if lang == k] for k in ("bash", "json", "text")
+    )
     shown_dedup = shown_output.splitlines()
     (tmp_path / "data").symlink_to(ROOT / "data")
     env = {
