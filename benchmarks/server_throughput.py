@@ -110,7 +110,8 @@ def main() -> None:
 
     before = direct_seconds()
     print(
-        f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens} max_batch={args.max_batch}"
+        f"model={args.model} judge={args.judge} pairs={args.pairs} max_tokens={args.max_tokens}"
+        f" max_batch={args.max_batch}"
     )
     print(f"direct batched:            {args.pairs / before:8.2f} pairs/s")
 

@@ -156,7 +156,8 @@ def main() -> None:
     warm, labels = split_warm(paths["train"], args.warm_pairs, out / "data")
     rl_pairs = len(read_pairs(labels))
     print(
-        f"data: {len(read_pairs(paths['train']))} train ({args.warm_pairs} with traces), {len(read_pairs(val))} held out",
+        f"data: {len(read_pairs(paths['train']))} train ({args.warm_pairs} with traces),"
+        f" {len(read_pairs(val))} held out",
         flush=True,
     )
 
@@ -276,11 +277,13 @@ def main() -> None:
     for j in judges:
         m = summary["methods"][j]
         print(
-            f"{j:<14}{m['warm_start']:>12.1f}{m['rl']:>10.1f}{m['rl'] - m['warm_start']:>+8.1f}   (RL; blind {m['rl_blind']:.1f})"
+            f"{j:<14}{m['warm_start']:>12.1f}{m['rl']:>10.1f}{m['rl'] - m['warm_start']:>+8.1f}"
+            f"   (RL; blind {m['rl_blind']:.1f})"
         )
     m = summary["methods"]["sft_verdicts"]
     print(
-        f"{'sft_verdicts':<14}{m['warm_start']:>12.1f}{m['sft']:>10.1f}{m['sft'] - m['warm_start']:>+8.1f}   (SFT on labels)"
+        f"{'sft_verdicts':<14}{m['warm_start']:>12.1f}{m['sft']:>10.1f}{m['sft'] - m['warm_start']:>+8.1f}"
+        "   (SFT on labels)"
     )
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: offline settings, the tiny checkpoint (built once per session), generated images, a loopback server."""
+"""Shared fixtures: offline settings, the tiny checkpoint (built once per session), generated images, a loopback
+server."""
 
 from __future__ import annotations
 

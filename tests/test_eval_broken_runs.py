@@ -245,7 +245,7 @@ def test_unreachable_hub_without_data_dir_says_what_to_pass_at_once(tmp_path, mo
     assert "cannot be reached" in err and "pass --data-dir DIR" in err and "Traceback" not in err
 
 
-# 3. a larger --limit extends the run -----------------------------------------------------------------------------------
+# 3. a larger --limit extends the run ----------------------------------------------------------------------------------
 
 
 def test_a_larger_limit_extends_the_run_and_a_refusal_names_the_setting(tmp_path):
@@ -327,7 +327,7 @@ def test_an_empty_run_json_left_by_a_crash_does_not_block_the_resume(tmp_path):
     assert scores["n"] == 3 and json.loads((run / RUN_FILE).read_text())["benchmark"] == "genai-bench"
 
 
-# 5. reports and scores refuse mixed-up inputs --------------------------------------------------------------------------
+# 5. reports and scores refuse mixed-up inputs -------------------------------------------------------------------------
 
 
 def pairs_run(tmp_path: Path) -> Path:

@@ -157,7 +157,8 @@ def test_official_samples_run_the_leaderboard_protocol_and_vote_as_cal_py(seeded
     n_items = len(vlrb_rows())
     assert len(rows) == n_items and len({r["key"] for r in rows}) == n_items
     assert all(len(r["samples"]) == 5 and all(len(v["orders"]) == 1 for v in r["samples"]) for r in rows)
-    assert any(len({v["orders"][0]["shown_order"] for v in r["samples"]}) == 2 for r in rows)  # the order drawn per sample
+    # the order is drawn per sample
+    assert any(len({v["orders"][0]["shown_order"] for v in r["samples"]}) == 2 for r in rows)
     assert any(len({v["raw"][f"{v['orders'][0]['shown_order']}/judge"] for v in r["samples"]}) > 1 for r in rows)
 
     # The official figures are cal.py's over every stored sample (k = 5 >= the samples per item).

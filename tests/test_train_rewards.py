@@ -51,7 +51,8 @@ def test_msrl_rows_use_the_msrl_parser() -> None:
 
 
 def test_planner_probe_is_the_mean_correctness_of_its_own_verifications() -> None:
-    # One pair (group 0), N=2 checklists, K=2 verifications each. Rows: planner 0, planner 1, v(0,0), v(0,1), v(1,0), v(1,1).
+    # One pair (group 0), N=2 checklists, K=2 verifications each.
+    # Rows: planner 0, planner 1, v(0,0), v(0,1), v(1,0), v(1,1).
     role = ["planner", "planner", "verifier", "verifier", "verifier", "verifier"]
     chain = [0, 1, 0, 0, 1, 1]
     group = [0] * 6

@@ -144,7 +144,9 @@ def sample_chains(
                 if text is None:
                     continue
                 # result.p_a is P(the handed-over A): the shown A in the AB job, the shown B in the BA job.
-                p_shown_a = None if result.p_a is None else result.p_a if result.shown_order == "AB" else 1.0 - result.p_a
+                p_shown_a = (
+                    None if result.p_a is None else result.p_a if result.shown_order == "AB" else 1.0 - result.p_a
+                )
                 chains.append(Chain(verdict.id, base if result.shown_order == "AB" else OTHER[base], text, p_shown_a))
     return chains
 

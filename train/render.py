@@ -1,4 +1,5 @@
-"""Training examples rendered with the judge's own prompt renderer (`deltarubric.rm.prompting`), in TRL's conversational shape.
+"""Training examples rendered with the judge's own prompt renderer (`deltarubric.rm.prompting`), in TRL's
+conversational shape.
 
 TRL wants a prompt as message dicts with `{"type": "image"}` placeholders plus the images in order; we get those from
 the same `Conversation` the judge sends, so a trained model sees at inference exactly what it saw in training.
