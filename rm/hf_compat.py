@@ -6,7 +6,8 @@ The CPU environment cannot have torchvision (the only release matching our torch
 processing too), so here the processor is assembled by hand: tokenizer, PIL image processor and a video processor
 that can be built and saved but not run. Text and image inputs then work; video inputs raise when processed.
 Where torchvision is installed (GPU/serving environments) the plain `AutoProcessor` path is used.
-See docs/environment.md section 2. The workaround leans on transformers internals, so transformers is pinned.
+docs/backends.md ("Without torchvision") says what works. The workaround leans on transformers internals, so
+transformers is pinned.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The model hubs are unreachable from CI, so tests cannot download a tiny model th
 in a few seconds from nothing but the installed libraries: a locally trained byte-level BPE tokenizer with the Qwen
 special tokens, a two-layer Qwen3-VL config, the Qwen3-VL instruct chat template and the matching image/video
 processors. The weights are random, so generations are gibberish; tests should check shapes and plumbing only.
-Recipe and measurements: docs/environment.md section 3.
+docs/tiny-model.md says what it holds and how to use it in a test suite.
 """
 
 from __future__ import annotations
