@@ -13,7 +13,8 @@ The rules a page follows (a failing test names the block and the rule):
   out and the rest of the line runs.
 - A command block that cannot run here carries, on the line right above its fence, `<!-- not run in CI: REASON -->`
   (a GPU, real weights, the hub, a server that runs until stopped, a long training run), or
-  `<!-- run in CI by tests/test_x.py -->` when another test runs and checks it. Both are listed as skips (pytest -rs).
+  `<!-- run in CI by tests/<the test>.py -->` when another test runs and checks it. Both are listed as skips
+  (pytest -rs).
 - A data block with `<!-- save as PATH -->` right above its fence is written to PATH for the blocks after it.
 """
 
