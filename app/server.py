@@ -40,6 +40,8 @@ from deltarubric.rm.media import MediaError
 
 __all__ = ["build_app", "run_server"]
 
+SHOWN_ERRORS = 5  # validation errors named in one answer; a body of 256 bad items would otherwise answer with 256
+
 
 def build_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     """The reward server around `judge`: its services in `app.state` (`context`, `rewards`, `chat`), created here and
@@ -73,9 +75,14 @@ def _handle_errors(app: FastAPI, settings: ServerSettings) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        param = ".".join(str(x) for x in first["loc"] if x != "body") or None
-        return error_response(400, f"{param or 'body'}: {first['msg']}", param=param)
+        # Every problem is named, not only the first: a misspelt `itemz` is "items: Field required; itemz: Extra
+        # inputs are not permitted", which says what to fix.
+        errors = exc.errors()
+        named = [(".".join(str(x) for x in e["loc"] if x != "body") or None, e["msg"]) for e in errors]
+        message = "; ".join(f"{param or 'body'}: {msg}" for param, msg in named[:SHOWN_ERRORS])
+        if len(named) > SHOWN_ERRORS:
+            message += f"; and {len(named) - SHOWN_ERRORS} more"
+        return error_response(400, message, param=named[0][0])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

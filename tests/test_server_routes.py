@@ -168,6 +168,11 @@ def test_rewards_reference_and_group_modes():
         ({"mode": "reference", "items": [{"question": "Q", "response": "r"}]}, "needs a non-empty 'reference'"),
         ({"mode": "group", "items": [{"question": "Q", "response": "r"}]}, "needs a 'group_id'"),
         ({"mode": "vote", "items": [{"question": "Q", "response": "r"}]}, "mode"),
+        # a misspelt field: both problems named, so the answer says what to fix
+        (
+            {"itemz": [{"question": "Q", "response": "r"}]},
+            "items: Field required; itemz: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_rewards_mode_fields_are_checked(body, message):

@@ -1,6 +1,6 @@
 """verl custom reward function that scores each response against its ground truth with the reward server.
 
-    reward.custom_reward_function.path=<site-packages>/rm/adapters/verl.py
+    reward.custom_reward_function.path=<site-packages>/deltarubric/rm/adapters/verl.py
     reward.custom_reward_function.name=compute_score_async          # or compute_score (sync)
     +reward.custom_reward_function.reward_kwargs.reward_url=http://judge-host:8000   # or env DELTARUBRIC_REWARD_URL
 
@@ -9,8 +9,8 @@ preprocessing must store `extra_info["question"]` (the question text) and `extra
 server may read, data URLs, PIL images or `{"bytes": ...}` dicts). verl's reward loop runs one call per sample and
 many concurrently, so prefer the async function (with the `naive` or `rate_limited` reward manager).
 
-The result is `{"score": float, "judge_valid": bool}`: the score is P(response beats ground truth), and 0.5
-(neutral) when the judge gave no valid verdict; `judge_valid` ends up in verl's logged reward extras.
+The result is `{"score": float, "judge_valid": bool}`: the score is P(response beats ground truth), and
+`NEUTRAL_REWARD` (0.5) when the judge gave no valid verdict; `judge_valid` ends up in verl's logged reward extras.
 """
 
 from __future__ import annotations
