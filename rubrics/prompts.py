@@ -2,10 +2,10 @@
 
 A method is a system prompt plus ordered stages; each stage is one user turn, names the parser for the model's reply
 and declares what the stage produces (`checklist` or `verdict`), which is what the judge acts on. The file is checked
-when it loads: unknown keys, an unknown parser, a product its parser does not read, or a method whose last stage is
-not its one verdict stage are errors naming the file and the stage. Media are placed where the template prints a
-media variable: rendering yields text with numbered markers, which `split_media` turns into interleaved text and
-media parts.
+when it loads: text that is not YAML, unknown keys, an unknown parser, a product its parser does not read, two stages
+of one name, or a method whose last stage is not its one verdict stage are errors naming the file and the stage.
+Media are placed where the template prints a media variable: rendering yields text with numbered markers, which
+`split_media` turns into interleaved text and media parts.
 """
 
 from __future__ import annotations
@@ -88,6 +88,13 @@ class _MethodSpec(BaseModel):
     stages: list[_StageSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
+    def _stage_names_differ(self) -> _MethodSpec:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):  # raw outputs and usage are keyed '<order>/<stage>'
+            raise ValueError(f"stage names must differ (stages: {names})")
+        return self
+
+    @model_validator(mode="after")
     def _one_verdict_stage_last(self) -> _MethodSpec:
         verdicts = [s.name for s in self.stages if s.produces == "verdict"]
         if [s.produces for s in self.stages].count("verdict") != 1 or self.stages[-1].produces != "verdict":
@@ -110,7 +117,10 @@ def check_method(name: str, prompts_dir: Path = PROMPTS_DIR) -> str:
 
 def _read_spec(path: Path) -> _MethodSpec:
     """The prompt file, checked; a ValueError names the file and, for a stage's problem, the stage."""
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     try:
         return _MethodSpec.model_validate(raw)
     except ValidationError as e:
@@ -130,7 +140,7 @@ def _read_spec(path: Path) -> _MethodSpec:
 @lru_cache(maxsize=None)
 def load_method(name: str, prompts_dir: Path = PROMPTS_DIR) -> Method:
     path = prompts_dir / f"{name}.yaml"
-    if not path.is_file():
+    if name not in available_methods(prompts_dir):  # a listed name, not any path to a YAML file
         raise ValueError(f"unknown judge {name!r}; available: {', '.join(available_methods(prompts_dir))}")
     spec = _read_spec(path)
     env = jinja2.Environment(
