@@ -105,13 +105,16 @@ class Judge:
     async def _events(self, requests: Sequence[JudgeRequest]) -> AsyncIterator[tuple[int, JudgeEvent]]:
         """(request index, event): each stage's results as the stage finishes, then every request's verdict."""
         t0 = time.perf_counter()
+        paused = 0.0  # time suspended at a yield: the consumer's (a page rendered between stages), not the judge's
         jobs: list[_Job] = []
         for i, req in enumerate(requests):
             try:
                 prepared = self._prepare(req)
             except Exception as e:  # any failure to load this item's media is its own verdict, never the batch's
                 message = str(e) if isinstance(e, ValueError) else f"cannot load media: {type(e).__name__}: {e}"
+                handed = time.perf_counter()
                 yield i, Verdict(id=req.id, judge=self.config.judge, error=message)
+                paused += time.perf_counter() - handed
                 continue
             seed, swap, presentation = self.config.sampling.seed, self.config.swap, self.config.presentation
             for order in presentation_orders(req.id, seed, swap, presentation):
@@ -150,9 +153,11 @@ class Judge:
                     seconds=seconds,
                     error=job.error if gen.error else None,
                 )
+                handed = time.perf_counter()
                 yield job.index, result
+                paused += time.perf_counter() - handed
 
-        latency = time.perf_counter() - t0
+        latency = time.perf_counter() - t0 - paused
         by_request: dict[int, list[_Job]] = {}
         for job in jobs:
             by_request.setdefault(job.index, []).append(job)

@@ -3,13 +3,82 @@ check and the prompt-file checks, each kept as a regression test."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.backends.base import Backend, Conversation, Generation
+from deltarubric.rm.config import JudgeConfig, SamplingConfig
+from deltarubric.rm.judge import Judge
+from deltarubric.rm.types import JudgeRequest, Usage, Verdict
 from deltarubric.rubrics.prompts import available_methods, check_method, load_method
+from tests.conftest import make_image
+from tests.scripted import user_text
+
+PLAN = "Generated Checklist:\n1. Are there two cats?\n2. Is one of them grey?"
+VERDICT = "Analysis:\n1. Two cats. Favors: A\nJustification: A counts right.\nWinner: [[A]]"
+
+
+def reply(conv: Conversation) -> str:
+    return PLAN if "Disagreement Planner" in user_text(conv) else VERDICT
+
+
+@pytest.fixture
+def request_(tmp_path: Path) -> JudgeRequest:
+    image = make_image(tmp_path / "cats.png")
+    return JudgeRequest(id="r1", question="How many cats?", images=[str(image)], a="Two.", b="Three.")
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+
+class FakeClock:
+    """time.perf_counter under test control: the model's calls and the consumer advance it, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ClockedBackend(Backend):
+    """Answers like the scripted judge and takes exactly `seconds` of the fake clock per batched call."""
+
+    name = "clocked"
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    async def agenerate(self, conversations, sampling: SamplingConfig) -> list[Generation]:
+        self.clock.now += self.seconds
+        return [Generation(text=reply(c), usage=Usage(completion_tokens=3)) for c in conversations]
+
+
+def test_astream_latency_is_the_judges_time_not_the_consumers(monkeypatch, request_):
+    """A consumer that takes its time between events (the demo renders a page after each stage, Gradio sends it)
+    must not lengthen the verdict's `latency_s`: the same judgment reports the same latency from `judge` and from
+    `astream`, the time its stages took."""
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    judge = Judge(JudgeConfig(model="x", judge="deltarubric", swap=True), backend=ClockedBackend(clock, 2.0))
+
+    batch = judge.judge(request_)
+
+    async def slow_consumer() -> Verdict:
+        async for event in judge.astream(request_):
+            if isinstance(event, Verdict):
+                return event
+            clock.now += 100.0  # rendering and sending a page
+        raise AssertionError("no verdict")
+
+    streamed = asyncio.run(slow_consumer())
+    assert batch.latency_s == 4.0  # two stages, one batched call each
+    assert streamed.latency_s == batch.latency_s
+
 
 # ---------------------------------------------------------------------------------------------- judge names
 
