@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,9 @@ RETRY_ERRORS = (
     httpx.WriteError,
 )
 Outcome = httpx.Response | httpx.HTTPError  # what one try ended with
+# Jitter from the OS, not the global generator: trainers seed that alike on every rank, which would send ranks
+# refused together back together.
+_JITTER = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,12 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry` (1 for the first)."""
         if isinstance(outcome, httpx.Response) and "retry-after" in outcome.headers:
             try:  # only the delta-seconds form; an HTTP-date falls back to the backoff
-                return min(max(float(outcome.headers["retry-after"]), 0.0), self.max_retry_after_s)
+                seconds = float(outcome.headers["retry-after"])
             except ValueError:
-                pass
-        return self.backoff_s * 2 ** (retry - 1) * random.uniform(0.5, 1.5)
+                seconds = math.nan
+            if not math.isnan(seconds):  # 'nan' parses as a float but is no delay (time.sleep refuses it)
+                return min(max(seconds, 0.0), self.max_retry_after_s)
+        return self.backoff_s * 2 ** (retry - 1) * _JITTER.uniform(0.5, 1.5)
 
 
 def _describe(outcome: Outcome) -> str:
