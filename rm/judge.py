@@ -8,6 +8,8 @@ stage's reply as the stage finishes, then the verdict; the batch calls keep only
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,10 @@ class StageResult:
 
 
 JudgeEvent = StageResult | Verdict
+
+# Media are prepared in worker threads one at a time: a caller may pass one lazily opened PIL image to concurrent
+# judgments, and PIL does not lock an image while it decodes it.
+_MEDIA_LOCK = threading.Lock()
 
 
 def prompt_summary(turn: Message) -> str:
@@ -109,7 +115,9 @@ class Judge:
         jobs: list[_Job] = []
         for i, req in enumerate(requests):
             try:
-                prepared = self._prepare(req)
+                # Off the event loop: decoding a large upload takes seconds, and the loop may serve others (the demo
+                # consumes `astream` on Gradio's loop, the reward server its requests).
+                prepared = await asyncio.to_thread(self._prepare, req)
             except Exception as e:  # any failure to load this item's media is its own verdict, never the batch's
                 message = str(e) if isinstance(e, ValueError) else f"cannot load media: {type(e).__name__}: {e}"
                 handed = time.perf_counter()
@@ -165,9 +173,13 @@ class Judge:
             yield i, self._verdict(requests[i], group, latency)
 
     def _prepare(self, req: JudgeRequest) -> PreparedRequest:
-        return prepare(
-            self.method, req, self._image, no_video_backend=None if self.backend.supports_video else self.backend.name
-        )
+        with _MEDIA_LOCK:
+            return prepare(
+                self.method,
+                req,
+                self._image,
+                no_video_backend=None if self.backend.supports_video else self.backend.name,
+            )
 
     def _image(self, ref: Any) -> ImagePart:
         cfg = self.config

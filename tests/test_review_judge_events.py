@@ -4,12 +4,14 @@ check and the prompt-file checks, each kept as a regression test."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+import deltarubric.rm.judge as judge_module
 from deltarubric.rm.backends.base import Backend, Conversation, Generation
 from deltarubric.rm.config import JudgeConfig, SamplingConfig
 from deltarubric.rm.judge import Judge
@@ -78,6 +80,38 @@ def test_astream_latency_is_the_judges_time_not_the_consumers(monkeypatch, reque
     streamed = asyncio.run(slow_consumer())
     assert batch.latency_s == 4.0  # two stages, one batched call each
     assert streamed.latency_s == batch.latency_s
+
+
+# ------------------------------------------------------------------------------------------ the event loop
+
+
+class ScriptedReplies(Backend):
+    name = "scripted"
+
+    async def agenerate(self, conversations, sampling: SamplingConfig) -> list[Generation]:
+        return [Generation(text=reply(c)) for c in conversations]
+
+
+def test_astream_loads_media_off_the_consumers_event_loop(monkeypatch, request_):
+    """Decoding an upload (seconds for a large photo) must not block the event loop the stream is consumed on: the
+    demo consumes `astream` on Gradio's loop, which serves every other visitor meanwhile (the demo judged in a
+    thread of its own before it was built on the stream)."""
+    real_load = judge_module.load_image
+    loaded_on: list[int] = []
+
+    def recording_load(ref, **kwargs):
+        loaded_on.append(threading.get_ident())
+        return real_load(ref, **kwargs)
+
+    monkeypatch.setattr(judge_module, "load_image", recording_load)
+    judge = Judge(JudgeConfig(model="x", judge="direct"), backend=ScriptedReplies())
+
+    async def consume() -> tuple[int, list]:
+        return threading.get_ident(), [event async for event in judge.astream(request_)]
+
+    loop_thread, events = asyncio.run(consume())
+    assert isinstance(events[-1], Verdict) and events[-1].winner == "A"
+    assert loaded_on and loop_thread not in loaded_on
 
 
 # ---------------------------------------------------------------------------------------------- judge names
