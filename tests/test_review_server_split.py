@@ -57,9 +57,8 @@ def test_a_retry_after_that_is_not_a_number_falls_back_to_the_backoff(asynchrono
     # the trainer's reward call, while the async one retried at once. A Retry-After that is no delay is ignored like
     # any other unreadable one: both clients wait their backoff, retry, and get the rewards.
     front = RefusesFirst(reward_server_app(), retry_after="nan")
-    client = RewardClient("", retry=RetryPolicy(retries=2, backoff_s=0.01))
     with LoopbackServer(front) as server:
-        client.url = server.url
+        client = RewardClient(server.url, retry=RetryPolicy(retries=2, backoff_s=0.01))
         rewards = asyncio.run(client.arewards(ITEMS)) if asynchronous else client.rewards(ITEMS)
     assert front.attempts == 2 and len(rewards) == 1
     assert RetryPolicy(backoff_s=1.0).delay_s(1, httpx.Response(503, headers={"Retry-After": "nan"})) >= 0.5
