@@ -35,9 +35,9 @@ class RewardServerError(RuntimeError):
 class RewardClient:
     """Posts rollouts to `{url}/v1/rewards`; `url` is the server root, e.g. `http://127.0.0.1:8000`.
 
-    Connection errors, 429 and 5xx answers are retried as `retry` says (`deltarubric.rm.retry`: three tries in all by
-    default, honouring Retry-After); any other error answer means a malformed request and raises at once with the
-    server's message.
+    Connection errors and 408, 429, 500, 502, 503, 504 answers are retried as `retry` says (`deltarubric.rm.retry`:
+    three tries in all by default, honouring Retry-After); any other error answer means a malformed request and raises
+    at once with the server's message.
     """
 
     def __init__(
