@@ -235,6 +235,22 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
     assert no_image.returncode == 2 and "needs at least one image" in no_image.stderr
 
 
+def test_judge_help_imports_no_server_training_demo_or_engine_module():
+    """Each command imports what it uses: `judge --help` needs none of the server, training, demo or engine stacks,
+    nor httpx (local media only need it for http(s) URLs)."""
+    heavy = ("fastapi", "uvicorn", "gradio", "trl", "matplotlib", "torch", "transformers", "httpx", "datasets")
+    code = (
+        "import sys\n"
+        "sys.argv = ['deltarubric', 'judge', '--help']\n"
+        "from deltarubric.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--max-tokens" in proc.stdout, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+
+
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """cli.main.main in this process, as the console script runs it: (exit code, stderr)."""
     from deltarubric.cli.main import main
