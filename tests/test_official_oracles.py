@@ -213,7 +213,7 @@ def test_vlrb_single_sample_file_equals_cal_py(tmp_path):
 
 def test_vlrb_mixed_file_counts_what_cal_py_counts(tmp_path):
     """The rule difference in numbers: 'Answer 3', full-width digits and leading zeros count (agree unless the number is
-    the rejected position); only 1 and 2 written plainly used to count, the rest was dropped."""
+    the rejected position), as cal.py counts them, rather than only 1 and 2 written plainly."""
     rows = vlrb_rows(1, seed=7)
     scores = VLRB.score(VLRB.read_official(write_jsonl(tmp_path / "out.jsonl", rows)), "default")
     oracle = cal_every_sample(rows)

@@ -1133,7 +1133,7 @@ def test_issue11_1_a_huge_request_of_undecided_items_is_refused_and_never_freeze
 
 
 def test_issue11_1_rewards_answer_is_linear_in_the_pairs():
-    """The scoring step on its own: one pass over the pairs (the old `details` scanned every pair for every item)."""
+    """The scoring step on its own: one pass over the pairs, not a scan of every pair for every item."""
     from deltarubric.app.rewards import rewards_answer, rewards_plan
     from deltarubric.rm.reward_protocol import RewardDetail, RewardsRequest
 
