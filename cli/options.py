@@ -26,7 +26,7 @@ from deltarubric.cli.errors import CLIError
 from deltarubric.rm.config import ConfigError, ConfigProblem, JudgeConfig, build_config
 from deltarubric.rm.validation import Loc, field_problems
 
-Path_ = tuple[str, ...]
+FieldPath = tuple[str, ...]
 GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # click's parameter sources that count as set by the user
 
 
@@ -34,24 +34,27 @@ GIVEN = ("COMMANDLINE", "ENVIRONMENT")  # click's parameter sources that count a
 class ModelOptions:
     """How one model becomes flags. `panels`: help panel per section ('' for the model's own fields); `exclude`:
     dotted paths without a flag; `default_text`: what a default means where the model's value is not what the
-    command does (dotted path -> text); `config_file`: a `--config` file of the model's fields, read by `build`."""
+    command does (dotted path -> text); `from_file`: with a `--config` flag, builds the model from that file and the
+    flags given (`from_file(file, **given)`, raising ConfigError)."""
 
     model: type[BaseModel]
     panels: Mapping[str, str]
     exclude: frozenset[str] = frozenset()
     default_text: Mapping[str, str] = field(default_factory=dict)
-    config_file: bool = False
-    build: Callable[..., BaseModel] | None = None  # build(file, **given): with config_file
+    from_file: Callable[..., BaseModel] | None = None
+
+    @property
+    def config_file(self) -> bool:
+        return self.from_file is not None
 
 
 @dataclass(frozen=True)
 class Flag:
-    path: Path_
+    path: FieldPath
     param: str  # the Python parameter name typer sees: unique across the groups of a command
     decls: tuple[str, ...]
     annotation: Any
     default: Any
-    required: bool
 
     @property
     def name(self) -> str:
@@ -76,7 +79,7 @@ def _value_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _flag(opts: ModelOptions, group: str, path: Path_, f: FieldInfo, panel: str) -> Flag | None:
+def _flag(opts: ModelOptions, group: str, path: FieldPath, f: FieldInfo, panel: str) -> Flag | None:
     value_type, optional = _value_type(f.annotation)
     if typing.get_origin(value_type) is dict or value_type is dict:
         return None  # a mapping (vllm_kwargs) is set in a config file
@@ -104,14 +107,14 @@ def _flag(opts: ModelOptions, group: str, path: Path_, f: FieldInfo, panel: str)
     )
     annotation = Optional[value_type] if optional or (required and opts.config_file) else value_type
     typer_default = None if required and opts.config_file else ... if required else default
-    return Flag(path, f"{group}__{'__'.join(path)}", decls, Annotated[annotation, option], typer_default, required)
+    return Flag(path, f"{group}__{'__'.join(path)}", decls, Annotated[annotation, option], typer_default)
 
 
 def model_flags(opts: ModelOptions, group: str) -> list[Flag]:
     """One flag per field of `opts.model`, its sections flattened into their own panels."""
     out: list[Flag] = []
 
-    def walk(model: type[BaseModel], path: Path_, panel: str) -> None:
+    def walk(model: type[BaseModel], path: FieldPath, panel: str) -> None:
         for name, f in model.model_fields.items():
             p = (*path, name)
             if ".".join(p) in opts.exclude:
@@ -126,7 +129,7 @@ def model_flags(opts: ModelOptions, group: str) -> list[Flag]:
     return out
 
 
-def _set(tree: dict[str, Any], path: Path_, value: Any) -> None:
+def _set(tree: dict[str, Any], path: FieldPath, value: Any) -> None:
     for part in path[:-1]:
         tree = tree.setdefault(part, {})
     tree[path[-1]] = value
@@ -151,8 +154,8 @@ def _explain(problems: list[ConfigProblem], flags: dict[Loc, Flag], config_file:
 def _validate(opts: ModelOptions, given: dict[str, Any], file: Path | None, flags: list[Flag]) -> BaseModel:
     by_loc: dict[Loc, Flag] = {f.path: f for f in flags}
     try:
-        if opts.config_file and opts.build is not None:
-            return opts.build(file, **given)
+        if opts.from_file is not None:
+            return opts.from_file(file, **given)
         return opts.model.model_validate(given)
     except ConfigError as e:
         raise CLIError(_explain(e.problems, by_loc, opts.config_file)) from None
@@ -213,7 +216,6 @@ def model_options(**groups: ModelOptions) -> Callable[[Callable[..., Any]], Call
 JUDGE = ModelOptions(
     JudgeConfig,
     panels={"": "Judge", "sampling": "Sampling", "compute": "Compute (how verdicts are computed)"},
-    config_file=True,
-    build=build_config,
+    from_file=build_config,
 )
 judge_options = model_options(config=JUDGE)
