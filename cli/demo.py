@@ -25,7 +25,9 @@ def demo(
         typer.Option(help="Folder of the example images.", rich_help_panel=_D, show_default="the shipped examples"),
     ] = None,
 ) -> None:
-    r"""Open the Gradio demo: judge one pair in the browser, stage by stage. Needs gradio: pip install -e ".\[demo]".
+    r"""Open the Gradio demo: judge one pair in the browser, stage by stage.
+
+    Needs gradio: pip install "deltarubric\[demo]" (in a checkout: pip install -e ".\[demo]").
 
     Example: deltarubric demo -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
     --host 127.0.0.1 --port 7860. See docs/demo.md.

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from deltarubric.cli.errors import CLIError
 from deltarubric.cli.options import judge_options
 from deltarubric.rm.config import JudgeConfig
+from deltarubric.rm.tasks import infer_task_type
 from deltarubric.rm.types import TASK_TYPES, JudgeRequest, Verdict
 from deltarubric.rm.validation import field_problems
 
@@ -28,15 +29,6 @@ def _candidate(side: str, text: str | None, image: str | None, video: str | None
     if len(given) != 1:
         raise CLIError(f"give exactly one of --response-{side}, --image-{side}, --video-{side}")
     return given
-
-
-def _infer_task(a: dict[str, str], context_images: list[str], context_videos: list[str]) -> str:
-    """Text pairs need --task text to go without media, so a forgotten --image is an error, not a text judgment."""
-    if "text" in a:
-        return "video_understanding" if context_videos else "image_understanding"
-    if "video" in a:
-        return "video_generation"
-    return "image_editing" if context_images else "image_generation"
 
 
 def _print_human(v: Verdict) -> None:
@@ -134,7 +126,9 @@ def judge(
     b = _candidate("b", response_b, image_b, video_b)
     fields = {
         "id": id,
-        "task_type": task or _infer_task(a, image or [], video or []),
+        # a's one key is its kind. Text pairs need --task text to go without media, so a forgotten --image is an
+        # error, not a text judgment.
+        "task_type": task or infer_task_type(next(iter(a)), image or [], video or [], require_media=True),  # type: ignore[arg-type]
         "question": question,
         "images": image or [],
         "videos": video or [],
