@@ -214,11 +214,6 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     return data, lines
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML or JSON config file as a plain dict (validated when merged into JudgeConfig)."""
-    return read_config_file(path)[0]
-
-
 def _has(data: Any, loc: Loc) -> bool:
     for part in loc:
         if not isinstance(data, dict) or part not in data:
@@ -237,6 +232,8 @@ def build_config(file: str | Path | None = None, **overrides: Any) -> JudgeConfi
         if value is None:
             continue
         if isinstance(value, dict) and key in ("sampling", COMPUTE):
+            if not isinstance(data.get(key) or {}, dict):
+                continue  # the file's section is no mapping: its own error, naming the file and line, says so
             given[key] = {k: v for k, v in value.items() if v is not None}
             data[key] = {**(data.get(key) or {}), **given[key]}
         else:

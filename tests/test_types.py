@@ -1,4 +1,4 @@
-"""rm/types.py (JudgeRequest, Candidate, Verdict) and rm/config.py (JudgeConfig, build_config, load_config_file)."""
+"""rm/types.py (JudgeRequest, Candidate, Verdict) and rm/config.py (JudgeConfig, build_config, read_config_file)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from deltarubric.rm.config import ConfigError, JudgeConfig, SamplingConfig, build_config, load_config_file
+from deltarubric.rm.config import ConfigError, JudgeConfig, SamplingConfig, build_config, read_config_file
 from deltarubric.rm.types import TASK_SHAPES, TASK_TYPES, Candidate, Finding, JudgeRequest, OrderResult, Usage, Verdict
 
 PIL_IMG = Image.new("RGB", (4, 4), (1, 2, 3))
@@ -373,7 +373,7 @@ JSON_TEXT = json.dumps(
 def test_config_files(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    raw = load_config_file(path)
+    raw = read_config_file(path)[0]
     assert raw["sampling"] == {"temperature": 0.7, "max_tokens": 512}
     for file in (path, str(path)):
         c = build_config(file)
@@ -447,7 +447,7 @@ def test_config_file_that_is_not_a_mapping(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ValueError, match="must hold a mapping") as e:
-        load_config_file(path)
+        read_config_file(path)[0]
     assert str(path) in str(e.value)
     assert not isinstance(e.value, ValidationError)
     with pytest.raises(ValueError, match="must hold a mapping"):
@@ -458,7 +458,7 @@ def test_config_file_that_is_not_a_mapping(tmp_path, name, text):
 def test_empty_config_file_is_an_empty_mapping(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    assert load_config_file(path) == {}
+    assert read_config_file(path)[0] == {}
     assert build_config(path, model="m") == JudgeConfig(model="m")
 
 
@@ -476,7 +476,7 @@ def test_invalid_json_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text("{model: m}")  # YAML flow style, not JSON: the .json suffix selects the strict parser
     with pytest.raises(ValueError):
-        load_config_file(path)
+        read_config_file(path)[0]
 
 
 def test_config_round_trips_through_its_own_json(tmp_path):
