@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from deltarubric.cli.options import judge_options
+from deltarubric.cli.options import JUDGE, model_options
 from deltarubric.eval.core import json_scores
 from deltarubric.rm.config import JudgeConfig
 
+# A run shows the pair in a seeded random order unless told otherwise (eval.runner.eval_config): the released order of
+# several benchmarks puts the preferred answer first.
+EVAL_JUDGE = replace(JUDGE, default_text={"presentation": "random (without --swap or --official)"})
 app = typer.Typer(
     help="Benchmark harnesses: run a judge on a benchmark, score predictions, report runs.", no_args_is_help=True
 )
@@ -50,7 +54,7 @@ def fail(message: str) -> typer.Exit:
 
 
 @app.command(no_args_is_help=True)
-@judge_options
+@model_options(config=EVAL_JUDGE)
 def run(
     config: JudgeConfig,
     benchmark: Annotated[

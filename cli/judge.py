@@ -113,6 +113,22 @@ def judge(
     --image cat.jpg -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
     """
     if input is not None:
+        pair = {
+            "--question": question,
+            "--response-a": response_a,
+            "--response-b": response_b,
+            "--image": image,
+            "--video": video,
+            "--image-a": image_a,
+            "--image-b": image_b,
+            "--video-a": video_a,
+            "--video-b": video_b,
+            "--reference": reference,
+            "--task": task,
+            "--id": None if id == "0" else id,
+        }
+        if given := [flag for flag, value in pair.items() if value is not None]:
+            raise CLIError(f"{', '.join(given)}: with --input every pair comes from the file; put them in its lines")
         from deltarubric.eval.judge_file import judge_file, read_requests
 
         requests = read_requests(input)  # every line checked before the model loads

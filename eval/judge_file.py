@@ -3,7 +3,9 @@ each chunk of items is judged, a progress bar on stderr, and a rerun into the sa
 
 The resume is eval.runner's (`resume_rows`): ids already in the output file with a verdict are skipped, a line torn
 by a crash is cut off, and verdicts that ended with an error are dropped from the file and judged again, so the file
-ends with one verdict per id.
+ends with one verdict per id. The judge configuration that decides the verdicts (all but its compute section, and the
+prompt's hash) is kept beside the output, in `<output>.judge.json`: a rerun with other such settings is refused, as
+`eval run` refuses one, rather than mixing two judges' verdicts in one file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import IO
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from deltarubric.eval.runner import resume_rows
+from deltarubric.eval.runner import resume_rows, setting_differences, write_json_atomic
+from deltarubric.rm.config import verdict_identity
 from deltarubric.rm.judge import Judge
 from deltarubric.rm.types import JudgeRequest
 from deltarubric.rm.validation import describe
@@ -71,9 +74,35 @@ def _output(path: Path | None) -> Iterator[IO[str]]:
         yield f
 
 
+def check_same_judge(out: Path, judge: Judge) -> None:
+    """Record the verdict-deciding settings beside `out` (`<out>.judge.json`), or refuse when the ones recorded there
+    differ from `judge`'s, naming what differs."""
+    record_file = out.with_name(out.name + ".judge.json")
+    method = judge.method
+    record = {
+        "judge": verdict_identity(judge.config),
+        "prompt": {"name": method.name, "version": method.version, "sha256": method.sha256},
+    }
+    if not record_file.exists() or not out.exists() or not out.stat().st_size:  # no verdicts yet: any judge may start
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(record_file, record)
+        return
+    try:
+        previous = json.loads(record_file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{record_file} is not JSON ({e}): restore it, or pass a new --output") from None
+    if diffs := setting_differences(previous, record):
+        raise ValueError(
+            f"{out} holds verdicts of another judge configuration ({'; '.join(diffs)}; recorded in {record_file}): "
+            "rerun with the same settings, or pass a new --output"
+        )
+
+
 def judge_file(judge: Judge, requests: list[JudgeRequest], out: Path | None, *, chunk_size: int = 16) -> int:
     """Judge `requests` in chunks (one batched judge call each), writing one verdict per line to `out` (None: stdout)
     after each chunk; with an `out` that already holds verdicts, their ids are skipped. Returns how many were judged."""
+    if out is not None:
+        check_same_judge(out, judge)
     done = set() if out is None else resume_rows(out, lambda v: v["id"], lambda v: v.get("error"), compact=True)
     todo = [r for r in requests if r.id not in done]
     with (

@@ -85,8 +85,9 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
 
     `official`: the benchmark's preset prompt and parser, in its official order, one order per sample, with the
     official inference's sampling (`benchmark.official_sampling`) for every value the user did not set (a flag or
-    --config). Otherwise the given judge, shown in a seeded random order unless both orders are judged: several
-    benchmarks list the preferred answer first, which rewards a position-biased judge.
+    --config). Otherwise the given judge, shown in a seeded random order unless both orders are judged or the user
+    set a presentation (a flag or --config): several benchmarks list the preferred answer first, which rewards a
+    position-biased judge.
     """
     if official:
         given = config.sampling.model_fields_set  # values set by a flag or the --config file
@@ -100,7 +101,9 @@ def eval_config(benchmark: Benchmark, config: JudgeConfig, official: bool) -> Ju
                 "sampling": sampling,
             }
         )
-    return config if config.swap else config.model_copy(update={"presentation": "random"})
+    if config.swap or "presentation" in config.model_fields_set:
+        return config
+    return config.model_copy(update={"presentation": "random"})
 
 
 def official_format(benchmark: Benchmark, judge: str, swap: bool, presentation: str) -> bool:
