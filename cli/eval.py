@@ -206,8 +206,7 @@ def prepare(
     src: Annotated[
         Path,
         typer.Option(
-            help="The downloaded release (e.g. huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset "
-            "--local-dir SRC)."
+            help="The downloaded release (e.g. hf download TIGER-Lab/GenAI-Bench --repo-type dataset --local-dir SRC)."
         ),
     ],
     out: Annotated[

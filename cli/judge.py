@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -31,9 +32,31 @@ def _candidate(side: str, text: str | None, image: str | None, video: str | None
     return given
 
 
+def _report_errors(errors: list[str | None]) -> None:
+    """A file judged with errors says so on stderr; mostly errors (a backend down, missing media) is a failed run."""
+    from deltarubric.eval.core import error_kind
+    from deltarubric.eval.runner import MAX_ERROR_RATE
+
+    failed = [e for e in errors if e]
+    if not failed:
+        return
+    kind, n = Counter(map(error_kind, failed)).most_common(1)[0]
+    what = f"{len(failed)} of {len(errors)} pairs ended with an error; the most common ({n}): {kind}"
+    if len(failed) > MAX_ERROR_RATE * len(errors):
+        print(
+            f"Error: {what}. Fix the cause and rerun the same command: errored pairs are judged again", file=sys.stderr
+        )
+        raise typer.Exit(code=1)  # as for one pair: the run is broken, not the command line
+    print(f"warning: {what}; rerun the same command to judge them again", file=sys.stderr)
+
+
 def _print_human(v: Verdict) -> None:
+    if v.error and not v.raw:  # never judged (a missing image, a backend down): the error is all there is to say
+        print(f"error: {v.error}")
+        return
     p = "n/a" if v.p_a is None else f"{v.p_a:.3f}"
-    print(f"winner: {v.winner or 'unparsable'}   p(A better): {p}   consistent: {v.consistent}   ({v.latency_s:.2f}s)")
+    consistent = "n/a (one order)" if v.consistent is None else ("yes" if v.consistent else "no")
+    print(f"winner: {v.winner or 'unparsable'}   p(A better): {p}   consistent: {consistent}   ({v.latency_s:.2f}s)")
     for k, item in enumerate(v.checklist, 1):
         print(f"  {k}. {item}")
     for f in v.findings:
@@ -110,7 +133,7 @@ def judge(
     """Judge one preference pair (or a JSONL file of them) and print the verdict.
 
     Example: deltarubric judge -m Qwen/Qwen3-VL-8B-Instruct --backend openai --base-url http://127.0.0.1:8000/v1
-    --image cat.jpg -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
+    --image data/examples/cats.png -q "How many cats?" --response-a "Two cats." --response-b "Three cats." --swap --json
     """
     if input is not None:
         pair = {
@@ -132,7 +155,7 @@ def judge(
         from deltarubric.eval.judge_file import judge_file, read_requests
 
         requests = read_requests(input)  # every line checked before the model loads
-        judge_file(_load(config), requests, output, chunk_size=chunk_size)
+        _report_errors(judge_file(_load(config), requests, output, chunk_size=chunk_size))
         return
     if output is not None:
         raise CLIError("--output goes with --input FILE.jsonl; for one pair, redirect stdout")

@@ -39,6 +39,8 @@ def main() -> None:
         if os.environ.get("DELTARUBRIC_DEBUG"):
             raise
         msg = str(e)
+        if isinstance(e, OSError) and e.filename is not None:  # '[Errno 2] No such file...' says less than this
+            msg = f"{e.filename}: {e.strerror.lower() if e.strerror else msg}"
         if isinstance(e, ValidationError):
             msg = "; ".join(
                 f"{'.'.join(map(str, err['loc'])) or e.title}: {err['msg'].removeprefix('Value error, ')}"

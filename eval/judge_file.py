@@ -98,13 +98,19 @@ def check_same_judge(out: Path, judge: Judge) -> None:
         )
 
 
-def judge_file(judge: Judge, requests: list[JudgeRequest], out: Path | None, *, chunk_size: int = 16) -> int:
+def judge_file(
+    judge: Judge, requests: list[JudgeRequest], out: Path | None, *, chunk_size: int = 16
+) -> list[str | None]:
     """Judge `requests` in chunks (one batched judge call each), writing one verdict per line to `out` (None: stdout)
-    after each chunk; with an `out` that already holds verdicts, their ids are skipped. Returns how many were judged."""
+    after each chunk; with an `out` that already holds verdicts, their ids are skipped. Returns the error (None when
+    there was none) of each verdict judged now, so the caller can tell a broken run from a good one."""
     if out is not None:
         check_same_judge(out, judge)
     done = set() if out is None else resume_rows(out, lambda v: v["id"], lambda v: v.get("error"), compact=True)
     todo = [r for r in requests if r.id not in done]
+    if done:
+        print(f"resuming: {len(requests) - len(todo)} of {len(requests)} pairs already in {out}", file=sys.stderr)
+    errors: list[str | None] = []
     with (
         _output(out) as f,
         tqdm(total=len(requests), initial=len(requests) - len(todo), unit="pair", desc="judge", file=sys.stderr) as bar,
@@ -113,8 +119,9 @@ def judge_file(judge: Judge, requests: list[JudgeRequest], out: Path | None, *, 
             chunk = todo[start : start + chunk_size]
             for verdict in judge.judge_batch(chunk):
                 f.write(verdict.model_dump_json() + "\n")
+                errors.append(verdict.error)
             f.flush()
             if out is not None:
                 os.fsync(f.fileno())  # a crash after this point loses nothing already judged
             bar.update(len(chunk))
-    return len(todo)
+    return errors

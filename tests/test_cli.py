@@ -210,6 +210,28 @@ def test_jsonl_input_gives_jsonl_verdicts(tmp_path, tiny_model_dir):
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["one", "two"]
 
 
+def test_input_file_mostly_errors_is_a_failed_run_and_a_few_a_warning(tmp_path, tiny_model_dir):
+    """Missing media are errors, not verdicts: a file where most pairs failed exits 1 and names the cause; one failed
+    pair among many is a warning (exit 0) that says rerunning judges it again."""
+    img = make_image(tmp_path / "a.png")
+    good = {"question": "Q?", "images": [str(img)], "a": {"text": "x"}, "b": {"text": "y"}}
+    bad = {**good, "images": [str(tmp_path / "gone.png")]}
+    args = ["judge", "-m", str(tiny_model_dir), "--judge", "direct", "--max-tokens", "2"]
+
+    path = tmp_path / "broken.jsonl"
+    path.write_text("".join(json.dumps({**bad, "id": f"b{i}"}) + "\n" for i in range(3)))
+    result = runner.invoke(app, [*args, "--input", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "3 of 3 pairs ended with an error" in result.stderr and "file not found" in result.stderr
+
+    path = tmp_path / "mostly_fine.jsonl"
+    lines = [{**good, "id": f"g{i}"} for i in range(24)] + [{**bad, "id": "b"}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = runner.invoke(app, [*args, "--input", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 of 25 pairs ended with an error" in result.stderr
+
+
 def test_make_tiny_model_command(tmp_path):
     result = runner.invoke(app, ["make-tiny-model", str(tmp_path / "ckpt")])
     assert result.exit_code == 0, result.output

@@ -82,11 +82,11 @@ def test_judge_file_refuses_to_resume_an_output_of_another_judge(tmp_path):
     verdicts as this one's; compute settings (how verdicts are computed) may still change."""
     requests = [JudgeRequest(id=str(i), task_type="text", question="Q", a="x", b="y") for i in range(3)]
     out = tmp_path / "v.jsonl"
-    assert judge_file(_scripted_judge(judge="direct"), requests[:2], out) == 2
+    assert len(judge_file(_scripted_judge(judge="direct"), requests[:2], out)) == 2
     with pytest.raises(ValueError, match="another judge configuration.*judge: 'direct' there, 'msrl' now"):
         judge_file(_scripted_judge(judge="msrl"), requests, out)
     with pytest.raises(ValueError, match="swap: False there, True now"):
         judge_file(_scripted_judge(judge="direct", swap=True), requests, out)
     # the same judge, computed with another batch size: resumes, judging only the new id
-    assert judge_file(_scripted_judge(judge="direct", compute={"batch_size": 1}), requests, out) == 1
+    assert len(judge_file(_scripted_judge(judge="direct", compute={"batch_size": 1}), requests, out)) == 1
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["0", "1", "2"]

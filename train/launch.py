@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-TRAIN_EXTRA = 'training needs the train extra: pip install -e ".[train]" (TRL, accelerate, peft)'
+TRAIN_EXTRA = (
+    'training needs the train extra (TRL, accelerate, peft): pip install "deltarubric[train]" '
+    '(in a checkout: pip install -e ".[train]")'
+)
 
 
 def require_train_extra() -> None:

@@ -200,7 +200,7 @@ def _image_suffix(data: bytes) -> str | None:
 
 
 def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
-    """Turn a downloaded copy of the release (`huggingface-cli download TIGER-Lab/GenAI-Bench --repo-type dataset
+    """Turn a downloaded copy of the release (`hf download TIGER-Lab/GenAI-Bench --repo-type dataset
     --local-dir SRC`) into `<out>/<task>.jsonl` plus media files under `<out>/<task>/`, for every task whose split is
     present. `id` is the row's position in the split, which is the `idx` of the official outputs. Returns the rows
     written per task; tasks without that split are left out (the caller says so)."""
