@@ -28,6 +28,18 @@ __all__ = ["expose_video_processor_base", "load_processor", "video_supported"]
 logger = logging.getLogger(__name__)
 
 
+def check_model_name(model: str) -> None:
+    """A local checkpoint folder or a hub id `org/name`, else a ValueError at once: a mistyped folder name would
+    otherwise be taken for a hub id and fail only after the hub client has retried for a minute."""
+    path = pathlib.Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{model}: not a checkpoint folder (it has no config.json)")
+        return
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise ValueError(f"{model}: no such folder, and not a hub model id of the form org/name")
+
+
 def video_supported() -> bool:
     """Whether video inputs can be processed: frames are resized with torchvision and decoded with torchcodec."""
     return is_torchvision_available() and is_torchcodec_available()

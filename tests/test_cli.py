@@ -400,3 +400,18 @@ def test_serve_command_answers_openai_requests(tiny_model_dir, image_file):
         )
         v = Judge(config).judge(JudgeRequest(question="How many?", images=[str(image_file)], a="1", b="2"))
         assert v.error is None and set(v.raw) == {"AB/judge"} and v.usage["AB/judge"].prompt_tokens > 0
+
+
+def test_a_mistyped_model_folder_fails_at_once_naming_it(tmp_path, monkeypatch, capsys):
+    """Not a folder and not org/name: refused before the hub client is asked (it retries for a minute offline)."""
+    from deltarubric.rm.hf_compat import check_model_name
+
+    code, err = run_main(["judge", "-m", str(tmp_path / "tiny-qwen3vl"), *PAIR], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'tiny-qwen3vl'}: no such folder" in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        check_model_name(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="not a hub model id"):
+        check_model_name("tiny-qwen3vl")
+    check_model_name("Qwen/Qwen3-VL-8B-Instruct")  # a hub id: left to the hub client

@@ -11,7 +11,7 @@ from transformers import AutoModelForImageTextToText, StoppingCriteria, Stopping
 
 from deltarubric.rm.backends.base import Conversation, Generation, ThreadedBackend, TokenLogprob, to_chat_dicts
 from deltarubric.rm.config import SamplingConfig
-from deltarubric.rm.hf_compat import load_processor, video_supported
+from deltarubric.rm.hf_compat import check_model_name, load_processor, video_supported
 from deltarubric.rm.types import Usage
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,6 +45,7 @@ class TransformersBackend(ThreadedBackend):
         max_pixels: int | None = None,
     ) -> None:
         super().__init__()
+        check_model_name(model)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         torch_dtype = _DTYPES.get(dtype) or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
         self.processor = load_processor(model)
