@@ -204,10 +204,12 @@ def prepare(src: Path, out: Path, split: str = DEFAULT_SPLIT) -> dict[str, int]:
     --local-dir SRC`) into `<out>/<task>.jsonl` plus media files under `<out>/<task>/`, for every task whose split is
     present. `id` is the row's position in the split, which is the `idx` of the official outputs. Returns the rows
     written per task; tasks without that split are left out (the caller says so)."""
-    import pyarrow.parquet as pq
-
     if not src.is_dir():
         raise ValueError(f"--src {src} is not a folder (a downloaded copy of TIGER-Lab/GenAI-Bench)")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError("reading the release's parquet files needs pyarrow: pip install 'deltarubric[hub]'") from e
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, int] = {}
     for task in TASKS:
