@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from deltarubric.cli.options import JUDGE, model_options
+from deltarubric.cli.progress import status
 from deltarubric.eval.core import json_scores
 from deltarubric.rm.config import JudgeConfig
 
@@ -167,7 +168,8 @@ def run(
     else:
         t = task or bench.tasks[0]
         loaded = {t: bench.load(data_dir, t)}  # data problems show before any model is loaded
-    judge = Judge(config)  # one engine for every task
+    with status(f"loading {config.model} ({config.compute.backend})", say_when_piped=True):
+        judge = Judge(config)  # one engine for every task
     all_scores, failures = {}, []
     for t, items in loaded.items():
         target = out / t if several else out

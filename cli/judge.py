@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from deltarubric.cli.errors import CLIError
 from deltarubric.cli.options import judge_options
+from deltarubric.cli.progress import status
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.tasks import infer_task_type
 from deltarubric.rm.types import TASK_TYPES, JudgeRequest, Verdict
@@ -180,7 +180,7 @@ def judge(
     except ValidationError as e:
         raise CLIError(_flag_problems(e, a, b)) from None
     judge = _load(config)
-    with _status("judging"):
+    with status("judging"):
         verdict = judge.judge(request)
     if as_json:
         print(verdict.model_dump_json(indent=2))
@@ -190,19 +190,10 @@ def judge(
         raise typer.Exit(code=1)
 
 
-def _status(message: str) -> AbstractContextManager[object]:
-    """A spinner on stderr while the model loads or judges, when stderr is a terminal (nothing in pipes and logs)."""
-    if not sys.stderr.isatty():
-        return nullcontext()
-    from rich.console import Console
-
-    return Console(stderr=True).status(message + "...")
-
-
 def _load(config: JudgeConfig) -> Judge:
     from deltarubric.rm.judge import Judge
 
-    with _status(f"loading {config.model} ({config.compute.backend})"):
+    with status(f"loading {config.model} ({config.compute.backend})"):
         return Judge(config)
 
 

@@ -8,6 +8,7 @@ import typer
 
 from deltarubric.app.settings import ServerSettings
 from deltarubric.cli.options import JUDGE, ModelOptions, model_options
+from deltarubric.cli.progress import status
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.media import DEFAULT_MAX_PIXELS
 
@@ -39,4 +40,6 @@ def serve(
     settings = settings.model_copy(update=update)
     # On SIGTERM uvicorn stops accepting, in-flight requests finish and the queue drains, all within the drain
     # timeout; a backend that never returns cannot hold the process past it (see app/edge.py).
-    run_server(build_app(Judge(config), settings), host=host, port=port)
+    with status(f"loading {config.model} ({config.compute.backend})", say_when_piped=True):
+        judge = Judge(config)
+    run_server(build_app(judge, settings), host=host, port=port)
