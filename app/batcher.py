@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 
 from deltarubric.app.metrics import Metrics
-from deltarubric.rm.aggregate import flip_winner
+from deltarubric.rm.aggregate import flip_order, flip_winner
 from deltarubric.rm.config import verdict_identity
 from deltarubric.rm.judge import Judge
 from deltarubric.rm.types import JudgeRequest, Verdict
@@ -79,17 +79,17 @@ def pixels(request: JudgeRequest) -> int:
 def mirrored(v: Verdict, request_id: str) -> Verdict:
     """The verdict for the A/B-swapped pair. Winner, p_a, orders and findings' `favors` are relabelled; each order's
     `label` and the free texts (rationale, findings' text) are in the labels shown, which the mirror shows the same."""
-    other = {"AB": "BA", "BA": "AB"}  # the mirror pair's 'BA' shows what this pair's 'AB' showed
 
     def rekey(d: dict[str, Any]) -> dict[str, Any]:
-        return {other[k[:2]] + k[2:]: x for k, x in d.items()}
+        # the mirror pair's 'BA' shows what this pair's 'AB' showed
+        return {flip_order(k[:2]) + k[2:]: x for k, x in d.items()}  # type: ignore[arg-type]
 
     def flip_p(p: float | None) -> float | None:
         return None if p is None else 1.0 - p
 
     orders = [
         o.model_copy(
-            update={"shown_order": other[o.shown_order], "winner": flip_winner(o.winner), "p_a": flip_p(o.p_a)}
+            update={"shown_order": flip_order(o.shown_order), "winner": flip_winner(o.winner), "p_a": flip_p(o.p_a)}
         )
         for o in reversed(v.orders)
     ]

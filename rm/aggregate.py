@@ -24,6 +24,11 @@ def flip_winner(label: str | None) -> str | None:
     return _OTHER.get(label, label) if label is not None else None
 
 
+def flip_order(order: Order) -> Order:
+    """The other presentation order: 'AB' <-> 'BA' (what the A/B-swapped pair shows in place of this one)."""
+    return "BA" if order == "AB" else "AB"
+
+
 def presentation_orders(item_id: str, seed: int, swap: bool, presentation: str) -> list[Order]:
     """Which orders to show: both with swap, else as `presentation` says ('given': A first; 'random': drawn from
     (seed, id) with a stable hash, so reruns agree)."""

@@ -170,9 +170,14 @@ def image_to_engine_url(img: Image.Image) -> str:
     buf = io.BytesIO()
     if img.info.get(SOURCE_FORMAT) == "JPEG" and img.mode in ("RGB", "L"):
         img.save(buf, format="JPEG", quality=95)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        return data_url("image/jpeg", buf.getvalue())
     img.save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_url("image/png", buf.getvalue())
+
+
+def data_url(mime: str, data: bytes) -> str:
+    """The one way we write a data URL: base64, as OpenAI-compatible servers and browsers read it."""
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def image_to_data_url(img: Image.Image) -> str:
@@ -182,7 +187,7 @@ def image_to_data_url(img: Image.Image) -> str:
         img = img.convert("RGB")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return data_url("image/png", buf.getvalue())
 
 
 def video_to_url(ref: str) -> str:
@@ -190,4 +195,4 @@ def video_to_url(ref: str) -> str:
     if ref.startswith(("http://", "https://", "data:")):
         return ref
     suffix = Path(urlparse(ref).path).suffix.lstrip(".").lower() or "mp4"
-    return f"data:video/{suffix};base64," + base64.b64encode(read_bytes(ref)).decode()
+    return data_url(f"video/{suffix}", read_bytes(ref))

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deltarubric.rm.aggregate import Order
+from deltarubric.rm.aggregate import Order, flip_order
 from deltarubric.rm.backends import Backend
 from deltarubric.rm.config import JudgeConfig
 from deltarubric.rm.judge import Judge
@@ -27,8 +27,6 @@ from deltarubric.rm.pairs import LabelledPair
 from deltarubric.rubrics.parsing import parse_msrl
 from deltarubric.rubrics.prompts import load_method
 from deltarubric.train.render import order_for, shown, swap_labels
-
-OTHER: dict[str, Order] = {"AB": "BA", "BA": "AB"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,9 @@ def sample_chains(
                 p_shown_a = (
                     None if result.p_a is None else result.p_a if result.shown_order == "AB" else 1.0 - result.p_a
                 )
-                chains.append(Chain(verdict.id, base if result.shown_order == "AB" else OTHER[base], text, p_shown_a))
+                chains.append(
+                    Chain(verdict.id, base if result.shown_order == "AB" else flip_order(base), text, p_shown_a)
+                )
     return chains
 
 

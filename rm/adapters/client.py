@@ -9,7 +9,6 @@ picklable (trainers copy reward functions into worker processes) and safe to cal
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import httpx
 from PIL import Image
 from pydantic import ValidationError
 
-from deltarubric.rm.media import image_to_data_url
+from deltarubric.rm.media import data_url, image_to_data_url
 from deltarubric.rm.retry import Outcome, RetryPolicy, asend, send
 from deltarubric.rm.reward_protocol import GroupScoring, Mode, RewardItem, RewardsRequest, RewardsResponse
 
@@ -105,7 +104,7 @@ def image_ref(image: Any) -> str:
         return image_to_data_url(image)
     if isinstance(image, bytes | bytearray):
         mime = Image.MIME.get(Image.open(io.BytesIO(image)).format or "", "image/png")
-        return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
+        return data_url(mime, bytes(image))
     if isinstance(image, Mapping):
         if image.get("bytes") is not None:
             return image_ref(image["bytes"])
