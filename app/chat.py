@@ -133,6 +133,6 @@ class ChatService:
         conv = await ctx.cpu(light, to_conversation, messages, await ctx.policy.images(refs, lease))
         try:
             (gen,) = await self.backend.agenerate([conv], sampling)
-        except Exception as e:  # noqa: BLE001  (an engine crash is still answered in the one error shape)
+        except Exception as e:  # (an engine crash is still answered in the one error shape)
             raise EngineError(f"generation failed: {type(e).__name__}: {e}") from e
         return gen

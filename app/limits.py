@@ -43,7 +43,7 @@ def _tokenizer_of(backend: Backend) -> tuple[Any, str | None, tuple[str, ...]]:
         return None, None, ()
     try:
         own = copy.deepcopy(tokenizer)
-    except Exception:  # noqa: BLE001  (an exotic tokenizer: fall back to the estimate rather than share it)
+    except Exception:  # (an exotic tokenizer: fall back to the estimate rather than share it)
         return None, None, ()
     template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
     tokens = (getattr(processor, "image_token", None), getattr(processor, "video_token", None))

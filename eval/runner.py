@@ -553,7 +553,7 @@ def length_note(label: str, limited: dict[str, int], max_tokens: int | None) -> 
 
 def run_official_format(record: dict[str, Any]) -> bool:
     """Whether a run's raw text is read with the official rule: as recorded, or as `official_format` now says for
-    its judge, order and swap (a VL-RewardBench preset run with --swap recorded before this counted)."""
+    its judge, order and swap (so a VL-RewardBench preset run with --swap is read with it too)."""
     if record.get("official_preset"):
         return True
     j = record.get("judge") or {}

@@ -73,7 +73,7 @@ class ComputeConfig(BaseModel):
     timeout_s: float = Field(
         600.0, gt=0, description="Seconds per HTTP request (openai).", json_schema_extra={"flags": ["--timeout"]}
     )
-    max_retries: int = Field(3, ge=0, description="Retries on 5xx, 429 and connection errors (openai).")
+    max_retries: int = Field(3, ge=0, description="Retries on 408, 429, 500, 502-504 and connection errors (openai).")
     device: str = Field("auto", description="auto | cpu | cuda[:N] (transformers); auto picks cuda when available.")
     batch_size: int = Field(8, ge=1, description="Conversations per generate() call (transformers).")
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments (vllm).")

@@ -60,7 +60,7 @@ class JudgeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
-    id: str = Field("0", description="Caller's id; also seeds the presentation order when order='random'.")
+    id: str = Field("0", description="Caller's id; also seeds the presentation order when presentation='random'.")
     task_type: TaskType = "image_understanding"
     question: str = Field(..., description="The question, generation prompt or editing instruction.")
     images: list[MediaRef] = Field(

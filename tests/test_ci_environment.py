@@ -1,4 +1,5 @@
-"""Guards for the CPU CI environment (environment.md): the wrong torch or a CUDA torchvision breaks image processing."""
+"""Guards for the CPU CI environment (README's install line): the wrong torch or a CUDA torchvision breaks image
+processing."""
 
 from __future__ import annotations
 

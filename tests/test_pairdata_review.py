@@ -270,7 +270,7 @@ def _vfm(tmp: Path) -> tuple[Path, list]:
                 "image_path": f"{i}.png",
                 "conversations": json.dumps(conv),
             }
-        )  # fmt: skip (a JSON string, as the card types it)
+        )  # conversations: a JSON string, as the card types it
     return write_parquet(tmp / "vfm.parquet", rows), ["GOOD"]
 
 

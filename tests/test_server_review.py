@@ -298,7 +298,7 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]
     def run() -> None:
         try:
             out.append(work())
-        except Exception as e:  # noqa: BLE001  (reported by the test that reads `out`)
+        except Exception as e:  # (reported by the test that reads `out`)
             out.append(e)
 
     thread = threading.Thread(target=run, daemon=True)

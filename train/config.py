@@ -105,7 +105,7 @@ class JudgeSFTConfig(SFTConfig):
 @dataclass
 class MSRLGRPOConfig(JudgeGRPOConfig):
     """A GRPO stage of MSRL (text, caption, multimodal). Defaults: the authors' committed scripts
-    (shared/docs/methods.md §2.4): 8 generations, temperature 1.0, lr 1e-6, beta 0, clip 0.2/0.28, no std scaling."""
+    (docs/training.md, MSRL section): 8 generations, temperature 1.0, lr 1e-6, beta 0, clip 0.2/0.28, no std scaling."""
 
     judge: str = field(default="msrl", metadata={"help": "MSRL stages train the msrl judge's output format."})
     num_generations: int | None = field(default=8, metadata={"help": "Rollouts per pair."})

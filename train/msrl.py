@@ -1,4 +1,5 @@
-"""MSRL's staged transfer (shared/docs/methods.md §2): text -> captions -> images, with cross-modal distillation.
+"""MSRL's staged transfer (docs/training.md, "MSRL staged transfer"): text -> captions -> images, with cross-modal
+distillation.
 
     deltarubric train msrl --config recipes/msrl_qwen3vl_8b.yaml --out ckpt/msrl-8b       # every stage
     deltarubric train msrl --resume ckpt/msrl-8b --stages caption,cmkd                      # any subset, in order
@@ -87,7 +88,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     """An MSRL recipe: `model`, `common` and one section per stage; anything else is refused, naming it."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")  # noqa: TRY004 (the CLI prints ValueErrors)
+        raise ValueError(f"{path}: an MSRL recipe is a YAML mapping")  # a ValueError: the CLI prints those as one line
     unknown = set(recipe) - {"model", "common", *NAMES}
     if unknown:
         raise ValueError(
@@ -96,7 +97,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     for name in ("common", *NAMES):
         section = recipe.get(name) or {}
         if not isinstance(section, dict):
-            raise ValueError(f"{path}: '{name}' must be a mapping of settings")  # noqa: TRY004
+            raise ValueError(f"{path}: '{name}' must be a mapping of settings")
         if {"model", "output_dir"} & set(section):
             raise ValueError(
                 f"{path}: '{name}' sets model/output_dir; each stage starts from the previous stage's model "
