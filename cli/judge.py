@@ -163,6 +163,8 @@ def judge(
         raise CLIError("give --question (and the two candidates), or --input FILE.jsonl")
     a = _candidate("a", response_a, image_a, video_a)
     b = _candidate("b", response_b, image_b, video_b)
+    if task is None and "text" in a and not (image or video):
+        raise CLIError("give --image (or --video) the question is about, or --task text for a pair without media")
     fields = {
         "id": id,
         # a's one key is its kind. Text pairs need --task text to go without media, so a forgotten --image is an

@@ -255,7 +255,8 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, tiny_model_dir):
     assert "judge" in invalid.stderr and "deltarubric" in invalid.stderr  # names the field and the allowed values
 
     no_image = run_cli("judge", "-m", "x", "-q", "Q?", "--response-a", "a", "--response-b", "b")
-    assert no_image.returncode == 2 and "needs at least one image" in no_image.stderr
+    assert no_image.returncode == 2 and no_image.stderr.count("\n") == 1
+    assert "give --image" in no_image.stderr and "--task text" in no_image.stderr  # the flags to fix it, not fields
 
 
 def test_judge_help_imports_no_server_training_demo_or_engine_module():
