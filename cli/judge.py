@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -34,15 +33,16 @@ def _candidate(side: str, text: str | None, image: str | None, video: str | None
 
 def _report_errors(errors: list[str | None]) -> None:
     """A file judged with errors says so on stderr; mostly errors (a backend down, missing media) is a failed run."""
-    from deltarubric.eval.core import error_kind
+    from deltarubric.eval.core import error_counts
     from deltarubric.eval.runner import MAX_ERROR_RATE
 
-    failed = [e for e in errors if e]
-    if not failed:
+    counts = error_counts(errors)
+    if not counts:
         return
-    kind, n = Counter(map(error_kind, failed)).most_common(1)[0]
-    what = f"{len(failed)} of {len(errors)} pairs ended with an error; the most common ({n}): {kind}"
-    if len(failed) > MAX_ERROR_RATE * len(errors):
+    n_failed = sum(n for _, n, _ in counts)
+    kind, n, _ = counts[0]
+    what = f"{n_failed} of {len(errors)} pairs ended with an error; the most common ({n}): {kind}"
+    if n_failed > MAX_ERROR_RATE * len(errors):
         print(
             f"Error: {what}. Fix the cause and rerun the same command: errored pairs are judged again", file=sys.stderr
         )

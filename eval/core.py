@@ -9,6 +9,7 @@ import hashlib
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -182,11 +183,12 @@ def error_kind(message: str) -> str:
     return re.sub(r"\d+", "N", _PATHS.sub("<path>", message))[:200]
 
 
-def error_counts(preds: list[Prediction]) -> list[tuple[str, int, str]]:
-    """(kind, count, one full message of that kind) for the errored predictions, the most common kind first."""
-    kinds = Counter(error_kind(p.error) for p in preds if p.error)
-    example = {}
-    for p in preds:
-        if p.error:
-            example.setdefault(error_kind(p.error), p.error)
+def error_counts(errors: Iterable[str | None]) -> list[tuple[str, int, str]]:
+    """(kind, count, one full message of that kind) for the errors given (None: no error), the most common first."""
+    kinds: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for error in errors:
+        if error:
+            kinds[error_kind(error)] += 1
+            example.setdefault(error_kind(error), error)
     return [(kind, n, example[kind]) for kind, n in kinds.most_common()]

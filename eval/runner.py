@@ -338,8 +338,7 @@ def missing_media(item: EvalItem) -> str | None:
 
 def fail_fast_message(judged: list[tuple[EvalItem, Verdict]], data_dir: Path) -> str | None:
     """Why to stop, when every item judged so far failed for the same reason; None otherwise."""
-    preds = [Prediction(key=i.key, gold=i.gold, error=v.error) for i, v in judged]
-    counts = error_counts(preds)
+    counts = error_counts(v.error for _, v in judged)
     if not judged or len(counts) != 1 or counts[0][1] != len(judged):
         return None
     kind, n, example = counts[0]
@@ -440,7 +439,7 @@ def run_benchmark(
     keys = {i.key for i in items}
     preds = [p for p in read_predictions(out_dir) if p.key in keys]
     scores = benchmark.score(preds, task)
-    errors = error_counts(preds)
+    errors = error_counts(p.error for p in preds)
     limited = length_limited(out_dir, keys)
     summary = {
         "benchmark": benchmark.name,
