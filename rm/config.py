@@ -196,9 +196,13 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     try:
         if path.suffix == ".json":
             data = json.loads(text)
-        else:
-            node = yaml.compose(text)
-            data = yaml.safe_load(text)
+        else:  # one parse: the node tree gives each key's line, the same tree the values are built from
+            loader = yaml.SafeLoader(text)
+            try:
+                node = loader.get_single_node()
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
             lines = _key_lines(node) if node is not None else {}
     except json.JSONDecodeError as e:
         raise ConfigError([ConfigProblem((), f"not valid JSON: {e.msg}", str(path), e.lineno)]) from None
