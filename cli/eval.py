@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from deltarubric.cli.errors import fail
 from deltarubric.cli.options import JUDGE, model_options
 from deltarubric.cli.progress import status
 from deltarubric.eval.core import json_scores
@@ -46,12 +47,6 @@ def list_cmd() -> None:
     for name in benchmark_names():
         b = get_benchmark(name)
         print(f"{name:<24} tasks: {', '.join(b.tasks):<52} {b.description}")
-
-
-def fail(message: str) -> typer.Exit:
-    """A run that ran but is broken: its message on stderr, exit code 1 (usage errors are 2)."""
-    print(f"Error: {message}", file=sys.stderr)
-    return typer.Exit(1)
 
 
 @app.command(no_args_is_help=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from pydantic import ValidationError
 
-from deltarubric.cli.errors import CLIError
+from deltarubric.cli.errors import CLIError, fail
 from deltarubric.cli.options import judge_options
 from deltarubric.cli.progress import status
 from deltarubric.rm.config import JudgeConfig
@@ -43,10 +43,8 @@ def _report_errors(errors: list[str | None]) -> None:
     kind, n, _ = counts[0]
     what = f"{n_failed} of {len(errors)} pairs ended with an error; the most common ({n}): {kind}"
     if n_failed > MAX_ERROR_RATE * len(errors):
-        print(
-            f"Error: {what}. Fix the cause and rerun the same command: errored pairs are judged again", file=sys.stderr
-        )
-        raise typer.Exit(code=1)  # as for one pair: the run is broken, not the command line
+        # as for one pair: the run is broken, not the command line
+        raise fail(f"{what}. Fix the cause and rerun the same command: errored pairs are judged again")
     print(f"warning: {what}; rerun the same command to judge them again", file=sys.stderr)
 
 
