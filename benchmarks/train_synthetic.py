@@ -5,7 +5,9 @@ no-rubric judge trained the same way?
 
 Phases, each a `deltarubric train ...` command as a user runs it (recipes/testbed_*.yaml):
 1. data: `make-synthetic` (train/val on disjoint scenes) and a blind copy of val (every image grey).
-2. base: a random-weight hidden-128 x 4-layer Qwen3-VL, then a caption stage (SFT: image -> scene description).
+2. base: a random-weight hidden-128 x 4-layer Qwen3-VL, then a caption stage (SFT: image -> scene description), then
+   the same captions asked at the end of the judges' own prompts (both judges' layouts), so the base reads the image
+   wherever a judge prompt puts it.
 3. warm start: a small, equal SFT on gold traces (the first --warm-pairs training pairs) for each judge: the same
    steps and examples per step (a DeltaRubric pair gives two examples, planner and verifier).
 4. RL: GRPO with labels only on the other training pairs, `direct` and `deltarubric` side by side (one process each)
@@ -137,6 +139,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="pairs in all (80%% train, 20%% held out)")
     ap.add_argument("--warm-pairs", type=int, default=1000)
     ap.add_argument("--caption-steps", type=int, default=500)
+    ap.add_argument("--context-steps", type=int, default=300, help="caption steps inside judge prompts")
     ap.add_argument("--warm-steps", type=int, default=300)
     ap.add_argument("--rl-steps", type=int, default=120)
     ap.add_argument("--eval-limit", type=int, default=None, help="held-out pairs judged per evaluation (default: all)")
@@ -173,7 +176,7 @@ def main() -> None:
             "--data",
             str(paths["train"]),
             "--out",
-            str(out / "base"),
+            str(out / "base-caption"),
             "--max_steps",
             str(args.caption_steps),
             "--seed",
@@ -181,7 +184,24 @@ def main() -> None:
             log=out / "logs" / "caption.log",
         )
     )
-    print(f"base (caption stage): {time.time() - t0:.0f}s", flush=True)
+    wait(
+        train(
+            "sft",
+            "testbed_caption_context.yaml",
+            "--model",
+            str(out / "base-caption"),
+            "--data",
+            str(paths["train"]),
+            "--out",
+            str(out / "base"),
+            "--max_steps",
+            str(args.context_steps),
+            "--seed",
+            seed,
+            log=out / "logs" / "caption-context.log",
+        )
+    )
+    print(f"base (caption stages): {time.time() - t0:.0f}s", flush=True)
 
     judges = ("direct", "deltarubric")
     procs = [

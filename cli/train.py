@@ -68,10 +68,15 @@ def sft(ctx: typer.Context) -> None:
     judge_args, config = parse_train_args(JudgeSFTConfig, list(ctx.args))
     pairs = read_pairs(judge_args.data)
     val = read_pairs(judge_args.eval_data)[: judge_args.eval_limit] if judge_args.eval_data else None
-    if val and config.targets == "captions":
+    if val and config.targets.startswith("captions"):
         raise CLIError("--eval_data judges pairs; a captions stage has no verdicts to validate")
     rows = sft_examples(
-        pairs, config.judge, config.targets, order_seed=config.order_seed, max_pixels=judge_args.max_pixels
+        pairs,
+        config.judge,
+        config.targets,
+        order_seed=config.order_seed,
+        max_pixels=judge_args.max_pixels,
+        layouts=config.caption_layouts,
     )
     model, processor = load_model(judge_args, config)
     trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))

@@ -75,6 +75,39 @@ def test_verdict_only_and_caption_targets(pairs: list[LabelledPair]) -> None:
         sft_examples(pairs, "deltarubric", "verdicts")
 
 
+def test_captions_in_context_ask_at_the_end_of_each_judge_turn(pairs: list[LabelledPair]) -> None:
+    """Every pair becomes one caption example framed by one turn of the layout judges: direct's, DeltaRubric's
+    planner or its verifier (after the gold checklist); the caption question ends the prompt, the image sits where the
+    judge puts it, and the target is the caption."""
+    many = [
+        p.model_copy(update={"request": p.request.model_copy(update={"id": f"{p.request.id}-{k}"})})
+        for p in pairs
+        for k in range(5)
+    ]
+    examples = sft_examples(many, "direct", "captions_in_context", layouts=["direct", "deltarubric"])
+    assert len(examples) == len(many)
+    planner = sft_examples(pairs[:1], "deltarubric", "traces")[0]["prompt"]
+    direct = sft_examples(pairs[:1], "direct", "traces")[0]["prompt"]
+    kinds = set()
+    for pair, e in zip(many, examples):
+        assert _text(e["completion"][0]) == pair.caption and len(e["images"]) == 1
+        last = e["prompt"][-1]
+        assert last["role"] == "user" and _text(last).endswith("Describe the image in detail.")
+        assert [p["type"] for p in e["prompt"][1]["content"]][0] == "image"  # the image where the judge shows it
+        system = _text(e["prompt"][0])
+        if len(e["prompt"]) == 4:
+            kinds.add("verifier")
+            assert system == _text(planner[0]) and "1. Is the square red?" in _text(e["prompt"][2])
+        else:
+            kinds.add("planner" if system == _text(planner[0]) and "checklist" in _text(last).lower() else "direct")
+            assert system in (_text(planner[0]), _text(direct[0]))
+    assert kinds == {"direct", "planner", "verifier"}
+    # Stable: the same seed frames each pair the same way.
+    assert sft_examples(many, "direct", "captions_in_context", layouts=["direct", "deltarubric"]) == examples
+    alone = sft_examples(pairs, "direct", "captions_in_context")  # default layout: the trained judge's own
+    assert all(len(e["prompt"]) == 2 and "Winner: [[A]] or [[B]]" in _text(e["prompt"][-1]) for e in alone)
+
+
 def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPair]) -> None:
     write_pairs(pairs, tmp_path / "copy.jsonl")
     again = read_pairs(tmp_path / "copy.jsonl")

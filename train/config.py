@@ -95,8 +95,14 @@ class JudgeSFTConfig(SFTConfig):
         metadata={
             "help": "'traces': the full gold output (checklist, analysis, justification, verdict); "
             "'verdicts': only the verdict line (the label-only SFT baseline); "
-            "'captions': describe the image (a captioning stage before judging)."
+            "'captions': describe the image (a captioning stage before judging); "
+            "'captions_in_context': describe the image when asked at the end of a judge's prompt, the image among "
+            "the pair's text (teaches a base to read images wherever judges put them)."
         },
+    )
+    caption_layouts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Judges whose prompts frame 'captions_in_context' examples (default: --judge)."},
     )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})
 

@@ -7,6 +7,7 @@ shown it) and the verifier turn after that checklist (target: analysis, justific
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from datasets import Dataset
@@ -26,17 +27,58 @@ def _example(conversation: list[Message], target: str) -> dict[str, Any]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}], "images": images}
 
 
+TARGETS = ("traces", "verdicts", "captions", "captions_in_context")
+
+
+def _caption_in_context(
+    pair: LabelledPair, layouts: list[str], order_seed: int, max_pixels: int | None
+) -> dict[str, Any]:
+    """The pair as one of the `layouts` judges shows it (any of their turns, picked by a stable hash), with the caption
+    question appended to that turn; target: the caption. A base trained only on "image, then 'describe it'" reads
+    images in that one layout: with text before or after the image (as in every judge prompt) its captions fall to
+    chance (docs/training.md, "The testbed"), so the judge has nothing to check claims against."""
+    if not pair.caption:
+        raise ValueError(f"pair {pair.request.id!r} has no 'caption' for caption targets")
+    turns = [(name, i) for name in layouts for i in range(len(load_method(name).stages))]
+    digest = hashlib.sha256(f"{order_seed}:{pair.request.id}:layout".encode()).digest()
+    name, stage = turns[int.from_bytes(digest[:4], "big") % len(turns)]
+    method = load_method(name)
+    prepared = prepare_pair(method, pair, max_pixels)
+    order = order_for(order_seed, pair.request.id, 0, 0)
+    conversation = first_turn(method, prepared, order)
+    if stage == 1:
+        flip = swap_labels if order == "BA" else (lambda t: t)
+        checklist = [flip(c) for c in pair.checklist] or ["Which response describes the image correctly?"]
+        reply = assistant_reply(method.stages[0], "", checklist).content[0]
+        assert isinstance(reply, TextPart)
+        conversation = next_turn(method, prepared, order, conversation, reply.text, checklist)
+    question = render_target("caption_question", media_word=method.words["media_word"][pair.request.task_type])
+    last = conversation[-1]
+    conversation[-1] = Message("user", (*last.content, TextPart(f"\n\n{question}")))
+    return _example(conversation, pair.caption)
+
+
 def sft_examples(
-    pairs: list[LabelledPair], judge: str, targets: str, *, order_seed: int = 0, max_pixels: int | None = None
+    pairs: list[LabelledPair],
+    judge: str,
+    targets: str,
+    *,
+    order_seed: int = 0,
+    max_pixels: int | None = None,
+    layouts: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Prompt-completion examples (TRL's conversational format with an `images` column)."""
-    if targets not in ("traces", "verdicts", "captions"):
-        raise ValueError("targets must be 'traces', 'verdicts' or 'captions'")
+    """Prompt-completion examples (TRL's conversational format with an `images` column). `layouts`: the judges whose
+    prompts frame 'captions_in_context' examples (default: `judge`)."""
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {', '.join(map(repr, TARGETS))}")
     if targets == "verdicts" and judge == "deltarubric":
         raise ValueError("verdict-only targets train a one-step judge: use --judge direct")
     method = load_method(judge)
     examples, seen_images = [], set()
     for pair in pairs:
+        if targets == "captions_in_context":
+            examples.append(_caption_in_context(pair, layouts or [judge], order_seed, max_pixels))
+            continue
         prepared = prepare_pair(method, pair, max_pixels)
         if targets == "captions":
             if not pair.caption:
