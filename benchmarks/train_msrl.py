@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_synthetic import accuracy, train, wait  # the same phase runner and held-out measure
+from train_synthetic import accuracy, build_base, train, wait  # the same base, phase runner and held-out measure
 
 METHODS = {
     "image_only": ("text_sft", "multimodal"),
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--text-n", type=int, default=2000, help="text pairs generated (other scenes; the training share)")
     ap.add_argument("--image-pairs", type=int, default=400, help="labelled image pairs every method may use")
     ap.add_argument("--caption-steps", type=int, default=500, help="the base's caption stage")
+    ap.add_argument("--context-steps", type=int, default=300, help="the base's caption steps inside judge prompts")
     ap.add_argument("--sft-steps", type=int, default=300, help="stage 1a (text SFT)")
     ap.add_argument("--text-rl-steps", type=int, default=100, help="stage 1b")
     ap.add_argument("--caption-rl-steps", type=int, default=100, help="stage 2a")
@@ -116,7 +117,6 @@ def main() -> None:
     from deltarubric.rm.pairs import read_pairs, write_pairs
     from deltarubric.train.msrl import model_of, record_of
     from deltarubric.train.synthetic import make_synthetic
-    from deltarubric.train.testbed import make_testbed_model
     from deltarubric.train.views import views, write_views
 
     paths = make_synthetic(out / "data", args.n, args.seed)
@@ -129,27 +129,8 @@ def main() -> None:
     n_images, n_text = len(read_pairs(images)), len(read_pairs(text))
     print(f"data: {n_images} labelled image pairs, {n_text} text pairs, {len(read_pairs(val))} held out", flush=True)
 
-    base0, base = out / "base-init", out / "base"
-    if not (base0 / "model.safetensors").exists():
-        make_testbed_model(base0, paths["train"], args.seed)
-    wait(
-        train(
-            "sft",
-            "testbed_caption.yaml",
-            "--model",
-            str(base0),
-            "--data",
-            str(paths["train"]),
-            "--out",
-            str(base),
-            "--max_steps",
-            str(args.caption_steps),
-            "--seed",
-            seed,
-            log=out / "logs" / "base.log",
-        )
-    )
-    print(f"base (caption stage): {time.time() - t0:.0f}s", flush=True)
+    base = build_base(out, paths["train"], args.seed, args.caption_steps, args.context_steps, ["msrl"])
+    print(f"base (caption stages): {time.time() - t0:.0f}s", flush=True)
 
     runs = {m: out / m for m in METHODS}
     data_flags = [

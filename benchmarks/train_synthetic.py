@@ -74,6 +74,29 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
     return summarize(rows)
 
 
+def build_base(
+    out: Path, train_file: Path, seed: int, caption_steps: int, context_steps: int, layouts: list[str]
+) -> Path:
+    """OUT/base: a random-weight testbed model taught to see. Stage 0 captions scenes (image, then "describe it");
+    stage 0b asks the same inside the `layouts` judges' prompts. Stage 0 alone reads images in its one layout only:
+    with a judge prompt's text around the image its captions fall to chance (docs/training.md, "The testbed")."""
+    from deltarubric.train.testbed import make_testbed_model
+
+    base0 = out / "base-init"
+    if not (base0 / "model.safetensors").exists():
+        make_testbed_model(base0, train_file, seed)
+    stages = [
+        ("testbed_caption.yaml", base0, out / "base-caption", caption_steps, []),
+        ("testbed_caption_context.yaml", out / "base-caption", out / "base", context_steps, layouts),
+    ]
+    for recipe, src, dst, steps, extra in stages:
+        flags = ["--model", str(src), "--data", str(train_file), "--out", str(dst), "--max_steps", str(steps)]
+        if extra:
+            flags += ["--caption_layouts", *extra]
+        wait(train("sft", recipe, *flags, "--seed", str(seed), log=out / "logs" / f"{dst.name}.log"))
+    return out / "base"
+
+
 def split_warm(train_file: Path, warm_pairs: int, out: Path) -> tuple[Path, Path]:
     """The first `warm_pairs` pairs keep their gold traces; the rest keep only labels (RL and the SFT baseline)."""
     from deltarubric.rm.pairs import TARGET_FIELDS
@@ -151,7 +174,6 @@ def main() -> None:
 
     from deltarubric.rm.pairs import read_pairs
     from deltarubric.train.synthetic import blind_copy, make_synthetic
-    from deltarubric.train.testbed import make_testbed_model
 
     paths = make_synthetic(out / "data", args.n, args.seed)
     val = paths["val"]
@@ -164,43 +186,7 @@ def main() -> None:
         flush=True,
     )
 
-    base0 = out / "base-init"
-    if not (base0 / "model.safetensors").exists():
-        make_testbed_model(base0, paths["train"], args.seed)
-    wait(
-        train(
-            "sft",
-            "testbed_caption.yaml",
-            "--model",
-            str(base0),
-            "--data",
-            str(paths["train"]),
-            "--out",
-            str(out / "base-caption"),
-            "--max_steps",
-            str(args.caption_steps),
-            "--seed",
-            seed,
-            log=out / "logs" / "caption.log",
-        )
-    )
-    wait(
-        train(
-            "sft",
-            "testbed_caption_context.yaml",
-            "--model",
-            str(out / "base-caption"),
-            "--data",
-            str(paths["train"]),
-            "--out",
-            str(out / "base"),
-            "--max_steps",
-            str(args.context_steps),
-            "--seed",
-            seed,
-            log=out / "logs" / "caption-context.log",
-        )
-    )
+    build_base(out, paths["train"], args.seed, args.caption_steps, args.context_steps, ["direct", "deltarubric"])
     print(f"base (caption stages): {time.time() - t0:.0f}s", flush=True)
 
     judges = ("direct", "deltarubric")

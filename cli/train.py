@@ -77,6 +77,7 @@ def sft(ctx: typer.Context) -> None:
         order_seed=config.order_seed,
         max_pixels=judge_args.max_pixels,
         layouts=config.caption_layouts,
+        trace_caption=config.trace_caption,
     )
     model, processor = load_model(judge_args, config)
     trainer = make_sft_trainer(model, config, rows, processing_class=processor, peft_config=peft_config(judge_args))

@@ -108,6 +108,23 @@ def test_captions_in_context_ask_at_the_end_of_each_judge_turn(pairs: list[Label
     assert all(len(e["prompt"]) == 2 and "Winner: [[A]] or [[B]]" in _text(e["prompt"][-1]) for e in alone)
 
 
+def test_trace_caption_opens_the_analysis_with_the_scene(pairs: list[LabelledPair]) -> None:
+    for judge in ("direct", "deltarubric"):
+        plain = sft_examples(pairs, judge, "traces")
+        with_scene = sft_examples(pairs, judge, "traces", trace_caption=True)
+        verdicts = [e for e in with_scene if _text(e["completion"][0]).startswith("Analysis:")]
+        assert len(verdicts) == len(pairs)
+        for pair, e in zip(pairs, verdicts):
+            text = _text(e["completion"][0])
+            assert text.startswith(f"Analysis:\nThe image shows: {pair.caption}\n1. ")
+            assert (
+                parse_verdict(text).winner
+                == parse_verdict(text.replace(f"The image shows: {pair.caption}\n", "")).winner
+            )
+            assert parse_verdict(text).ok and len(parse_verdict(text).findings) == 2
+        assert not any("The image shows" in _text(e["completion"][0]) for e in plain)
+
+
 def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPair]) -> None:
     write_pairs(pairs, tmp_path / "copy.jsonl")
     again = read_pairs(tmp_path / "copy.jsonl")

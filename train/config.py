@@ -104,6 +104,13 @@ class JudgeSFTConfig(SFTConfig):
         default_factory=list,
         metadata={"help": "Judges whose prompts frame 'captions_in_context' examples (default: --judge)."},
     )
+    trace_caption: bool = field(
+        default=False,
+        metadata={
+            "help": "Gold traces open their analysis with the pair's caption ('The image shows: ...'), so the "
+            "model says what it sees before it checks claims against it."
+        },
+    )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})
 
 

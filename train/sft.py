@@ -66,9 +66,11 @@ def sft_examples(
     order_seed: int = 0,
     max_pixels: int | None = None,
     layouts: list[str] | None = None,
+    trace_caption: bool = False,
 ) -> list[dict[str, Any]]:
     """Prompt-completion examples (TRL's conversational format with an `images` column). `layouts`: the judges whose
-    prompts frame 'captions_in_context' examples (default: `judge`)."""
+    prompts frame 'captions_in_context' examples (default: `judge`). `trace_caption`: gold traces open their analysis
+    with the pair's caption ("The image shows: ...")."""
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {', '.join(map(repr, TARGETS))}")
     if targets == "verdicts" and judge == "deltarubric":
@@ -97,7 +99,10 @@ def sft_examples(
         checklist = [flip(c) for c in pair.checklist]
         findings = [flip(f) for f in pair.findings]
         rationale = flip(pair.rationale) if pair.rationale else f"Response {winner} is better."
-        trace = render_target("verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale)
+        scene = pair.caption if trace_caption else ""
+        trace = render_target(
+            "verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale, scene=scene
+        )
         conversation = first_turn(method, prepared, order)
         if targets == "verdicts":
             examples.append(_example(conversation, render_target("verdict_only", winner=winner)))
