@@ -3,8 +3,9 @@ captions first (MSRL stages 1 -> 2 -> 3) beat RL on the images alone?
 
     python benchmarks/train_msrl.py --seed 0 --out runs/msrl-testbed
 
-Every method starts from the same base (a random hidden-128 testbed model after a caption stage: it can describe a
-scene but not judge) and uses the same --image-pairs labelled image pairs (labels and captions only, no rationale):
+Every method starts from the same base (a random hidden-128 testbed model after the two caption stages, the second
+inside msrl prompts: it can describe a scene but not judge) and uses the same --image-pairs labelled image pairs
+(labels and captions only, no rationale):
 
 - image_only: MSRL's stage 1a format warm start on text (the same checkpoint MSRL uses), then stage 3 (GRPO on the
   image pairs) only;
