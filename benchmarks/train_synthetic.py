@@ -77,9 +77,9 @@ def accuracy(checkpoint: Path, judge: str, pairs_file: Path, limit: int | None) 
 def build_base(
     out: Path, train_file: Path, seed: int, caption_steps: int, context_steps: int, layouts: list[str]
 ) -> Path:
-    """OUT/base: a random-weight testbed model taught to see. Stage 0 captions scenes (image, then "describe it");
-    stage 0b asks the same inside the `layouts` judges' prompts. Stage 0 alone reads images in its one layout only:
-    with a judge prompt's text around the image its captions fall to chance (docs/training.md, "The testbed")."""
+    """OUT/base-reading: a random-weight testbed model taught to see. Stage 0 captions scenes (image, then "describe
+    it"); stage 0b asks the same inside the `layouts` judges' prompts. Stage 0 alone reads images in its one layout
+    only: with a judge prompt's text around the image its captions fall to chance (docs/training.md, "The testbed")."""
     from deltarubric.train.testbed import make_testbed_model
 
     base0 = out / "base-init"
@@ -87,14 +87,14 @@ def build_base(
         make_testbed_model(base0, train_file, seed)
     stages = [
         ("testbed_caption.yaml", base0, out / "base-caption", caption_steps, []),
-        ("testbed_caption_context.yaml", out / "base-caption", out / "base", context_steps, layouts),
+        ("testbed_caption_context.yaml", out / "base-caption", out / "base-reading", context_steps, layouts),
     ]
     for recipe, src, dst, steps, extra in stages:
         flags = ["--model", str(src), "--data", str(train_file), "--out", str(dst), "--max_steps", str(steps)]
         if extra:
             flags += ["--caption_layouts", *extra]
         wait(train("sft", recipe, *flags, "--seed", str(seed), log=out / "logs" / f"{dst.name}.log"))
-    return out / "base"
+    return out / "base-reading"  # not "base": run folders from before the second stage hold a caption-only one
 
 
 def split_warm(train_file: Path, warm_pairs: int, out: Path) -> tuple[Path, Path]:
@@ -186,7 +186,7 @@ def main() -> None:
         flush=True,
     )
 
-    build_base(out, paths["train"], args.seed, args.caption_steps, args.context_steps, ["direct", "deltarubric"])
+    base = build_base(out, paths["train"], args.seed, args.caption_steps, args.context_steps, ["direct", "deltarubric"])
     print(f"base (caption stages): {time.time() - t0:.0f}s", flush=True)
 
     judges = ("direct", "deltarubric")
@@ -197,7 +197,7 @@ def main() -> None:
             "--judge",
             j,
             "--model",
-            str(out / "base"),
+            str(base),
             "--data",
             str(warm),
             "--out",

@@ -123,6 +123,23 @@ def test_trace_caption_opens_the_analysis_with_the_scene(pairs: list[LabelledPai
             )
             assert parse_verdict(text).ok and len(parse_verdict(text).findings) == 2
         assert not any("The image shows" in _text(e["completion"][0]) for e in plain)
+    # A caption laid out as a numbered list is written on one line: the verdict's items stay the checklist's.
+    listed = [p.model_copy(update={"caption": "1. A red square\n2. A blue square"}) for p in pairs]
+    for e in sft_examples(listed, "direct", "traces", trace_caption=True):
+        text = _text(e["completion"][0])
+        assert "The image shows: 1. A red square 2. A blue square\n1. Is the square red?" in text
+        assert [f for f, _ in parse_verdict(text).findings][0].startswith("Is the square red?")
+        assert len(parse_verdict(text).findings) == 2
+
+
+def test_captions_in_context_refuse_pairs_without_an_image_to_describe(pairs: list[LabelledPair]) -> None:
+    text_only = pairs[0].model_copy(
+        update={"request": pairs[0].request.model_copy(update={"images": [], "task_type": "text"})}
+    )
+    with pytest.raises(ValueError, match="p0.*captions_in_context needs an image.*no image"):
+        sft_examples([text_only], "direct", "captions_in_context")
+    with pytest.raises(ValueError, match="no caption"):
+        sft_examples([pairs[0].model_copy(update={"caption": None})], "direct", "captions_in_context")
 
 
 def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPair]) -> None:

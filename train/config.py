@@ -107,8 +107,8 @@ class JudgeSFTConfig(SFTConfig):
     trace_caption: bool = field(
         default=False,
         metadata={
-            "help": "Gold traces open their analysis with the pair's caption ('The image shows: ...'), so the "
-            "model says what it sees before it checks claims against it."
+            "help": "Gold traces (direct and deltarubric judges) open their analysis with the pair's caption "
+            "('The image shows: ...', on one line), so the model says what it sees before it checks claims."
         },
     )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})

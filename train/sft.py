@@ -20,6 +20,7 @@ from deltarubric.rubrics.prompts import load_method
 from deltarubric.rubrics.targets import render_target
 from deltarubric.train.config import JudgeSFTConfig
 from deltarubric.train.render import first_turn, next_turn, order_for, prepare_pair, shown, swap_labels, to_trl
+from deltarubric.train.views import skip_reason
 
 
 def _example(conversation: list[Message], target: str) -> dict[str, Any]:
@@ -37,8 +38,10 @@ def _caption_in_context(
     question appended to that turn; target: the caption. A base trained only on "image, then 'describe it'" reads
     images in that one layout: with text before or after the image (as in every judge prompt) its captions fall to
     chance (docs/training.md, "The testbed"), so the judge has nothing to check claims against."""
-    if not pair.caption:
-        raise ValueError(f"pair {pair.request.id!r} has no 'caption' for caption targets")
+    if reason := skip_reason(pair):
+        raise ValueError(
+            f"pair {pair.request.id!r}: captions_in_context needs an image, text answers and a 'caption' ({reason})"
+        )
     turns = [(name, i) for name in layouts for i in range(len(load_method(name).stages))]
     digest = hashlib.sha256(f"{order_seed}:{pair.request.id}:layout".encode()).digest()
     name, stage = turns[int.from_bytes(digest[:4], "big") % len(turns)]
@@ -99,7 +102,7 @@ def sft_examples(
         checklist = [flip(c) for c in pair.checklist]
         findings = [flip(f) for f in pair.findings]
         rationale = flip(pair.rationale) if pair.rationale else f"Response {winner} is better."
-        scene = pair.caption if trace_caption else ""
+        scene = " ".join(pair.caption.split()) if trace_caption and pair.caption else ""  # one line: items follow
         trace = render_target(
             "verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale, scene=scene
         )
