@@ -26,7 +26,7 @@ from deltarubric.rm.judge import Judge
 from deltarubric.rm.pairs import LabelledPair
 from deltarubric.rubrics.parsing import parse_msrl
 from deltarubric.rubrics.prompts import load_method
-from deltarubric.train.render import order_for, shown, swap_labels
+from deltarubric.train.render import order_for, shown, shown_text
 
 
 @dataclass(frozen=True)
@@ -160,11 +160,11 @@ def distilled_pair(real: LabelledPair, chain: Chain, *, caption: bool) -> Labell
     """The real pair whose msrl target is the chain's reasoning (and the gold caption when `caption`); the target's
     <type> and <answer> are the pair's (`sft_examples` renders them).
 
-    `sft_examples` writes a rationale given in the caller's labels into the shown order with `swap_labels`; the chain
+    `sft_examples` writes a rationale given in the caller's labels into the shown order with `shown_text`; the chain
     is already in the shown order, so it is handed over relabelled once: the two relabellings cancel exactly.
     """
     think = parse_msrl(chain.text).rationale
-    rationale = swap_labels(think) if chain.order == "BA" else think
+    rationale = shown_text(think, chain.order)
     return LabelledPair(
         request=real.request, label=real.label, caption=real.caption if caption else None, rationale=rationale
     )

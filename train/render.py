@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from deltarubric.rm.aggregate import Order, flip_winner
-from deltarubric.rm.backends.base import Conversation, ImagePart, to_chat_dicts
+from deltarubric.rm.backends.base import Conversation, ImagePart, TextPart, to_chat_dicts
 from deltarubric.rm.media import DEFAULT_MAX_INPUT_PIXELS, load_image
 from deltarubric.rm.pairs import LabelledPair
 from deltarubric.rm.prompting import PreparedRequest, assistant_reply, prepare, system_messages, user_turn
@@ -29,6 +29,18 @@ def order_for(seed: int, pair_id: str, step: int, chain: int) -> Order:
 def shown(label: str, order: Order) -> str:
     """The caller's label as the model sees it in `order`."""
     return label if order == "AB" else flip_winner(label)
+
+
+def shown_text(text: str, order: Order) -> str:
+    """Gold text written in the caller's labels, as the model sees it in `order`."""
+    return swap_labels(text) if order == "BA" else text
+
+
+def checklist_reply(method: Method, checklist: list[str]) -> str:
+    """The first stage's reply as the conversation carries it: the cleaned checklist (DeltaRubric's planner)."""
+    part = assistant_reply(method.stages[0], "", checklist).content[0]
+    assert isinstance(part, TextPart)
+    return part.text
 
 
 def swap_labels(text: str) -> str:

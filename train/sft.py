@@ -15,11 +15,19 @@ from trl import SFTTrainer
 
 from deltarubric.rm.backends.base import Message, TextPart
 from deltarubric.rm.pairs import LabelledPair
-from deltarubric.rm.prompting import assistant_reply
-from deltarubric.rubrics.prompts import load_method
+from deltarubric.rubrics.prompts import Method, load_method
 from deltarubric.rubrics.targets import render_target
 from deltarubric.train.config import JudgeSFTConfig
-from deltarubric.train.render import first_turn, next_turn, order_for, prepare_pair, shown, swap_labels, to_trl
+from deltarubric.train.render import (
+    checklist_reply,
+    first_turn,
+    next_turn,
+    order_for,
+    prepare_pair,
+    shown,
+    shown_text,
+    to_trl,
+)
 from deltarubric.train.views import skip_reason
 
 
@@ -29,6 +37,10 @@ def _example(conversation: list[Message], target: str) -> dict[str, Any]:
 
 
 TARGETS = ("traces", "verdicts", "captions", "captions_in_context")
+
+
+def _caption_question(method: Method, pair: LabelledPair) -> str:
+    return render_target("caption_question", media_word=method.words["media_word"][pair.request.task_type])
 
 
 def _caption_in_context(
@@ -50,12 +62,9 @@ def _caption_in_context(
     order = order_for(order_seed, pair.request.id, 0, 0)
     conversation = first_turn(method, prepared, order)
     if stage == 1:
-        flip = swap_labels if order == "BA" else (lambda t: t)
-        checklist = [flip(c) for c in pair.checklist] or ["Which response describes the image correctly?"]
-        reply = assistant_reply(method.stages[0], "", checklist).content[0]
-        assert isinstance(reply, TextPart)
-        conversation = next_turn(method, prepared, order, conversation, reply.text, checklist)
-    question = render_target("caption_question", media_word=method.words["media_word"][pair.request.task_type])
+        checklist = [shown_text(c, order) for c in pair.checklist] or ["Which response describes the image correctly?"]
+        conversation = next_turn(method, prepared, order, conversation, checklist_reply(method, checklist), checklist)
+    question = _caption_question(method, pair)
     last = conversation[-1]
     conversation[-1] = Message("user", (*last.content, TextPart(f"\n\n{question}")))
     return _example(conversation, pair.caption)
@@ -92,16 +101,14 @@ def sft_examples(
             if key in seen_images:
                 continue
             seen_images.add(key)
-            question = render_target("caption_question", media_word=method.words["media_word"][pair.request.task_type])
-            turn = Message("user", (*prepared.context, TextPart(question)))
+            turn = Message("user", (*prepared.context, TextPart(_caption_question(method, pair))))
             examples.append(_example([turn], pair.caption))
             continue
         order = order_for(order_seed, pair.request.id, 0, 0)
         winner = shown(pair.label, order)
-        flip = swap_labels if order == "BA" else (lambda t: t)
-        checklist = [flip(c) for c in pair.checklist]
-        findings = [flip(f) for f in pair.findings]
-        rationale = flip(pair.rationale) if pair.rationale else f"Response {winner} is better."
+        checklist = [shown_text(c, order) for c in pair.checklist]
+        findings = [shown_text(f, order) for f in pair.findings]
+        rationale = shown_text(pair.rationale, order) if pair.rationale else f"Response {winner} is better."
         scene = " ".join(pair.caption.split()) if trace_caption and pair.caption else ""  # one line: items follow
         trace = render_target(
             "verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale, scene=scene
@@ -112,11 +119,9 @@ def sft_examples(
         elif judge == "deltarubric":
             if not checklist:
                 raise ValueError(f"pair {pair.request.id!r} has no gold 'checklist': DeltaRubric traces need one")
-            planner_stage = method.stages[0]
-            reply = assistant_reply(planner_stage, "", checklist).content[0]
-            assert isinstance(reply, TextPart)
-            examples.append(_example(conversation, reply.text))
-            verifier = next_turn(method, prepared, order, conversation, reply.text, checklist)
+            reply = checklist_reply(method, checklist)
+            examples.append(_example(conversation, reply))
+            verifier = next_turn(method, prepared, order, conversation, reply, checklist)
             examples.append(_example(verifier, trace))
         elif method.stages[-1].parser == "msrl":
             target = render_target(
