@@ -130,6 +130,12 @@ def test_trace_caption_opens_the_analysis_with_the_scene(pairs: list[LabelledPai
         assert "The image shows: 1. A red square 2. A blue square\n1. Is the square red?" in text
         assert [f for f, _ in parse_verdict(text).findings][0].startswith("Is the square red?")
         assert len(parse_verdict(text).findings) == 2
+    # The line names what the task's claims are checked against: two generated images "show".
+    generated = pairs[0].model_copy(
+        update={"request": pairs[0].request.model_copy(update={"task_type": "image_generation"})}
+    )
+    text = _text(sft_examples([generated], "direct", "traces", trace_caption=True)[0]["completion"][0])
+    assert text.startswith(f"Analysis:\nThe images show: {pairs[0].caption}\n")
 
 
 def test_captions_in_context_refuse_pairs_without_an_image_to_describe(pairs: list[LabelledPair]) -> None:
@@ -140,6 +146,17 @@ def test_captions_in_context_refuse_pairs_without_an_image_to_describe(pairs: li
         sft_examples([text_only], "direct", "captions_in_context")
     with pytest.raises(ValueError, match="no caption"):
         sft_examples([pairs[0].model_copy(update={"caption": None})], "direct", "captions_in_context")
+
+
+def test_unknown_caption_layout_fails_when_the_arguments_are_read(tmp_path: Path) -> None:
+    """A misspelt judge in --caption_layouts is named before any example is rendered or any model loaded."""
+    from deltarubric.train.config import JudgeSFTConfig
+
+    with pytest.raises(ValueError, match="unknown judge 'deltarubrik'; available: .*deltarubric"):
+        JudgeSFTConfig(output_dir=str(tmp_path), use_cpu=True, caption_layouts=["direct", "deltarubrik"])
+    assert JudgeSFTConfig(output_dir=str(tmp_path), use_cpu=True, caption_layouts=["direct"]).caption_layouts == [
+        "direct"
+    ]
 
 
 def test_pair_file_round_trip_and_errors(tmp_path: Path, pairs: list[LabelledPair]) -> None:

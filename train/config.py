@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
 
+from deltarubric.rubrics.prompts import check_method
+
 
 @dataclass
 class JudgeArguments:
@@ -112,6 +114,12 @@ class JudgeSFTConfig(SFTConfig):
         },
     )
     order_seed: int = field(default=0, metadata={"help": "Seeds the A/B order of each example."})
+
+    def __post_init__(self) -> None:
+        # Fail while the arguments are read, not after every example has been rendered.
+        for name in self.caption_layouts:
+            check_method(name)
+        super().__post_init__()
 
 
 # -- MSRL's staged transfer (`deltarubric train msrl`, train/msrl.py) -----------------------------------------------

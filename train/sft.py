@@ -82,7 +82,7 @@ def sft_examples(
 ) -> list[dict[str, Any]]:
     """Prompt-completion examples (TRL's conversational format with an `images` column). `layouts`: the judges whose
     prompts frame 'captions_in_context' examples (default: `judge`). `trace_caption`: gold traces open their analysis
-    with the pair's caption ("The image shows: ...")."""
+    with the pair's caption ("The image shows: ...", in the task's media word)."""
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {', '.join(map(repr, TARGETS))}")
     if targets == "verdicts" and judge == "deltarubric":
@@ -111,7 +111,13 @@ def sft_examples(
         rationale = shown_text(pair.rationale, order) if pair.rationale else f"Response {winner} is better."
         scene = " ".join(pair.caption.split()) if trace_caption and pair.caption else ""  # one line: items follow
         trace = render_target(
-            "verdict", checklist=checklist, findings=findings, winner=winner, rationale=rationale, scene=scene
+            "verdict",
+            checklist=checklist,
+            findings=findings,
+            winner=winner,
+            rationale=rationale,
+            scene=scene,
+            media_word=method.words["media_word"][pair.request.task_type],
         )
         conversation = first_turn(method, prepared, order)
         if targets == "verdicts":
